@@ -1,0 +1,135 @@
+//! What `azbroker` prints: JSON for scripts, aligned text for people.
+
+use azbroker_proto::{StatusReport, TokenReply};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+fn rfc3339(epoch: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn token(token: &TokenReply, raw: bool) {
+    if raw {
+        println!("{}", token.access_token.expose());
+        return;
+    }
+    let value = json!({
+        "accessToken": token.access_token.expose(),
+        "expiresOn": rfc3339(token.expires_on),
+        "expires_on": token.expires_on,
+        "tokenType": token.token_type,
+        "tenant": token.tenant,
+        "credential": token.credential,
+    });
+    println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+}
+
+pub fn status(status: &StatusReport, as_json: bool) {
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status_json(status)).expect("JSON")
+        );
+        return;
+    }
+    let c = &status.counters;
+    println!(
+        "azbrokerd {} (protocol {})",
+        status.daemon_version, status.protocol_version
+    );
+    println!("  pid        {}", status.daemon_pid);
+    println!("  uptime     {} s", status.uptime_secs);
+    println!("  socket     {}", status.socket_path);
+    println!("  store      {}", status.store);
+    println!();
+    println!("credentials");
+    if status.credentials.is_empty() {
+        println!("  (none used yet)");
+    }
+    for cred in &status.credentials {
+        println!(
+            "  {:<30} {:<12} {:<12} acquisitions {}",
+            cred.credential,
+            cred.identity,
+            cred.state.as_str(),
+            cred.acquisitions
+        );
+        if let Some(error) = &cred.last_error {
+            println!("    last error: {error}");
+        }
+    }
+    println!();
+    println!("cache");
+    if status.cache.is_empty() {
+        println!("  (empty)");
+    }
+    for entry in &status.cache {
+        println!(
+            "  {} tenant={} via {} expires {} refresh {} hits {}",
+            entry.scopes.join(" "),
+            entry.tenant.as_deref().unwrap_or("-"),
+            entry.credential,
+            rfc3339(entry.expires_on),
+            rfc3339(entry.refresh_on),
+            entry.hits
+        );
+    }
+    println!();
+    println!(
+        "counters  requests {}  hits {}  misses {}  upstream {}  refreshes {}  refresh failures {}  errors {}  connections {} open / {} accepted / {} refused",
+        c.requests,
+        c.cache_hits,
+        c.cache_misses,
+        c.upstream_acquisitions,
+        c.refreshes,
+        c.refresh_failures,
+        c.errors,
+        c.connections_open,
+        c.connections_accepted,
+        c.connections_refused
+    );
+}
+
+fn status_json(status: &StatusReport) -> serde_json::Value {
+    let c = &status.counters;
+    json!({
+        "pid": status.daemon_pid,
+        "version": status.daemon_version,
+        "protocol_version": status.protocol_version,
+        "uptime_secs": status.uptime_secs,
+        "socket": status.socket_path,
+        "store": status.store,
+        "credentials": status.credentials.iter().map(|cred| json!({
+            "credential": cred.credential,
+            "identity": cred.identity,
+            "state": cred.state.as_str(),
+            "acquisitions": cred.acquisitions,
+            "last_success": cred.last_success,
+            "last_error": cred.last_error,
+        })).collect::<Vec<_>>(),
+        "cache": status.cache.iter().map(|entry| json!({
+            "credential": entry.credential,
+            "tenant": entry.tenant,
+            "scopes": entry.scopes,
+            "expires_on": entry.expires_on,
+            "refresh_on": entry.refresh_on,
+            "hits": entry.hits,
+        })).collect::<Vec<_>>(),
+        "counters": {
+            "requests": c.requests,
+            "cache_hits": c.cache_hits,
+            "cache_misses": c.cache_misses,
+            "upstream_acquisitions": c.upstream_acquisitions,
+            "refreshes": c.refreshes,
+            "refresh_failures": c.refresh_failures,
+            "errors": c.errors,
+            "connections_accepted": c.connections_accepted,
+            "connections_refused": c.connections_refused,
+            "connections_open": c.connections_open,
+        },
+    })
+}

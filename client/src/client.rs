@@ -1,0 +1,302 @@
+//! A typed, pipelined connection to `azbrokerd`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use azbroker_proto::io::{read_message, write_message, Shared};
+use azbroker_proto::{
+    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, Reply, Request, StatusReport,
+    TokenReply, Welcome, PROTOCOL_VERSION,
+};
+use interprocess::local_socket::tokio::Stream;
+use tokio::io::BufReader;
+use tokio::sync::{oneshot, Mutex};
+
+use crate::{connect, ClientError};
+
+/// Default limit for one request; a first `az` call or a browser login can be slow.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(330);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach the daemon and what to tell it.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub socket: PathBuf,
+    pub chain: ChainSpec,
+    /// Shown in the daemon's logs, e.g. `azbroker-cli`.
+    pub client_name: String,
+    /// Start `azbrokerd` when none runs (off with `AZBROKER_NO_AUTOSTART=1`).
+    pub autostart: bool,
+    pub request_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// Everything from this process's environment: socket path, chain, autostart switch.
+    pub fn from_env(client_name: &str) -> Result<ClientOptions, ClientError> {
+        let chain = ChainSpec::from_env().map_err(|e| ClientError::Config(e.to_string()))?;
+        let no_autostart = std::env::var("AZBROKER_NO_AUTOSTART")
+            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true"))
+            .unwrap_or(false);
+        Ok(ClientOptions {
+            socket: connect::default_socket_path(),
+            chain,
+            client_name: client_name.to_string(),
+            autostart: !no_autostart,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        })
+    }
+}
+
+/// A client of the broker. Cheap to share (`Arc` it); requests from many tasks
+/// travel over one connection and complete in any order.
+pub struct Client {
+    options: ClientOptions,
+    connection: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> Client {
+        Client {
+            options,
+            connection: Mutex::new(None),
+        }
+    }
+
+    /// A client configured from the environment; connects on first use.
+    pub fn from_env(client_name: &str) -> Result<Client, ClientError> {
+        Ok(Client::new(ClientOptions::from_env(client_name)?))
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    pub async fn get_token(&self, request: GetToken) -> Result<TokenReply, ClientError> {
+        match self.call(Request::GetToken(request)).await? {
+            Reply::Token(token) => Ok(token),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn status(&self) -> Result<StatusReport, ClientError> {
+        match self.call(Request::Status).await? {
+            Reply::Status(status) => Ok(*status),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn invalidate(&self, scopes: Vec<String>) -> Result<u64, ClientError> {
+        match self
+            .call(Request::Invalidate(Invalidate { scopes }))
+            .await?
+        {
+            Reply::Invalidated { removed } => Ok(removed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks the daemon to exit. Never starts one.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        match self.call(Request::Shutdown).await? {
+            Reply::ShuttingDown => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The daemon's Welcome on the current connection, connecting if needed.
+    pub async fn welcome(&self) -> Result<Welcome, ClientError> {
+        Ok(self.connection().await?.welcome.clone())
+    }
+
+    /// Sends one request; if the connection turns out to be broken (the daemon
+    /// restarted or died), reconnects once, starting a daemon if allowed, and resends.
+    async fn call(&self, request: Request) -> Result<Reply, ClientError> {
+        let connection = self.connection().await?;
+        let reply = match connection
+            .request(request.clone(), self.options.request_timeout)
+            .await
+        {
+            Err(Broken(_)) if !matches!(request, Request::Shutdown) => {
+                self.forget(&connection).await;
+                let connection = self.connection().await?;
+                connection
+                    .request(request, self.options.request_timeout)
+                    .await
+            }
+            other => other,
+        };
+        match reply.map_err(|Broken(e)| e)? {
+            Reply::Error(e) => Err(ClientError::Daemon(e)),
+            reply => Ok(reply),
+        }
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref().filter(|c| c.is_open()) {
+            return Ok(connection.clone());
+        }
+        let stream =
+            connect::connect_or_start(&self.options.socket, self.options.autostart).await?;
+        let connection = Arc::new(Connection::open(stream, &self.options).await?);
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn forget(&self, broken: &Arc<Connection>) {
+        let mut slot = self.connection.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, broken)) {
+            *slot = None;
+        }
+    }
+}
+
+fn unexpected(reply: &Reply) -> ClientError {
+    let name = match reply {
+        Reply::Welcome(_) => "Welcome",
+        Reply::Token(_) => "Token",
+        Reply::Status(_) => "Status",
+        Reply::Invalidated { .. } => "Invalidated",
+        Reply::ShuttingDown => "ShuttingDown",
+        Reply::Error(_) => "Error",
+    };
+    ClientError::Protocol(format!("unexpected {name} reply"))
+}
+
+/// The connection failed under a request (worth one reconnect).
+struct Broken(ClientError);
+
+type Pending = Arc<StdMutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>>;
+
+/// One open connection: a writer shared by callers and a reader task that
+/// routes each reply to the caller waiting on its id.
+struct Connection {
+    writer: Mutex<Shared<Stream>>,
+    /// `None` once the reader has seen the connection end.
+    pending: Pending,
+    next_id: AtomicU64,
+    welcome: Welcome,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Connection {
+    async fn open(stream: Stream, options: &ClientOptions) -> Result<Connection, ClientError> {
+        let stream = Arc::new(stream);
+        let mut writer = Shared(stream.clone());
+        let mut reader = BufReader::with_capacity(16 * 1024, Shared(stream));
+        let hello = ClientFrame {
+            id: 0,
+            request: Request::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: options.client_name.clone(),
+                pid: std::process::id(),
+                chain: options.chain.clone(),
+            }),
+        };
+        let handshake = async {
+            write_message(&mut writer, &hello)
+                .await
+                .map_err(|e| ClientError::Protocol(format!("sending Hello: {e}")))?;
+            let mut buf = Vec::new();
+            read_message::<DaemonFrame, _>(&mut reader, &mut buf)
+                .await
+                .map_err(|e| ClientError::Protocol(format!("reading Welcome: {e}")))
+        };
+        let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
+            Err(_) => {
+                return Err(ClientError::Timeout(
+                    "the daemon did not answer Hello".into(),
+                ))
+            }
+            Ok(result) => match result?.reply {
+                Reply::Welcome(welcome) => welcome,
+                Reply::Error(e) => return Err(ClientError::Daemon(e)),
+                other => return Err(unexpected(&other)),
+            },
+        };
+        let pending: Pending = Arc::new(StdMutex::new(Some(HashMap::new())));
+        let reader = tokio::spawn(route_replies(reader, pending.clone()));
+        Ok(Connection {
+            writer: Mutex::new(writer),
+            pending,
+            next_id: AtomicU64::new(1),
+            welcome,
+            reader,
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        self.pending.lock().expect("pending lock").is_some()
+    }
+
+    async fn request(&self, request: Request, timeout: Duration) -> Result<Reply, Broken> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match self.pending.lock().expect("pending lock").as_mut() {
+            Some(pending) => pending.insert(id, tx),
+            None => return Err(Broken(ClientError::Protocol("connection closed".into()))),
+        };
+        let written = {
+            let mut writer = self.writer.lock().await;
+            write_message(&mut *writer, &ClientFrame { id, request }).await
+        };
+        if let Err(e) = written {
+            self.cancel(id);
+            return Err(Broken(ClientError::Protocol(format!(
+                "sending request: {e}"
+            ))));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(Broken(ClientError::Protocol(
+                "the daemon closed the connection".into(),
+            ))),
+            Err(_) => {
+                self.cancel(id);
+                // Not Broken: the daemon is there, just slow; do not resend.
+                Ok(Reply::Error(azbroker_proto::WireError::new(
+                    azbroker_proto::ErrorKind::Timeout,
+                    format!("no answer from azbrokerd within {} s", timeout.as_secs()),
+                )))
+            }
+        }
+    }
+
+    fn cancel(&self, id: u64) {
+        if let Some(pending) = self.pending.lock().expect("pending lock").as_mut() {
+            pending.remove(&id);
+        }
+    }
+}
+
+async fn route_replies(mut reader: BufReader<Shared<Stream>>, pending: Pending) {
+    let mut buf = Vec::new();
+    loop {
+        match read_message::<DaemonFrame, _>(&mut reader, &mut buf).await {
+            Ok(frame) => {
+                let waiter = pending
+                    .lock()
+                    .expect("pending lock")
+                    .as_mut()
+                    .and_then(|p| p.remove(&frame.id));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(frame.reply);
+                }
+            }
+            Err(_) => {
+                // Dropping every sender wakes every waiter with "closed".
+                pending.lock().expect("pending lock").take();
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Starts credential actors on demand and restarts one that panics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use azbroker_proto::CredentialSpec;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::credential::{CredentialActor, CredentialArgs, CredentialMsg};
+use super::registry::{Health, Registered, Registry};
+use super::ActorDeps;
+use crate::identity::CredentialId;
+
+pub struct Supervisor;
+
+pub struct SupervisorArgs {
+    pub deps: ActorDeps,
+    pub registry: Arc<Registry>,
+}
+
+pub struct SupervisorState {
+    deps: ActorDeps,
+    registry: Arc<Registry>,
+    /// What each child was started with, to restart it identically.
+    children: HashMap<ActorId, Child>,
+}
+
+#[derive(Clone)]
+struct Child {
+    id: CredentialId,
+    spec: CredentialSpec,
+    authority_host: String,
+    health: Arc<Health>,
+}
+
+pub enum SupervisorMsg {
+    /// The actor for this identity, started if there is none.
+    Ensure {
+        id: CredentialId,
+        spec: CredentialSpec,
+        authority_host: String,
+        reply: RpcReplyPort<Result<ActorRef<CredentialMsg>, String>>,
+    },
+}
+
+impl Supervisor {
+    async fn start_child(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        child: Child,
+    ) -> Result<ActorRef<CredentialMsg>, String> {
+        let args = CredentialArgs {
+            id: child.id.clone(),
+            spec: child.spec.clone(),
+            authority_host: child.authority_host.clone(),
+            deps: state.deps.clone(),
+            health: child.health.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, CredentialActor, args, myself.get_cell())
+            .await
+            .map_err(|e| format!("cannot start the actor for {}: {e}", child.id))?;
+        state.registry.insert(
+            child.id.clone(),
+            Registered {
+                actor: actor.clone(),
+                health: child.health.clone(),
+            },
+        );
+        state.children.insert(actor.get_id(), child);
+        Ok(actor)
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            deps: args.deps,
+            registry: args.registry,
+            children: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Ensure {
+                id,
+                spec,
+                authority_host,
+                reply,
+            } => {
+                // Requests are handled one at a time, so two clients racing to
+                // start the same identity get the same actor.
+                let result = match state.registry.get(&id) {
+                    Some(registered) => Ok(registered.actor),
+                    None => {
+                        let health = Arc::new(Health::new(spec.kind()));
+                        let child = Child {
+                            id,
+                            spec,
+                            authority_host,
+                            health,
+                        };
+                        Supervisor::start_child(&myself, state, child).await
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    /// Overridden because ractor's default stops the supervisor when any child exits.
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(child) = state.children.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                tracing::error!(credential = %child.id, error = %err, "credential actor failed; restarting it");
+                state.registry.remove(&child.id);
+                if let Err(e) = Supervisor::start_child(&myself, state, child).await {
+                    tracing::error!(error = %e, "restart failed");
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(child) = state.children.remove(&cell.get_id()) {
+                    state.registry.remove(&child.id);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,405 @@
+//! The broker: shared state and the two paths of a token request.
+//!
+//! Fast path ([`Broker::lookup`]): validate, build the key, one cache read.
+//! No actor hop, no lock. Slow path ([`Broker::acquire`]): the cache's
+//! single-flight runs [`Broker::resolve`], which walks the client's chain in
+//! order, asking each credential's actor; the first token wins and its actor is
+//! told to keep it fresh.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azbroker_proto::{
+    CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
+    StatusReport, TokenReply, WireError, PROTOCOL_VERSION,
+};
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use tokio::sync::watch;
+
+use crate::actors::credential::{cache_entry, CredentialMsg};
+use crate::actors::registry::Registry;
+use crate::actors::supervisor::SupervisorMsg;
+use crate::cache::{CacheKey, CachedToken, TokenCache};
+use crate::identity::{chain_fingerprint, CredentialId};
+use crate::refresh::DEFAULT_MIN_VALIDITY_SECS;
+use crate::scopes;
+use crate::sources::{self, SourceError, SourceRequest};
+use crate::stats::Stats;
+
+/// Longest chain a client may send.
+const MAX_CHAIN_LEN: usize = 16;
+/// Backstop for one credential's acquisition; each source has a tighter limit of its own.
+const ACQUIRE_BACKSTOP: Duration = Duration::from_secs(15 * 60);
+
+pub struct Broker {
+    pub cache: TokenCache,
+    pub stats: Arc<Stats>,
+    registry: Arc<Registry>,
+    supervisor: ActorRef<SupervisorMsg>,
+    started: Instant,
+    socket_path: String,
+    shutdown: watch::Sender<bool>,
+}
+
+/// What a connection learned from its Hello.
+pub struct Session {
+    pub chain: Arc<ChainSpec>,
+    pub chain_fingerprint: u128,
+    pub client: String,
+    pub pid: u32,
+}
+
+/// A validated token request.
+pub struct Prepared {
+    key: CacheKey,
+    request: SourceRequest,
+    min_validity: i64,
+}
+
+impl Broker {
+    pub fn new(
+        cache: TokenCache,
+        stats: Arc<Stats>,
+        registry: Arc<Registry>,
+        supervisor: ActorRef<SupervisorMsg>,
+        socket_path: String,
+        shutdown: watch::Sender<bool>,
+    ) -> Broker {
+        Broker {
+            cache,
+            stats,
+            registry,
+            supervisor,
+            started: Instant::now(),
+            socket_path,
+            shutdown,
+        }
+    }
+
+    /// Checks a client's Hello: protocol version and a sane chain.
+    pub fn open_session(&self, hello: Hello) -> Result<Session, WireError> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(version_mismatch(hello.protocol_version));
+        }
+        let chain = hello.chain;
+        if chain.credentials.len() > MAX_CHAIN_LEN {
+            return Err(WireError::new(
+                ErrorKind::InvalidRequest,
+                format!("a chain has at most {MAX_CHAIN_LEN} credentials"),
+            ));
+        }
+        if !chain.authority_host.starts_with("https://") {
+            return Err(WireError::new(
+                ErrorKind::InvalidRequest,
+                "the authority host must be an https:// URL",
+            ));
+        }
+        for spec in &chain.credentials {
+            for tenant in spec_tenants(spec) {
+                scopes::validate_tenant(tenant)
+                    .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
+            }
+        }
+        Ok(Session {
+            chain_fingerprint: chain_fingerprint(&chain),
+            chain: Arc::new(chain),
+            client: hello.client_name,
+            pid: hello.pid,
+        })
+    }
+
+    /// Validates a request and builds its cache key.
+    pub fn prepare(&self, session: &Session, request: GetToken) -> Result<Prepared, WireError> {
+        let invalid = |e: String| WireError::new(ErrorKind::InvalidRequest, e);
+        let scopes = scopes::normalize_scopes(&request.scopes).map_err(invalid)?;
+        if let Some(tenant) = &request.tenant {
+            scopes::validate_tenant(tenant).map_err(invalid)?;
+        }
+        if let Some(claims) = &request.claims {
+            if claims.len() > scopes::MAX_CLAIMS_LEN {
+                return Err(invalid(format!(
+                    "claims longer than {} bytes",
+                    scopes::MAX_CLAIMS_LEN
+                )));
+            }
+        }
+        let min_validity = match request.min_validity_secs {
+            0 => DEFAULT_MIN_VALIDITY_SECS,
+            secs => secs as i64,
+        };
+        Ok(Prepared {
+            key: CacheKey {
+                chain: session.chain_fingerprint,
+                tenant: request.tenant.clone(),
+                scopes: scopes.clone(),
+            },
+            request: SourceRequest {
+                scopes,
+                tenant: request.tenant,
+                claims: request.claims,
+            },
+            min_validity,
+        })
+    }
+
+    /// The fast path: a cached token, or `None` for a miss.
+    pub async fn lookup(&self, prepared: &Prepared) -> Option<TokenReply> {
+        if prepared.request.claims.is_some() {
+            return None;
+        }
+        let token = self
+            .cache
+            .get_fresh(&prepared.key, prepared.min_validity)
+            .await?;
+        Stats::bump(&self.stats.cache_hits);
+        Some(reply(&token, true))
+    }
+
+    /// The slow path: one acquisition per key, however many callers wait.
+    pub async fn acquire(
+        &self,
+        session: &Session,
+        prepared: Prepared,
+    ) -> Result<TokenReply, WireError> {
+        Stats::bump(&self.stats.cache_misses);
+        if prepared.request.claims.is_some() {
+            // A claims challenge asks for a token the cached one is not: bypass the cache.
+            let token = self
+                .resolve(&session.chain, None, &prepared.request)
+                .await?;
+            return Ok(reply(&token, false));
+        }
+        let ran_here = AtomicBool::new(false);
+        let key = prepared.key.clone();
+        let result = self
+            .cache
+            .get_or_acquire(prepared.key, prepared.min_validity, async {
+                ran_here.store(true, Relaxed);
+                self.resolve(&session.chain, Some(key), &prepared.request)
+                    .await
+            })
+            .await;
+        match result {
+            Ok(token) => Ok(reply(&token, !ran_here.load(Relaxed))),
+            Err(shared) => Err(WireError::clone(&shared)),
+        }
+    }
+
+    /// Walks the chain; the first credential that yields a token wins. `track`
+    /// is the cache key the winning actor should keep fresh.
+    async fn resolve(
+        &self,
+        chain: &ChainSpec,
+        track: Option<CacheKey>,
+        request: &SourceRequest,
+    ) -> Result<Arc<CachedToken>, WireError> {
+        let mut reasons = Vec::new();
+        let mut timed_out = false;
+        for spec in &chain.credentials {
+            let kind = spec.kind();
+            if !sources::is_implemented(kind) {
+                reasons.push(CredentialReason {
+                    credential: kind.name().into(),
+                    unavailable: true,
+                    reason: sources::unimplemented_reason(kind),
+                });
+                continue;
+            }
+            let id = CredentialId::of(spec, &chain.authority_host);
+            let result = match self.ask(&id, spec, &chain.authority_host, request).await {
+                Ok(result) => result,
+                Err(internal) => Err(SourceError::failed(internal)),
+            };
+            match result {
+                Ok(token) => {
+                    let entry = cache_entry(&id, token);
+                    if let (Some(key), Some(registered)) = (track, self.registry.get(&id)) {
+                        let _ = registered.actor.send_message(CredentialMsg::Track {
+                            key,
+                            request: request.clone(),
+                            refresh_on: entry.refresh_on,
+                        });
+                    }
+                    return Ok(entry);
+                }
+                Err(e) => {
+                    timed_out |= matches!(e, SourceError::Timeout(_));
+                    reasons.push(CredentialReason {
+                        credential: kind.name().into(),
+                        unavailable: matches!(e, SourceError::Unavailable(_)),
+                        reason: e.message().to_string(),
+                    })
+                }
+            }
+        }
+        Err(chain_error(chain, reasons, timed_out))
+    }
+
+    /// Asks one credential's actor for a token, starting the actor if needed.
+    async fn ask(
+        &self,
+        id: &CredentialId,
+        spec: &CredentialSpec,
+        authority_host: &str,
+        request: &SourceRequest,
+    ) -> Result<Result<sources::Token, SourceError>, String> {
+        // Two tries: an actor may stop (and be restarted) between lookup and call.
+        for _ in 0..2 {
+            let actor = match self.registry.get(id) {
+                Some(registered) => registered.actor,
+                None => self.ensure_actor(id, spec, authority_host).await?,
+            };
+            let call = actor
+                .call(
+                    |reply| CredentialMsg::Acquire {
+                        request: request.clone(),
+                        reply,
+                    },
+                    Some(ACQUIRE_BACKSTOP),
+                )
+                .await;
+            match call {
+                Ok(CallResult::Success(result)) => return Ok(result),
+                Ok(CallResult::Timeout) => {
+                    return Ok(Err(SourceError::Timeout(format!(
+                        "no answer within {} s",
+                        ACQUIRE_BACKSTOP.as_secs()
+                    ))))
+                }
+                // The actor died with our request; the supervisor restarts it.
+                Ok(CallResult::SenderError) | Err(_) => self.registry.remove(id),
+            }
+        }
+        Err(format!("the actor for {id} is not answering"))
+    }
+
+    async fn ensure_actor(
+        &self,
+        id: &CredentialId,
+        spec: &CredentialSpec,
+        authority_host: &str,
+    ) -> Result<ActorRef<CredentialMsg>, String> {
+        let call = self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Ensure {
+                    id: id.clone(),
+                    spec: spec.clone(),
+                    authority_host: authority_host.to_string(),
+                    reply,
+                },
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+        match call {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err("the supervisor is not answering".into()),
+        }
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let mut cache: Vec<CacheEntryStatus> = self
+            .cache
+            .entries()
+            .into_iter()
+            .map(|(key, token)| CacheEntryStatus {
+                credential: token.credential.name().into(),
+                tenant: key.tenant.clone(),
+                scopes: key.scopes.clone(),
+                expires_on: token.expires_on,
+                refresh_on: token.refresh_on,
+                hits: token.hits.load(Relaxed),
+            })
+            .collect();
+        cache.sort_by(|a, b| (&a.scopes, &a.tenant).cmp(&(&b.scopes, &b.tenant)));
+        StatusReport {
+            daemon_pid: std::process::id(),
+            daemon_version: crate::VERSION.into(),
+            protocol_version: PROTOCOL_VERSION,
+            uptime_secs: self.started.elapsed().as_secs(),
+            socket_path: self.socket_path.clone(),
+            store: "none: access tokens live in memory only".into(),
+            credentials: self.registry.statuses(),
+            cache,
+            counters: self.stats.snapshot(),
+        }
+    }
+
+    pub async fn invalidate(&self, scopes: &[String]) -> Result<u64, WireError> {
+        let scopes = if scopes.is_empty() {
+            Vec::new()
+        } else {
+            scopes::normalize_scopes(scopes)
+                .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?
+        };
+        Ok(self.cache.invalidate(&scopes).await)
+    }
+
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+fn reply(token: &CachedToken, cached: bool) -> TokenReply {
+    TokenReply {
+        access_token: token.access_token.clone(),
+        token_type: "Bearer".into(),
+        expires_on: token.expires_on,
+        refresh_on: token.refresh_on,
+        tenant: token.tenant.clone(),
+        credential: token.credential.name().into(),
+        cached,
+    }
+}
+
+pub fn version_mismatch(client_version: u32) -> WireError {
+    WireError::new(
+        ErrorKind::Refused,
+        format!(
+            "protocol version {client_version} is not supported: this azbrokerd {} speaks version {PROTOCOL_VERSION}; restart it with 'azbroker stop' so a matching daemon starts",
+            crate::VERSION
+        ),
+    )
+}
+
+fn chain_error(chain: &ChainSpec, reasons: Vec<CredentialReason>, timed_out: bool) -> WireError {
+    let failed = reasons.iter().any(|r| !r.unavailable);
+    let (kind, message) = if failed && !timed_out {
+        (
+            ErrorKind::AuthenticationFailed,
+            "authentication failed: no credential in the chain could provide a token",
+        )
+    } else if timed_out {
+        (
+            ErrorKind::Timeout,
+            "timed out: no credential in the chain could provide a token in time",
+        )
+    } else {
+        (
+            ErrorKind::CredentialUnavailable,
+            "no credential in the chain is available",
+        )
+    };
+    WireError {
+        kind,
+        message: format!("{message} (chain: {})", chain.selected_by),
+        reasons,
+    }
+}
+
+fn spec_tenants(spec: &CredentialSpec) -> impl Iterator<Item = &str> {
+    let tenant = match spec {
+        CredentialSpec::Environment { tenant_id, .. }
+        | CredentialSpec::WorkloadIdentity { tenant_id, .. }
+        | CredentialSpec::InteractiveBrowser { tenant_id, .. }
+        | CredentialSpec::DeviceCode { tenant_id, .. } => tenant_id.as_deref(),
+        _ => None,
+    };
+    tenant.into_iter()
+}

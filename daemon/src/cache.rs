@@ -1,0 +1,289 @@
+//! The token cache: the fast path of every request.
+//!
+//! A moka cache of [`CachedToken`]s keyed by chain + tenant + scopes, each
+//! entry expiring with its token. Misses go through moka's `try_get_with`, so
+//! concurrent misses for one key run exactly one acquisition and all wait for
+//! its result (errors included, which are not cached). Refresh is *not* driven
+//! from here: the credential actor that minted a token re-inserts its successor.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azbroker_proto::{CredentialKind, Secret, WireError};
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use moka::Expiry;
+
+use crate::clock;
+use crate::identity::CredentialId;
+
+/// Which token a request wants. Claims requests bypass the cache, so claims are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub chain: u128,
+    pub tenant: Option<String>,
+    /// Normalized, sorted, deduplicated.
+    pub scopes: Vec<String>,
+}
+
+/// One cached access token and its bookkeeping. Never printed whole: `Debug`
+/// comes from [`Secret`], which redacts.
+#[derive(Debug)]
+pub struct CachedToken {
+    pub access_token: Secret,
+    pub expires_on: i64,
+    pub refresh_on: i64,
+    pub tenant: Option<String>,
+    pub credential: CredentialKind,
+    pub credential_id: CredentialId,
+    pub minted_at_ms: i64,
+    pub hits: AtomicU64,
+    /// Last time a client asked for this key (epoch ms); drives "used recently".
+    pub last_used_ms: AtomicI64,
+}
+
+impl CachedToken {
+    /// Whether it stays valid for at least `min_validity` seconds from now.
+    pub fn valid_for(&self, min_validity: i64) -> bool {
+        self.expires_on - clock::now_secs() >= min_validity
+    }
+
+    /// Whether a client asked for it since it was minted (the refresh criterion).
+    pub fn used_since_minted(&self) -> bool {
+        self.last_used_ms.load(Relaxed) >= self.minted_at_ms
+    }
+
+    fn touch(&self) {
+        self.last_used_ms.store(clock::now_millis(), Relaxed);
+    }
+}
+
+struct UntilExpiry;
+
+impl Expiry<CacheKey, Arc<CachedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        token: &Arc<CachedToken>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(clock::until(token.expires_on))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        token: &Arc<CachedToken>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(clock::until(token.expires_on))
+    }
+}
+
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Cache<CacheKey, Arc<CachedToken>>,
+}
+
+impl TokenCache {
+    pub fn new(max_entries: u64) -> Self {
+        TokenCache {
+            inner: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
+    }
+
+    /// The fast path: a cached token still valid for `min_validity` seconds.
+    pub async fn get_fresh(&self, key: &CacheKey, min_validity: i64) -> Option<Arc<CachedToken>> {
+        let token = self.inner.get(key).await?;
+        if !token.valid_for(min_validity) {
+            return None;
+        }
+        token.hits.fetch_add(1, Relaxed);
+        token.touch();
+        Some(token)
+    }
+
+    /// The slow path: one `acquire` per key however many callers wait on it.
+    /// A cached token too short-lived for this caller is dropped first, so the
+    /// acquisition replaces it.
+    pub async fn get_or_acquire<F>(
+        &self,
+        key: CacheKey,
+        min_validity: i64,
+        acquire: F,
+    ) -> Result<Arc<CachedToken>, Arc<WireError>>
+    where
+        F: std::future::Future<Output = Result<Arc<CachedToken>, WireError>>,
+    {
+        if let Some(stale) = self.inner.get(&key).await {
+            if stale.valid_for(min_validity) {
+                stale.hits.fetch_add(1, Relaxed);
+                stale.touch();
+                return Ok(stale);
+            }
+            // Remove only that very entry: another caller may have replaced it already.
+            self.inner
+                .entry(key.clone())
+                .and_compute_with(|current| async move {
+                    match current {
+                        Some(entry) if Arc::ptr_eq(entry.value(), &stale) => Op::Remove,
+                        _ => Op::Nop,
+                    }
+                })
+                .await;
+        }
+        let token = self.inner.try_get_with(key, acquire).await?;
+        token.touch();
+        Ok(token)
+    }
+
+    /// Puts a refreshed token in place of its predecessor.
+    pub async fn insert(&self, key: CacheKey, token: Arc<CachedToken>) {
+        self.inner.insert(key, token).await;
+    }
+
+    /// The current entry, without counting a use.
+    pub async fn peek(&self, key: &CacheKey) -> Option<Arc<CachedToken>> {
+        self.inner.get(key).await
+    }
+
+    /// Drops entries whose scopes equal `scopes` (all entries when empty); returns how many.
+    pub async fn invalidate(&self, scopes: &[String]) -> u64 {
+        let doomed: Vec<Arc<CacheKey>> = self
+            .inner
+            .iter()
+            .filter(|(key, _)| scopes.is_empty() || key.scopes == scopes)
+            .map(|(key, _)| key)
+            .collect();
+        for key in &doomed {
+            self.inner.invalidate(key.as_ref()).await;
+        }
+        doomed.len() as u64
+    }
+
+    /// Every live entry, for status.
+    pub fn entries(&self) -> Vec<(Arc<CacheKey>, Arc<CachedToken>)> {
+        let now = clock::now_secs();
+        self.inner
+            .iter()
+            .filter(|(_, token)| token.expires_on > now)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azbroker_proto::{CredentialSpec, ErrorKind};
+    use std::sync::atomic::AtomicUsize;
+
+    fn key(scope: &str) -> CacheKey {
+        CacheKey {
+            chain: 1,
+            tenant: None,
+            scopes: vec![scope.to_string()],
+        }
+    }
+
+    fn token(lifetime: i64) -> Arc<CachedToken> {
+        let now = clock::now_secs();
+        Arc::new(CachedToken {
+            access_token: Secret::new(format!("tok-{}", clock::now_millis())),
+            expires_on: now + lifetime,
+            refresh_on: now + lifetime / 2,
+            tenant: None,
+            credential: CredentialKind::AzureCli,
+            credential_id: CredentialId::of(&CredentialSpec::AzureCli, "h"),
+            minted_at_ms: clock::now_millis(),
+            hits: AtomicU64::new(0),
+            last_used_ms: AtomicI64::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_acquire_once() {
+        let cache = TokenCache::new(100);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let cache = cache.clone();
+            let calls = calls.clone();
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_acquire(key("a"), 300, async move {
+                        calls.fetch_add(1, Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(token(3600))
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut tokens = Vec::new();
+        for task in tasks {
+            tokens.push(task.await.unwrap());
+        }
+        assert_eq!(calls.load(Relaxed), 1);
+        assert!(tokens.iter().all(|t| Arc::ptr_eq(t, &tokens[0])));
+        assert!(cache.get_fresh(&key("a"), 300).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn errors_reach_every_waiter_and_are_not_cached() {
+        let cache = TokenCache::new(100);
+        let err = cache
+            .get_or_acquire(key("a"), 300, async {
+                Err(WireError::new(ErrorKind::CredentialUnavailable, "nope"))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.message, "nope");
+        assert!(cache.peek(&key("a")).await.is_none());
+        let ok = cache
+            .get_or_acquire(key("a"), 300, async { Ok(token(3600)) })
+            .await;
+        assert!(ok.is_ok());
+    }
+
+    #[tokio::test]
+    async fn too_short_lived_tokens_are_not_served_and_get_replaced() {
+        let cache = TokenCache::new(100);
+        cache.insert(key("a"), token(200)).await;
+        assert!(cache.get_fresh(&key("a"), 300).await.is_none());
+        assert!(cache.get_fresh(&key("a"), 100).await.is_some());
+        let fresh = cache
+            .get_or_acquire(key("a"), 300, async { Ok(token(3600)) })
+            .await
+            .unwrap();
+        assert!(fresh.valid_for(3000));
+        assert!(Arc::ptr_eq(&cache.peek(&key("a")).await.unwrap(), &fresh));
+    }
+
+    #[tokio::test]
+    async fn hits_and_use_are_recorded() {
+        let cache = TokenCache::new(100);
+        let t = token(3600);
+        cache.insert(key("a"), t.clone()).await;
+        assert!(!t.used_since_minted());
+        cache.get_fresh(&key("a"), 300).await.unwrap();
+        cache.get_fresh(&key("a"), 300).await.unwrap();
+        assert_eq!(t.hits.load(Relaxed), 2);
+        assert!(t.used_since_minted());
+    }
+
+    #[tokio::test]
+    async fn invalidate_by_scope_or_all() {
+        let cache = TokenCache::new(100);
+        cache.insert(key("a"), token(3600)).await;
+        cache.insert(key("b"), token(3600)).await;
+        assert_eq!(cache.invalidate(&["a".to_string()]).await, 1);
+        assert!(cache.peek(&key("a")).await.is_none());
+        assert_eq!(cache.invalidate(&[]).await, 1);
+        assert!(cache.entries().is_empty());
+    }
+}

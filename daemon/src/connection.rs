@@ -1,0 +1,237 @@
+//! One client connection: frames in, requests dispatched, replies out.
+//!
+//! The peer's uid is checked before anything is read. The first frame must be a
+//! Hello within [`HELLO_TIMEOUT`]; after that the connection may idle, but a
+//! frame once started must arrive whole within [`FRAME_TIMEOUT`]. Requests are
+//! pipelined: a cache hit is answered inline, a miss runs as its own task and
+//! answers when done, tagged with its request id. Any malformed input closes
+//! this connection only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azbroker_proto::io::{read_body, write_message, ReadError, Shared};
+use azbroker_proto::{
+    frame, peek_hello_version, ClientFrame, DaemonFrame, ErrorKind, Reply, Request, RequestId,
+    Welcome, WireError, PROTOCOL_VERSION,
+};
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::traits::StreamCommon;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+use crate::broker::{version_mismatch, Broker, Session};
+use crate::stats::Stats;
+
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// Misses one connection may have in flight; more wait (backpressure).
+const MAX_IN_FLIGHT: usize = 256;
+
+type Writer = Arc<Mutex<Shared<Stream>>>;
+
+pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphorePermit) {
+    let stats = broker.stats.clone();
+    Stats::bump(&stats.connections_accepted);
+    stats
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let refusal = check_peer(&stream);
+    let stream = Arc::new(stream);
+    let writer: Writer = Arc::new(Mutex::new(Shared(stream.clone())));
+    match refusal {
+        Some(refusal) => {
+            Stats::bump(&stats.connections_refused);
+            tracing::warn!(reason = %refusal.message, "connection refused");
+            send_reply(&writer, 0, Reply::Error(refusal)).await;
+        }
+        None => {
+            let mut reader = BufReader::with_capacity(16 * 1024, Shared(stream));
+            if let Some(session) = handshake(&broker, &mut reader, &writer).await {
+                tracing::debug!(client = %session.client, pid = session.pid, "client connected");
+                requests(&broker, Arc::new(session), &mut reader, &writer).await;
+            }
+        }
+    }
+    stats
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Refuses any peer that is not this daemon's own user, whatever the socket's mode.
+fn check_peer(stream: &Stream) -> Option<WireError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let refuse = |why: String| Some(WireError::new(ErrorKind::Refused, why));
+    match stream.peer_creds() {
+        Ok(creds) => match creds.euid() {
+            Some(uid) if uid == me => None,
+            Some(uid) => refuse(format!(
+                "azbrokerd serves only its own user (uid {me}); connections from uid {uid} are refused"
+            )),
+            None => refuse("the peer's user id is unknown; refusing".into()),
+        },
+        Err(e) => refuse(format!("cannot read the peer's credentials ({e}); refusing")),
+    }
+}
+
+async fn handshake(
+    broker: &Broker,
+    reader: &mut BufReader<Shared<Stream>>,
+    writer: &Writer,
+) -> Option<Session> {
+    let mut buf = Vec::new();
+    match tokio::time::timeout(HELLO_TIMEOUT, read_body(reader, &mut buf)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(ReadError::Closed)) => return None,
+        Ok(Err(e)) => {
+            reject(writer, 0, format!("bad first frame: {e}")).await;
+            return None;
+        }
+        Err(_) => {
+            reject(writer, 0, "no Hello within 5 s".into()).await;
+            return None;
+        }
+    }
+    let (id, hello) = match frame::decode::<ClientFrame>(&buf) {
+        Ok(ClientFrame {
+            id,
+            request: Request::Hello(hello),
+        }) => (id, hello),
+        Ok(ClientFrame { id, .. }) => {
+            reject(writer, id, "the first request must be Hello".into()).await;
+            return None;
+        }
+        Err(e) => {
+            match peek_hello_version(&buf) {
+                Some((id, version)) if version != PROTOCOL_VERSION => {
+                    send_reply(writer, id, Reply::Error(version_mismatch(version))).await
+                }
+                _ => reject(writer, 0, format!("bad Hello: {e}")).await,
+            }
+            return None;
+        }
+    };
+    match broker.open_session(hello) {
+        Ok(session) => {
+            let welcome = Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                daemon_version: crate::VERSION.into(),
+                daemon_pid: std::process::id(),
+            };
+            send_reply(writer, id, Reply::Welcome(welcome)).await;
+            Some(session)
+        }
+        Err(e) => {
+            send_reply(writer, id, Reply::Error(e)).await;
+            None
+        }
+    }
+}
+
+async fn requests(
+    broker: &Arc<Broker>,
+    session: Arc<Session>,
+    reader: &mut BufReader<Shared<Stream>>,
+    writer: &Writer,
+) {
+    let mut buf = Vec::new();
+    let mut shutdown = broker.shutdown_signal();
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        // Idle connections may wait as long as they like for their next frame.
+        tokio::select! {
+            ready = reader.fill_buf() => match ready {
+                Ok(bytes) if !bytes.is_empty() => {}
+                _ => return,
+            },
+            _ = shutdown.changed() => return,
+        }
+        let frame = match tokio::time::timeout(FRAME_TIMEOUT, read_body(reader, &mut buf)).await {
+            Ok(Ok(())) => frame::decode::<ClientFrame>(&buf),
+            Ok(Err(ReadError::Closed)) => return,
+            Ok(Err(e)) => {
+                reject(writer, 0, format!("bad frame: {e}")).await;
+                return;
+            }
+            Err(_) => {
+                reject(writer, 0, "frame not completed within 5 s".into()).await;
+                return;
+            }
+        };
+        let ClientFrame { id, request } = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                reject(writer, 0, format!("bad frame: {e}")).await;
+                return;
+            }
+        };
+        Stats::bump(&broker.stats.requests);
+        match request {
+            Request::GetToken(get) => {
+                let prepared = match broker.prepare(&session, get) {
+                    Ok(prepared) => prepared,
+                    Err(e) => {
+                        error_reply(broker, writer, id, e).await;
+                        continue;
+                    }
+                };
+                if let Some(token) = broker.lookup(&prepared).await {
+                    send_reply(writer, id, Reply::Token(token)).await;
+                    continue;
+                }
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let (broker, session, writer) = (broker.clone(), session.clone(), writer.clone());
+                tokio::spawn(async move {
+                    match broker.acquire(&session, prepared).await {
+                        Ok(token) => send_reply(&writer, id, Reply::Token(token)).await,
+                        Err(e) => error_reply(&broker, &writer, id, e).await,
+                    }
+                    drop(permit);
+                });
+            }
+            Request::Status => {
+                send_reply(writer, id, Reply::Status(Box::new(broker.status()))).await;
+            }
+            Request::Invalidate(invalidate) => match broker.invalidate(&invalidate.scopes).await {
+                Ok(removed) => send_reply(writer, id, Reply::Invalidated { removed }).await,
+                Err(e) => error_reply(broker, writer, id, e).await,
+            },
+            Request::Shutdown => {
+                tracing::info!(client = %session.client, pid = session.pid, "shutdown requested");
+                send_reply(writer, id, Reply::ShuttingDown).await;
+                broker.request_shutdown();
+            }
+            Request::Hello(_) => {
+                reject(writer, id, "Hello may only be sent once".into()).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn error_reply(broker: &Broker, writer: &Writer, id: RequestId, error: WireError) {
+    Stats::bump(&broker.stats.errors);
+    send_reply(writer, id, Reply::Error(error)).await;
+}
+
+async fn reject(writer: &Writer, id: RequestId, message: String) {
+    tracing::debug!(%message, "closing connection");
+    send_reply(
+        writer,
+        id,
+        Reply::Error(WireError::new(ErrorKind::InvalidRequest, message)),
+    )
+    .await;
+}
+
+/// Best effort: a client that went away loses its reply, nothing else.
+async fn send_reply(writer: &Writer, id: RequestId, reply: Reply) {
+    let mut writer = writer.lock().await;
+    let _ = tokio::time::timeout(
+        FRAME_TIMEOUT,
+        write_message(&mut *writer, &DaemonFrame { id, reply }),
+    )
+    .await;
+}

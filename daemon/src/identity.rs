@@ -1,0 +1,154 @@
+//! Credential identities and chain fingerprints.
+//!
+//! Two clients whose chains name the same credential (same kind, authority,
+//! tenant, client id and secret) share one credential actor, hence one login,
+//! one refresh token and one health record. Secrets enter only as a SHA-256
+//! hash, so an identity can be logged and shown in status.
+
+use azbroker_proto::{ChainSpec, CredentialKind, CredentialSpec};
+use sha2::{Digest, Sha256};
+
+/// Identifies one credential actor. Holds no secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredentialId {
+    pub kind: CredentialKind,
+    /// 32 bytes of SHA-256 over everything that distinguishes this credential.
+    digest: [u8; 32],
+}
+
+impl CredentialId {
+    pub fn of(spec: &CredentialSpec, authority_host: &str) -> CredentialId {
+        let mut hasher = Sha256::new();
+        let mut field = |value: Option<&str>| {
+            // Length-prefix each field so that ("ab","c") and ("a","bc") differ.
+            let value = value.unwrap_or("\u{0}none");
+            hasher.update((value.len() as u64).to_le_bytes());
+            hasher.update(value.as_bytes());
+        };
+        field(Some(spec.kind().name()));
+        field(Some(authority_host));
+        match spec {
+            CredentialSpec::Environment {
+                tenant_id,
+                client_id,
+                client_secret,
+                certificate_path,
+                certificate_password,
+            } => {
+                field(tenant_id.as_deref());
+                field(client_id.as_deref());
+                field(client_secret.as_ref().map(|s| s.expose()));
+                field(certificate_path.as_deref());
+                field(certificate_password.as_ref().map(|s| s.expose()));
+            }
+            CredentialSpec::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                token_file,
+            } => {
+                field(tenant_id.as_deref());
+                field(client_id.as_deref());
+                field(token_file.as_deref());
+            }
+            CredentialSpec::ManagedIdentity {
+                client_id,
+                endpoint,
+                header,
+            } => {
+                field(client_id.as_deref());
+                field(endpoint.as_deref());
+                field(header.as_ref().map(|s| s.expose()));
+            }
+            CredentialSpec::InteractiveBrowser {
+                client_id,
+                tenant_id,
+                use_broker,
+                // The timeout changes how long a login may take, not who logs in.
+                timeout_secs: _,
+            } => {
+                field(client_id.as_deref());
+                field(tenant_id.as_deref());
+                field(Some(if *use_broker { "broker" } else { "browser" }));
+            }
+            CredentialSpec::DeviceCode {
+                client_id,
+                tenant_id,
+            } => {
+                field(client_id.as_deref());
+                field(tenant_id.as_deref());
+            }
+            // The CLI tools and Visual Studio act as whoever is logged in to them.
+            CredentialSpec::VisualStudio
+            | CredentialSpec::AzureCli
+            | CredentialSpec::AzurePowerShell
+            | CredentialSpec::AzureDeveloperCli => {}
+        }
+        CredentialId {
+            kind: spec.kind(),
+            digest: hasher.finalize().into(),
+        }
+    }
+
+    /// Short hex fingerprint for logs and status.
+    pub fn fingerprint(&self) -> String {
+        hex(&self.digest[..6])
+    }
+}
+
+impl std::fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.kind.name(), self.fingerprint())
+    }
+}
+
+/// Identifies a whole chain: the ordered list of its credential identities.
+/// Part of every cache key, so a hit never re-walks the chain.
+pub fn chain_fingerprint(chain: &ChainSpec) -> u128 {
+    let mut hasher = Sha256::new();
+    hasher.update(chain.authority_host.as_bytes());
+    for spec in &chain.credentials {
+        hasher.update(CredentialId::of(spec, &chain.authority_host).digest);
+    }
+    let digest = hasher.finalize();
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azbroker_proto::Secret;
+
+    fn env(secret: &str) -> CredentialSpec {
+        CredentialSpec::Environment {
+            tenant_id: Some("t".into()),
+            client_id: Some("c".into()),
+            client_secret: Some(Secret::new(secret)),
+            certificate_path: None,
+            certificate_password: None,
+        }
+    }
+
+    #[test]
+    fn same_settings_same_identity() {
+        let a = CredentialId::of(&env("s1"), "https://login");
+        assert_eq!(a, CredentialId::of(&env("s1"), "https://login"));
+        assert_ne!(a, CredentialId::of(&env("s2"), "https://login"));
+        assert_ne!(a, CredentialId::of(&env("s1"), "https://other"));
+        assert_eq!(
+            CredentialId::of(&CredentialSpec::AzureCli, "h"),
+            CredentialId::of(&CredentialSpec::AzureCli, "h")
+        );
+    }
+
+    #[test]
+    fn identity_shows_no_secret() {
+        let id = CredentialId::of(&env("super-secret-value"), "https://login");
+        let shown = format!("{id} {id:?}");
+        assert!(!shown.contains("super-secret-value"));
+        assert!(shown.starts_with("EnvironmentCredential#"));
+    }
+}

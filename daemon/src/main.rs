@@ -1,0 +1,92 @@
+//! `azbrokerd`: arguments, logging, then the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use azbroker_daemon::server::{self, Outcome, ServerConfig};
+use clap::Parser;
+
+/// The azbroker daemon: one per user, serving Entra ID tokens over a local socket.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Socket path [default: $AZBROKER_SOCKET, else $XDG_RUNTIME_DIR/azbroker/azbroker.sock,
+    /// else <tmp>/azbroker-<uid>/azbroker.sock]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Stay attached and log to stderr instead of the log file.
+    #[arg(long)]
+    foreground: bool,
+    /// Log file for background mode [default: <state dir>/azbrokerd.log].
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let uid = nix::unistd::geteuid().as_raw();
+    let socket_path = args
+        .socket
+        .unwrap_or_else(|| azbroker_proto::paths::socket_path(uid));
+    if let Err(e) = init_logging(args.foreground, args.log_file) {
+        eprintln!("azbrokerd: {e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("azbrokerd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(server::run(ServerConfig {
+        socket_path: socket_path.clone(),
+    }));
+    // Timers and idle connection tasks must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Ok(Outcome::Stopped) => ExitCode::SUCCESS,
+        Ok(Outcome::AlreadyRunning) => {
+            // Racing autostarts end here: harmless, so exit 0.
+            eprintln!("azbrokerd: already running on {}", socket_path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "azbrokerd failed");
+            eprintln!("azbrokerd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Foreground: stderr. Background: a 0600 file in the user's state directory.
+/// `AZBROKER_LOG` sets the filter (default `info`).
+fn init_logging(foreground: bool, log_file: Option<PathBuf>) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AZBROKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if foreground {
+        builder.with_writer(std::io::stderr).init();
+        return Ok(());
+    }
+    let path = match log_file {
+        Some(path) => path,
+        None => azbroker_proto::paths::state_dir()
+            .ok_or("cannot find a state directory: set HOME or XDG_STATE_HOME, or pass --log-file")?
+            .join("azbrokerd.log"),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        azbroker_daemon::paths::ensure_private_dir(dir)
+            .map_err(|e| format!("log directory {}: {e}", dir.display()))?;
+    }
+    let file = azbroker_daemon::paths::open_private(&path, true)
+        .map_err(|e| format!("log file {}: {e}", path.display()))?;
+    builder
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Validation and normalization of scopes and tenants from clients.
+//!
+//! Everything here comes from a socket peer, and some of it ends up on a
+//! command line (`az ... --scope S --tenant T`), so the accepted alphabet is
+//! deliberately narrow.
+
+/// Most scopes a request may carry.
+pub const MAX_SCOPES: usize = 16;
+const MAX_SCOPE_LEN: usize = 512;
+const MAX_TENANT_LEN: usize = 128;
+/// Claims challenges are base64 JSON of a few hundred bytes; allow generous headroom.
+pub const MAX_CLAIMS_LEN: usize = 16 * 1024;
+
+/// Checks a request's scopes and returns them normalized, sorted and deduplicated,
+/// so that the same set in any order is one cache key.
+pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>, String> {
+    if scopes.is_empty() {
+        return Err("at least one scope is required".into());
+    }
+    if scopes.len() > MAX_SCOPES {
+        return Err(format!("at most {MAX_SCOPES} scopes per request"));
+    }
+    let mut out = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        validate_scope(scope)?;
+        out.push(bare_resource_to_default(scope));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn validate_scope(scope: &str) -> Result<(), String> {
+    if scope.is_empty() || scope.len() > MAX_SCOPE_LEN {
+        return Err(format!("a scope must have 1 to {MAX_SCOPE_LEN} characters"));
+    }
+    let ok = scope
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.:/+%=~".contains(c));
+    if !ok {
+        return Err(format!(
+            "scope {scope:?} has characters outside [A-Za-z0-9-_.:/+%=~]"
+        ));
+    }
+    Ok(())
+}
+
+/// `https://management.azure.com` or `https://management.azure.com/` (a bare
+/// resource) means `https://management.azure.com/.default`; anything else is kept.
+fn bare_resource_to_default(scope: &str) -> String {
+    if let Some(rest) = scope
+        .strip_prefix("https://")
+        .or_else(|| scope.strip_prefix("http://"))
+    {
+        let rest = rest.trim_end_matches('/');
+        if !rest.is_empty() && !rest.contains('/') {
+            return format!("{}/.default", scope.trim_end_matches('/'));
+        }
+    }
+    scope.to_string()
+}
+
+/// For credentials that take a resource (CLI tools, managed identity): a scope
+/// that does not end in `/.default` becomes `{scheme}://{host}/.default`.
+pub fn to_default_scope(scope: &str) -> String {
+    if scope.ends_with("/.default") {
+        return scope.to_string();
+    }
+    match scope.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split('/').next().unwrap_or(rest);
+            format!("{scheme}://{host}/.default")
+        }
+        None => scope.to_string(),
+    }
+}
+
+/// The resource behind a `/.default` scope, e.g. `https://management.azure.com`.
+pub fn scope_to_resource(scope: &str) -> &str {
+    scope.strip_suffix("/.default").unwrap_or(scope)
+}
+
+/// A tenant is a GUID or a domain name: letters, digits, dots and hyphens.
+pub fn validate_tenant(tenant: &str) -> Result<(), String> {
+    let ok = !tenant.is_empty()
+        && tenant.len() <= MAX_TENANT_LEN
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant {tenant:?} is not a tenant id or domain (letters, digits, '.', '-')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(scopes: &[&str]) -> Result<Vec<String>, String> {
+        normalize_scopes(&scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn bare_resources_become_default_scopes() {
+        assert_eq!(
+            norm(&["https://management.azure.com/"]).unwrap(),
+            ["https://management.azure.com/.default"]
+        );
+        assert_eq!(
+            norm(&["https://management.azure.com"]).unwrap(),
+            ["https://management.azure.com/.default"]
+        );
+        assert_eq!(
+            norm(&["https://graph.microsoft.com/User.Read"]).unwrap(),
+            ["https://graph.microsoft.com/User.Read"]
+        );
+    }
+
+    #[test]
+    fn order_and_duplicates_do_not_matter() {
+        assert_eq!(
+            norm(&["b/x", "a/y", "b/x"]).unwrap(),
+            norm(&["a/y", "b/x"]).unwrap()
+        );
+    }
+
+    #[test]
+    fn shell_metacharacters_and_limits_are_rejected() {
+        for bad in [
+            "https://x/.default; rm -rf /",
+            "a b",
+            "$(id)",
+            "`id`",
+            "x\"y",
+            "",
+        ] {
+            assert!(norm(&[bad]).is_err(), "{bad:?} accepted");
+        }
+        assert!(norm(&[]).is_err());
+        assert!(norm(&[&"a".repeat(513)]).is_err());
+        let many: Vec<String> = (0..17).map(|i| format!("s{i}")).collect();
+        assert!(normalize_scopes(&many).is_err());
+    }
+
+    #[test]
+    fn resource_scopes_for_cli_tools() {
+        assert_eq!(
+            to_default_scope("https://graph.microsoft.com/User.Read"),
+            "https://graph.microsoft.com/.default"
+        );
+        assert_eq!(
+            to_default_scope("https://vault.azure.net/.default"),
+            "https://vault.azure.net/.default"
+        );
+        assert_eq!(
+            scope_to_resource("https://vault.azure.net/.default"),
+            "https://vault.azure.net"
+        );
+    }
+
+    #[test]
+    fn tenants() {
+        assert!(validate_tenant("72f988bf-86f1-41af-91ab-2d7cd011db47").is_ok());
+        assert!(validate_tenant("contoso.onmicrosoft.com").is_ok());
+        for bad in ["", "a b", "x;y", "../etc", &"a".repeat(129)] {
+            assert!(validate_tenant(bad).is_err(), "{bad:?}");
+        }
+    }
+}

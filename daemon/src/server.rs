@@ -1,0 +1,179 @@
+//! Binds the socket, accepts connections, and shuts down cleanly.
+//!
+//! Only one daemon per socket: each holds an exclusive lock on `<socket>.lock`
+//! for its whole life. The lock (not a connect probe) decides who owns the
+//! socket, so two daemons started at once cannot delete each other's socket;
+//! a crashed daemon's lock dies with it, and its leftover socket file is then
+//! known to be stale and is removed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use ractor::Actor;
+use tokio::sync::{watch, Semaphore};
+
+use crate::actors::registry::Registry;
+use crate::actors::supervisor::{Supervisor, SupervisorArgs};
+use crate::actors::ActorDeps;
+use crate::broker::Broker;
+use crate::cache::TokenCache;
+use crate::paths;
+use crate::sources::http::HttpClient;
+use crate::stats::Stats;
+
+/// Connections served at once; the next accept waits for a slot.
+const MAX_CONNECTIONS: usize = 8192;
+/// Cached keys kept at most.
+const MAX_CACHE_ENTRIES: u64 = 100_000;
+
+pub struct ServerConfig {
+    pub socket_path: PathBuf,
+}
+
+pub enum Outcome {
+    /// Served until asked to stop.
+    Stopped,
+    /// Another daemon owns this socket.
+    AlreadyRunning,
+}
+
+pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
+    let socket = config.socket_path;
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| format!("{} has no parent directory", socket.display()))?;
+    paths::ensure_private_dir(dir).map_err(|e| format!("socket directory: {e}"))?;
+    let Some(_lock) = take_daemon_lock(&socket)? else {
+        return Ok(Outcome::AlreadyRunning);
+    };
+    match std::fs::remove_file(&socket) {
+        Ok(()) => tracing::info!(socket = %socket.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot remove stale socket {}: {e}",
+                socket.display()
+            ))
+        }
+    }
+    let name = socket
+        .as_path()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| format!("bad socket path {}: {e}", socket.display()))?;
+    // A filesystem socket created 0600; the peer check in `connection` is the
+    // real guard, this keeps others from even connecting.
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .create_tokio()
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+
+    raise_open_file_limit();
+    let http = HttpClient::from_env()?;
+    for source in http.extra_roots.iter() {
+        tracing::info!(%source, "extra trusted roots");
+    }
+    let stats = Arc::new(Stats::default());
+    let cache = TokenCache::new(MAX_CACHE_ENTRIES);
+    let registry = Arc::new(Registry::default());
+    let deps = ActorDeps {
+        cache: cache.clone(),
+        stats: stats.clone(),
+        http,
+    };
+    let (supervisor, supervisor_done) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            deps,
+            registry: registry.clone(),
+        },
+    )
+    .await
+    .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+    let (shutdown_tx, mut shutdown) = watch::channel(false);
+    let broker = Arc::new(Broker::new(
+        cache,
+        stats,
+        registry,
+        supervisor.clone(),
+        socket.display().to_string(),
+        shutdown_tx,
+    ));
+    spawn_signal_handler(broker.clone());
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), version = crate::VERSION, "azbrokerd listening");
+
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok(stream) => {
+                tokio::spawn(crate::connection::serve(broker.clone(), stream, permit));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    supervisor.stop(Some("daemon shutdown".into()));
+    let _ = tokio::time::timeout(Duration::from_secs(2), supervisor_done).await;
+    Ok(Outcome::Stopped)
+}
+
+/// Takes `<socket>.lock` exclusively, or returns `None` when a live daemon holds it.
+fn take_daemon_lock(socket: &Path) -> Result<Option<nix::fcntl::Flock<File>>, String> {
+    let path = azbroker_proto::paths::sibling(socket, "lock");
+    let file = paths::open_private(&path, false).map_err(|e| format!("{}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+fn spawn_signal_handler(broker: Arc<Broker>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+        broker.request_shutdown();
+    });
+}
+
+/// Many clients mean many sockets: lift the soft open-file limit to the hard one.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            tracing::debug!(from = soft, to = hard, "raised the open-file limit");
+        }
+    }
+}

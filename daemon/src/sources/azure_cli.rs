@@ -1,0 +1,108 @@
+//! AzureCli: `az account get-access-token`, through `azure_identity`'s
+//! `AzureCliCredential`, with a time limit and bounded output around it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azbroker_proto::Secret;
+use azure_core::credentials::TokenCredential;
+use azure_identity::{AzureCliCredential, AzureCliCredentialOptions};
+
+use super::process::BoundedExecutor;
+use super::{SourceError, SourceRequest, Token, TokenSource};
+use crate::scopes;
+
+/// The Azure MCP Server's limit for `az` (spec section 3).
+pub const TIMEOUT: Duration = Duration::from_secs(13);
+
+pub struct AzureCliSource {
+    timeout: Duration,
+}
+
+impl AzureCliSource {
+    pub fn new(timeout: Duration) -> Self {
+        AzureCliSource { timeout }
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for AzureCliSource {
+    async fn acquire(&self, request: &SourceRequest) -> Result<Token, SourceError> {
+        let [scope] = request.scopes.as_slice() else {
+            return Err(SourceError::failed(
+                "AzureCliCredential takes exactly one scope per token; ask for each scope separately",
+            ));
+        };
+        let scope = scopes::to_default_scope(scope);
+        if let Some(claims) = &request.claims {
+            return Err(SourceError::failed(format!(
+                "the Azure CLI cannot satisfy a claims challenge by itself; run: az login --claims-challenge \"{claims}\" --scope {scope}"
+            )));
+        }
+        // One credential object per acquisition: it carries the tenant, and it
+        // is only a few fields (AzureCliCredential has no cache to keep).
+        let credential = AzureCliCredential::new(Some(AzureCliCredentialOptions {
+            tenant_id: request.tenant.clone(),
+            executor: Some(Arc::new(BoundedExecutor)),
+            ..Default::default()
+        }))
+        .map_err(|e| SourceError::failed(e.to_string()))?;
+
+        let result =
+            tokio::time::timeout(self.timeout, credential.get_token(&[&scope], None)).await;
+        match result {
+            Err(_) => Err(SourceError::Timeout(format!(
+                "az account get-access-token did not answer within {} s",
+                self.timeout.as_secs()
+            ))),
+            Ok(Ok(token)) => Ok(Token {
+                access_token: Secret::new(token.token.secret()),
+                expires_on: token.expires_on.unix_timestamp(),
+                refresh_in: None,
+                tenant: request.tenant.clone(),
+            }),
+            Ok(Err(e)) => Err(classify(&e.to_string())),
+        }
+    }
+}
+
+/// The Azure CLI's own messages are clear; keep them, minus the crate's
+/// boilerplate, and decide whether the chain should treat it as "not set up".
+fn classify(message: &str) -> SourceError {
+    let text = super::tidy(message);
+    let not_installed = text.contains("not found on PATH") || text.contains("wasn't found on PATH");
+    if not_installed {
+        return SourceError::Unavailable("Azure CLI (az) not found on PATH".into());
+    }
+    if text.contains("az login") {
+        return SourceError::Unavailable(format!(
+            "Azure CLI is not logged in: run 'az login' ({text})"
+        ));
+    }
+    SourceError::failed(if text.is_empty() {
+        "az account get-access-token failed without a message".to_string()
+    } else {
+        text
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_cli_errors() {
+        assert!(matches!(
+            classify("AzureCliCredential authentication failed. az not found on PATH\nTo troubleshoot, visit x"),
+            SourceError::Unavailable(m) if m.contains("not found")
+        ));
+        assert!(matches!(
+            classify("AzureCliCredential authentication failed. ERROR: Please run 'az login' to setup account.\n"),
+            SourceError::Unavailable(m) if m.contains("az login")
+        ));
+        assert!(matches!(
+            classify("AzureCliCredential authentication failed. ERROR: AADSTS70043: The refresh token has expired\nTo troubleshoot, visit x"),
+            SourceError::Failed { message, .. } if message.starts_with("ERROR: AADSTS70043")
+        ));
+    }
+}

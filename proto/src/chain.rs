@@ -1,0 +1,377 @@
+//! The chain spec: which credentials a client's environment selects, in order,
+//! with the settings each one reads from that environment.
+//!
+//! Selection follows the Azure MCP Server's rules (default order, the
+//! `AZURE_MCP_*` switches and `AZURE_TOKEN_CREDENTIALS`). It is a pure function
+//! of an environment lookup so every row of the selection table is testable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Default browser-login timeout (`AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS`).
+pub const DEFAULT_BROWSER_TIMEOUT_SECS: u32 = 300;
+
+/// An ordered list of credentials; the first that yields a token wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainSpec {
+    /// Authority host, e.g. `https://login.microsoftonline.com` (no trailing slash).
+    pub authority_host: String,
+    pub credentials: Vec<CredentialSpec>,
+    /// One line on why this chain was selected, for status and diagnostics.
+    pub selected_by: String,
+}
+
+/// The credential kinds of the chain, in default order. Append-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CredentialKind {
+    Environment,
+    WorkloadIdentity,
+    ManagedIdentity,
+    VisualStudio,
+    AzureCli,
+    AzurePowerShell,
+    AzureDeveloperCli,
+    InteractiveBrowser,
+    DeviceCode,
+}
+
+impl CredentialKind {
+    pub const ALL: [CredentialKind; 9] = [
+        CredentialKind::Environment,
+        CredentialKind::WorkloadIdentity,
+        CredentialKind::ManagedIdentity,
+        CredentialKind::VisualStudio,
+        CredentialKind::AzureCli,
+        CredentialKind::AzurePowerShell,
+        CredentialKind::AzureDeveloperCli,
+        CredentialKind::InteractiveBrowser,
+        CredentialKind::DeviceCode,
+    ];
+
+    /// The Azure.Identity class name, as `AZURE_TOKEN_CREDENTIALS` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CredentialKind::Environment => "EnvironmentCredential",
+            CredentialKind::WorkloadIdentity => "WorkloadIdentityCredential",
+            CredentialKind::ManagedIdentity => "ManagedIdentityCredential",
+            CredentialKind::VisualStudio => "VisualStudioCredential",
+            CredentialKind::AzureCli => "AzureCliCredential",
+            CredentialKind::AzurePowerShell => "AzurePowerShellCredential",
+            CredentialKind::AzureDeveloperCli => "AzureDeveloperCliCredential",
+            CredentialKind::InteractiveBrowser => "InteractiveBrowserCredential",
+            CredentialKind::DeviceCode => "DeviceCodeCredential",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<CredentialKind> {
+        CredentialKind::ALL
+            .into_iter()
+            // DeviceCode is never selected implicitly: it needs a terminal.
+            .filter(|kind| *kind != CredentialKind::DeviceCode)
+            .find(|kind| kind.name().eq_ignore_ascii_case(name))
+    }
+}
+
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One credential with the settings it read from the client's environment.
+/// Missing settings are kept as `None`: the daemon reports them as the reason
+/// the credential is unavailable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialSpec {
+    Environment {
+        tenant_id: Option<String>,
+        client_id: Option<String>,
+        client_secret: Option<Secret>,
+        certificate_path: Option<String>,
+        certificate_password: Option<Secret>,
+    },
+    WorkloadIdentity {
+        tenant_id: Option<String>,
+        client_id: Option<String>,
+        token_file: Option<String>,
+    },
+    ManagedIdentity {
+        /// User-assigned identity; `None` for system-assigned.
+        client_id: Option<String>,
+        /// App Service style endpoint (`IDENTITY_ENDPOINT`) and its secret header.
+        endpoint: Option<String>,
+        header: Option<Secret>,
+    },
+    VisualStudio,
+    AzureCli,
+    AzurePowerShell,
+    AzureDeveloperCli,
+    InteractiveBrowser {
+        client_id: Option<String>,
+        tenant_id: Option<String>,
+        timeout_secs: u32,
+        /// Use the OS broker (WAM) where one exists.
+        use_broker: bool,
+    },
+    DeviceCode {
+        client_id: Option<String>,
+        tenant_id: Option<String>,
+    },
+}
+
+impl CredentialSpec {
+    pub fn kind(&self) -> CredentialKind {
+        match self {
+            CredentialSpec::Environment { .. } => CredentialKind::Environment,
+            CredentialSpec::WorkloadIdentity { .. } => CredentialKind::WorkloadIdentity,
+            CredentialSpec::ManagedIdentity { .. } => CredentialKind::ManagedIdentity,
+            CredentialSpec::VisualStudio => CredentialKind::VisualStudio,
+            CredentialSpec::AzureCli => CredentialKind::AzureCli,
+            CredentialSpec::AzurePowerShell => CredentialKind::AzurePowerShell,
+            CredentialSpec::AzureDeveloperCli => CredentialKind::AzureDeveloperCli,
+            CredentialSpec::InteractiveBrowser { .. } => CredentialKind::InteractiveBrowser,
+            CredentialSpec::DeviceCode { .. } => CredentialKind::DeviceCode,
+        }
+    }
+
+    /// Builds the spec of `kind` from the environment.
+    fn from_env(kind: CredentialKind, env: &Env<'_>, use_broker: bool) -> Result<Self, ChainError> {
+        Ok(match kind {
+            CredentialKind::Environment => CredentialSpec::Environment {
+                tenant_id: env.text("AZURE_TENANT_ID"),
+                client_id: env.text("AZURE_CLIENT_ID"),
+                client_secret: env.text("AZURE_CLIENT_SECRET").map(Secret::from),
+                certificate_path: env.text("AZURE_CLIENT_CERTIFICATE_PATH"),
+                certificate_password: env
+                    .text("AZURE_CLIENT_CERTIFICATE_PASSWORD")
+                    .map(Secret::from),
+            },
+            CredentialKind::WorkloadIdentity => CredentialSpec::WorkloadIdentity {
+                tenant_id: env.text("AZURE_TENANT_ID"),
+                client_id: env.text("AZURE_CLIENT_ID"),
+                token_file: env.text("AZURE_FEDERATED_TOKEN_FILE"),
+            },
+            CredentialKind::ManagedIdentity => CredentialSpec::ManagedIdentity {
+                client_id: env.text("AZURE_CLIENT_ID"),
+                endpoint: env.text("IDENTITY_ENDPOINT"),
+                header: env.text("IDENTITY_HEADER").map(Secret::from),
+            },
+            CredentialKind::VisualStudio => CredentialSpec::VisualStudio,
+            CredentialKind::AzureCli => CredentialSpec::AzureCli,
+            CredentialKind::AzurePowerShell => CredentialSpec::AzurePowerShell,
+            CredentialKind::AzureDeveloperCli => CredentialSpec::AzureDeveloperCli,
+            CredentialKind::InteractiveBrowser => CredentialSpec::InteractiveBrowser {
+                client_id: env.text("AZURE_MCP_CLIENT_ID"),
+                tenant_id: env.text("AZURE_TENANT_ID"),
+                timeout_secs: env.seconds(
+                    "AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS",
+                    DEFAULT_BROWSER_TIMEOUT_SECS,
+                )?,
+                use_broker,
+            },
+            CredentialKind::DeviceCode => CredentialSpec::DeviceCode {
+                client_id: env.text("AZURE_MCP_CLIENT_ID"),
+                tenant_id: env.text("AZURE_TENANT_ID"),
+            },
+        })
+    }
+}
+
+/// A setting in the environment that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainError {
+    /// A boolean switch holds something other than true/false/1/0/empty.
+    InvalidBool {
+        variable: &'static str,
+        value: String,
+    },
+    /// `AZURE_TOKEN_CREDENTIALS` names no known credential.
+    UnknownCredential { value: String },
+    /// Another variable holds an unusable value.
+    InvalidValue { variable: &'static str, why: String },
+}
+
+impl std::fmt::Display for ChainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChainError::InvalidBool { variable, value } => write!(
+                f,
+                "{variable}={value:?} is not a boolean: use true, false, 1 or 0"
+            ),
+            ChainError::UnknownCredential { value } => {
+                write!(
+                    f,
+                    "AZURE_TOKEN_CREDENTIALS={value:?} is not valid: use 'dev', 'prod' or one of "
+                )?;
+                let names: Vec<&str> = CredentialKind::ALL
+                    .iter()
+                    .filter(|k| **k != CredentialKind::DeviceCode)
+                    .map(|k| k.name())
+                    .collect();
+                f.write_str(&names.join(", "))
+            }
+            ChainError::InvalidValue { variable, why } => write!(f, "{variable}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ChainError {}
+
+/// Named clouds and their authority hosts (`AZURE_CLOUD`).
+pub fn cloud_authority(cloud: &str) -> Option<&'static str> {
+    match cloud.to_ascii_lowercase().as_str() {
+        "azurecloud" | "public" | "azurepubliccloud" => Some("https://login.microsoftonline.com"),
+        "azurechinacloud" | "china" => Some("https://login.chinacloudapi.cn"),
+        "azureusgovernment" | "usgov" | "azureusgovernmentcloud" => {
+            Some("https://login.microsoftonline.us")
+        }
+        _ => None,
+    }
+}
+
+impl ChainSpec {
+    /// Selects the chain from this process's environment.
+    pub fn from_env() -> Result<ChainSpec, ChainError> {
+        ChainSpec::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Selects the chain from any variable lookup. Precedence, highest first:
+    /// `AZURE_MCP_ONLY_USE_BROKER_CREDENTIAL`, `AZURE_TOKEN_CREDENTIALS`,
+    /// `AZURE_MCP_INCLUDE_PRODUCTION_CREDENTIALS`, then the default order.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ChainSpec, ChainError> {
+        use CredentialKind::*;
+        let env = Env(&lookup);
+        let authority_host = authority_host(&env)?;
+        let only_broker = env.boolean("AZURE_MCP_ONLY_USE_BROKER_CREDENTIAL")?;
+        let include_production = env.boolean("AZURE_MCP_INCLUDE_PRODUCTION_CREDENTIALS")?;
+        let token_credentials = env.text("AZURE_TOKEN_CREDENTIALS");
+
+        let (kinds, selected_by): (Vec<CredentialKind>, String) = if only_broker {
+            (
+                vec![InteractiveBrowser],
+                "AZURE_MCP_ONLY_USE_BROKER_CREDENTIAL=true".into(),
+            )
+        } else if let Some(value) = token_credentials {
+            let value = value.trim();
+            let kinds = match value.to_ascii_lowercase().as_str() {
+                "dev" => vec![
+                    VisualStudio,
+                    AzureCli,
+                    AzurePowerShell,
+                    AzureDeveloperCli,
+                    InteractiveBrowser,
+                ],
+                "prod" => vec![Environment, WorkloadIdentity, ManagedIdentity],
+                _ => vec![CredentialKind::from_name(value).ok_or_else(|| {
+                    ChainError::UnknownCredential {
+                        value: value.to_string(),
+                    }
+                })?],
+            };
+            (kinds, format!("AZURE_TOKEN_CREDENTIALS={value}"))
+        } else if include_production {
+            (
+                vec![
+                    Environment,
+                    WorkloadIdentity,
+                    ManagedIdentity,
+                    VisualStudio,
+                    AzureCli,
+                    AzurePowerShell,
+                    AzureDeveloperCli,
+                    InteractiveBrowser,
+                ],
+                "default order with AZURE_MCP_INCLUDE_PRODUCTION_CREDENTIALS=true".into(),
+            )
+        } else {
+            (
+                vec![
+                    Environment,
+                    VisualStudio,
+                    AzureCli,
+                    AzurePowerShell,
+                    AzureDeveloperCli,
+                    InteractiveBrowser,
+                ],
+                "default order".into(),
+            )
+        };
+
+        let credentials = kinds
+            .into_iter()
+            .map(|kind| CredentialSpec::from_env(kind, &env, only_broker))
+            .collect::<Result<_, _>>()?;
+        Ok(ChainSpec {
+            authority_host,
+            credentials,
+            selected_by,
+        })
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = CredentialKind> + '_ {
+        self.credentials.iter().map(CredentialSpec::kind)
+    }
+}
+
+fn authority_host(env: &Env<'_>) -> Result<String, ChainError> {
+    if let Some(host) = env.text("AZURE_AUTHORITY_HOST") {
+        if !host.starts_with("https://") {
+            return Err(ChainError::InvalidValue {
+                variable: "AZURE_AUTHORITY_HOST",
+                why: format!("{host:?} must be an https:// URL"),
+            });
+        }
+        return Ok(host.trim_end_matches('/').to_string());
+    }
+    match env.text("AZURE_CLOUD") {
+        None => Ok(cloud_authority("AzureCloud").expect("known cloud").to_string()),
+        Some(cloud) => cloud_authority(&cloud)
+            .map(str::to_string)
+            .ok_or_else(|| ChainError::InvalidValue {
+                variable: "AZURE_CLOUD",
+                why: format!(
+                    "{cloud:?} is not a known cloud: use AzureCloud, AzureChinaCloud or AzureUSGovernment"
+                ),
+            }),
+    }
+}
+
+/// Environment lookup with the parsing rules of the spec.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    /// A non-empty value, or `None`. An empty variable counts as unset.
+    fn text(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `true`/`1` are true and `false`/`0`/empty/unset are false (any case);
+    /// anything else is an error naming the variable.
+    fn boolean(&self, name: &'static str) -> Result<bool, ChainError> {
+        let Some(raw) = (self.0)(name) else {
+            return Ok(false);
+        };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" | "" => Ok(false),
+            _ => Err(ChainError::InvalidBool {
+                variable: name,
+                value: raw,
+            }),
+        }
+    }
+
+    fn seconds(&self, name: &'static str, default: u32) -> Result<u32, ChainError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(raw) => match raw.trim().parse::<u32>() {
+                Ok(secs) if secs > 0 => Ok(secs),
+                _ => Err(ChainError::InvalidValue {
+                    variable: name,
+                    why: format!("{raw:?} is not a positive number of seconds"),
+                }),
+            },
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Frame read/write over tokio's async byte streams (feature `tokio`).
+//!
+//! No timeouts here: callers decide how long a peer may take, and wrap these.
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::frame::{self, FrameError, HEADER_LEN};
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The peer closed the stream cleanly between frames.
+    Closed,
+    Io(std::io::Error),
+    Frame(FrameError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Closed => write!(f, "connection closed"),
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::Frame(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<FrameError> for ReadError {
+    fn from(e: FrameError) -> Self {
+        ReadError::Frame(e)
+    }
+}
+
+/// Reads one frame body into `buf` (reused across calls to avoid allocation).
+pub async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<(), ReadError> {
+    let mut header = [0u8; HEADER_LEN];
+    match reader.read_exact(&mut header[..1]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ReadError::Closed),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    reader
+        .read_exact(&mut header[1..])
+        .await
+        .map_err(truncated_or_io)?;
+    let len = frame::body_len(header)?;
+    buf.clear();
+    buf.resize(len, 0);
+    reader.read_exact(buf).await.map_err(truncated_or_io)?;
+    Ok(())
+}
+
+/// Reads and decodes one message.
+pub async fn read_message<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<T, ReadError> {
+    read_body(reader, buf).await?;
+    Ok(frame::decode(buf)?)
+}
+
+/// Encodes and writes one message with a single write call, then flushes.
+pub async fn write_message<T: Serialize, W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    message: &T,
+) -> std::io::Result<()> {
+    let bytes = frame::encode(message)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    writer.write_all(&bytes).await?;
+    writer.flush().await
+}
+
+fn truncated_or_io(e: std::io::Error) -> ReadError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ReadError::Frame(FrameError::Truncated)
+    } else {
+        ReadError::Io(e)
+    }
+}
+
+/// One direction of a stream shared by a reader and a writer: for streams
+/// where `&T` itself reads and writes (as interprocess's local sockets do), so
+/// no split is needed.
+pub struct Shared<T>(pub std::sync::Arc<T>);
+
+impl<T> AsyncRead for Shared<T>
+where
+    for<'a> &'a T: AsyncRead,
+{
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T> AsyncWrite for Shared<T>
+where
+    for<'a> &'a T: AsyncWrite,
+{
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,32 @@
+//! The azbroker wire contract, and nothing else.
+//!
+//! A client and `azbrokerd` talk over a local socket in length-prefixed frames
+//! ([`frame`]) whose bodies are postcard-encoded [`message`]s. A connection
+//! opens with [`message::Hello`], which carries the protocol version and the
+//! client's [`chain::ChainSpec`] (the credential chain its environment selects);
+//! after that, requests may be pipelined and replies carry the request's id.
+//!
+//! This crate knows nothing about sockets, runtimes or Azure SDK types, so the
+//! contract can be read, tested and fuzzed on its own. The optional `tokio`
+//! feature adds frame read/write helpers over `AsyncRead`/`AsyncWrite`.
+//!
+//! Compatibility rule: enum variants and struct fields are only ever appended;
+//! anything else needs a new [`PROTOCOL_VERSION`].
+
+pub mod chain;
+pub mod error;
+pub mod frame;
+#[cfg(feature = "tokio")]
+pub mod io;
+pub mod message;
+pub mod paths;
+pub mod secret;
+
+pub use chain::{ChainError, ChainSpec, CredentialKind, CredentialSpec};
+pub use error::{CredentialReason, ErrorKind, WireError};
+pub use frame::{FrameError, MAX_FRAME_LEN};
+pub use message::*;
+pub use secret::Secret;
+
+/// Version of this wire contract. A daemon refuses a client that speaks another.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,190 @@
+//! Requests and replies. Every frame from a client is a [`ClientFrame`]; every
+//! frame from the daemon is a [`DaemonFrame`] whose `id` echoes the request it answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chain::ChainSpec;
+use crate::error::WireError;
+use crate::secret::Secret;
+
+/// Request id chosen by the client; unique among its in-flight requests.
+pub type RequestId = u64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    pub id: RequestId,
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonFrame {
+    pub id: RequestId,
+    pub reply: Reply,
+}
+
+/// What a client asks. Append-only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// First frame of every connection. Answered by [`Reply::Welcome`] or a refusal.
+    Hello(Hello),
+    /// Answered by [`Reply::Token`].
+    GetToken(GetToken),
+    /// Answered by [`Reply::Status`].
+    Status,
+    /// Drops cached tokens; answered by [`Reply::Invalidated`].
+    Invalidate(Invalidate),
+    /// Asks the daemon to exit; answered by [`Reply::ShuttingDown`].
+    Shutdown,
+}
+
+/// What the daemon answers. Append-only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Welcome(Welcome),
+    Token(TokenReply),
+    Status(Box<StatusReport>),
+    Invalidated { removed: u64 },
+    ShuttingDown,
+    Error(WireError),
+}
+
+/// The first message. `protocol_version` is its first field on purpose: a daemon
+/// can read it even when the rest of a newer client's Hello does not parse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u32,
+    /// For logs and status, e.g. `azbroker-cli` or `azbroker-mcp`.
+    pub client_name: String,
+    pub pid: u32,
+    /// The credential chain the client's environment selects.
+    pub chain: ChainSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol_version: u32,
+    pub daemon_version: String,
+    pub daemon_pid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetToken {
+    /// One or more scopes, e.g. `https://management.azure.com/.default`.
+    pub scopes: Vec<String>,
+    /// Tenant to authenticate in, when not the credential's own.
+    pub tenant: Option<String>,
+    /// A claims challenge (continuous access evaluation); bypasses the cache.
+    pub claims: Option<String>,
+    /// The token must stay valid at least this long; 0 means the default (5 minutes).
+    pub min_validity_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenReply {
+    pub access_token: Secret,
+    pub token_type: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_on: i64,
+    /// When the daemon will refresh it, seconds since the Unix epoch.
+    pub refresh_on: i64,
+    /// Tenant the token was requested for, when known.
+    pub tenant: Option<String>,
+    /// Name of the credential that minted it, e.g. `AzureCliCredential`.
+    pub credential: String,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidate {
+    /// Only entries with exactly these scopes; empty means every entry.
+    pub scopes: Vec<String>,
+}
+
+/// Everything `azbroker status` shows. Never holds a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub daemon_pid: u32,
+    pub daemon_version: String,
+    pub protocol_version: u32,
+    pub uptime_secs: u64,
+    pub socket_path: String,
+    /// Where refresh tokens are persisted, e.g. `none`, `file <path>`, `keyring`.
+    pub store: String,
+    pub credentials: Vec<CredentialStatus>,
+    pub cache: Vec<CacheEntryStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialStatus {
+    pub credential: String,
+    /// Short fingerprint of the credential identity (kind, tenant, client id, secret hash).
+    pub identity: String,
+    pub state: CredentialState,
+    pub acquisitions: u64,
+    pub last_success: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialState {
+    /// Started, nothing acquired yet.
+    Idle,
+    /// Last acquisition succeeded.
+    Healthy,
+    /// Not set up here (last attempt said unavailable).
+    Unavailable,
+    /// Last acquisition failed.
+    Failing,
+}
+
+impl CredentialState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialState::Idle => "idle",
+            CredentialState::Healthy => "healthy",
+            CredentialState::Unavailable => "unavailable",
+            CredentialState::Failing => "failing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntryStatus {
+    pub credential: String,
+    pub tenant: Option<String>,
+    pub scopes: Vec<String>,
+    pub expires_on: i64,
+    pub refresh_on: i64,
+    pub hits: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub upstream_acquisitions: u64,
+    pub refreshes: u64,
+    pub refresh_failures: u64,
+    pub errors: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub connections_open: u64,
+}
+
+/// Reads the protocol version from the body of a client's first frame without
+/// decoding the rest, so a version mismatch gets a clear refusal instead of a
+/// parse error. `None` when the body is not a Hello at all.
+pub fn peek_hello_version(body: &[u8]) -> Option<(RequestId, u32)> {
+    // A ClientFrame is: id (varint u64), Request variant index (varint u32), then
+    // for Hello its first field, protocol_version (varint u32).
+    let (id, rest) = postcard::take_from_bytes::<RequestId>(body).ok()?;
+    let (variant, rest) = postcard::take_from_bytes::<u32>(rest).ok()?;
+    if variant != 0 {
+        return None;
+    }
+    let (version, _) = postcard::take_from_bytes::<u32>(rest).ok()?;
+    Some((id, version))
+}
