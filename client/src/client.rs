@@ -20,6 +20,8 @@ use crate::{connect, ClientError};
 /// Default limit for one request; a first `az` call or a browser login can be slow.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(330);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connection attempts when a handshake breaks (see `Client::connection`).
+const CONNECT_ATTEMPTS: u64 = 3;
 
 /// How to reach the daemon and what to tell it.
 #[derive(Debug, Clone)]
@@ -139,9 +141,21 @@ impl Client {
         if let Some(connection) = slot.as_ref().filter(|c| c.is_open()) {
             return Ok(connection.clone());
         }
-        let stream =
-            connect::connect_or_start(&self.options.socket, self.options.autostart).await?;
-        let connection = Arc::new(Connection::open(stream, &self.options).await?);
+        // A daemon that is dying (killed, or losing a start race) may accept a
+        // connection and then reset it: connect afresh a few times before giving up.
+        let mut attempt = 0;
+        let connection = loop {
+            attempt += 1;
+            let stream =
+                connect::connect_or_start(&self.options.socket, self.options.autostart).await?;
+            match Connection::open(stream, &self.options).await {
+                Ok(connection) => break Arc::new(connection),
+                Err(ClientError::Protocol(_)) if attempt < CONNECT_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         *slot = Some(connection.clone());
         Ok(connection)
     }

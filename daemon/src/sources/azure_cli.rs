@@ -74,7 +74,10 @@ fn classify(message: &str) -> SourceError {
     if not_installed {
         return SourceError::Unavailable("Azure CLI (az) not found on PATH".into());
     }
-    if text.contains("az login") {
+    // "Please run 'az login' to setup account." is the CLI's not-logged-in
+    // marker; an AADSTS error (expired session, MFA) is a real failure, even
+    // though its advice also mentions az login.
+    if text.contains("az login") && !text.contains("AADSTS") {
         return SourceError::Unavailable(format!(
             "Azure CLI is not logged in: run 'az login' ({text})"
         ));

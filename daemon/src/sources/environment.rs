@@ -10,7 +10,7 @@ use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 
-use super::{error_chain, SourceContext, SourceError, SourceRequest, Token, TokenSource};
+use super::{error_chain, tidy, SourceContext, SourceError, SourceRequest, Token, TokenSource};
 
 pub struct EnvironmentSource {
     spec: CredentialSpec,
@@ -96,30 +96,32 @@ impl TokenSource for EnvironmentSource {
 }
 
 fn classify(err: &azure_core::Error, authority: &str) -> SourceError {
-    match err.kind() {
-        ErrorKind::HttpResponse {
-            status,
-            raw_response,
-            ..
-        } => {
-            let retry_after = raw_response
-                .as_ref()
-                .and_then(|r| r.headers().get_optional_str(&"retry-after".into()))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            // The message is Entra's error_description, e.g. "AADSTS7000215: Invalid client secret ...".
-            let mut message = format!("{} (HTTP {})", err, u16::from(*status));
-            if u16::from(*status) == 429 {
-                message = format!("throttled by {authority} (HTTP 429): {err}");
-            }
-            SourceError::Failed {
-                message,
-                retry_after,
-            }
-        }
-        _ => SourceError::failed(format!(
-            "cannot get a token from {authority}: {}",
-            error_chain(err)
-        )),
+    // azure_identity wraps the pipeline's error in a Credential error; the HTTP
+    // details live on the inner one.
+    let http = std::iter::successors(Some(err), |e| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<azure_core::Error>())
+    })
+    .find(|e| matches!(e.kind(), ErrorKind::HttpResponse { .. }));
+    let Some(http) = http else {
+        return SourceError::failed(format!("cannot reach {authority}: {}", error_chain(err)));
+    };
+    let ErrorKind::HttpResponse {
+        status,
+        raw_response,
+        ..
+    } = http.kind()
+    else {
+        unreachable!("matched above");
+    };
+    let retry_after = raw_response
+        .as_ref()
+        .and_then(|r| r.headers().get_optional_str(&"retry-after".into()))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    // Entra's error_description, e.g. "AADSTS7000215: Invalid client secret provided. ...".
+    SourceError::Failed {
+        message: format!("{} (HTTP {})", tidy(&http.to_string()), u16::from(*status)),
+        retry_after,
     }
 }
