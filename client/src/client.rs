@@ -217,13 +217,26 @@ impl Connection {
             }),
         };
         let handshake = async {
-            write_message(&mut writer, &hello)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("sending Hello: {e}")))?;
+            // A daemon that refuses us (another uid) says why and closes at once,
+            // which can fail this write; its reason may still be waiting to be read.
+            let sent = write_message(&mut writer, &hello).await;
             let mut buf = Vec::new();
-            read_message::<DaemonFrame, _>(&mut reader, &mut buf)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("reading Welcome: {e}")))
+            let reply = read_message::<DaemonFrame, _>(&mut reader, &mut buf).await;
+            match (sent, reply) {
+                (
+                    _,
+                    Ok(
+                        frame @ DaemonFrame {
+                            reply: Reply::Error(_),
+                            ..
+                        },
+                    ),
+                ) => Ok(frame),
+                (Err(e), _) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
+                (Ok(()), reply) => {
+                    reply.map_err(|e| ClientError::Protocol(format!("reading Welcome: {e}")))
+                }
+            }
         };
         let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
             Err(_) => {

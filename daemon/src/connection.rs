@@ -44,6 +44,14 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphoreP
             Stats::bump(&stats.connections_refused);
             tracing::warn!(reason = %refusal.message, "connection refused");
             send_reply(&writer, 0, Reply::Error(refusal)).await;
+            // Let the peer finish sending its Hello before we close, so its
+            // write does not fail before it reads why it was refused.
+            let mut reader = BufReader::with_capacity(1024, Shared(stream));
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                read_body(&mut reader, &mut Vec::new()),
+            )
+            .await;
         }
         None => {
             let mut reader = BufReader::with_capacity(16 * 1024, Shared(stream));
