@@ -9,6 +9,11 @@
 //! - [`sources`] adapts each credential kind (mostly thin wrappers over `azure_identity`).
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
 
+// Unix sockets, peer credentials, process groups and file modes are used
+// directly; Windows (named pipes, SID checks) is not implemented yet.
+#[cfg(not(unix))]
+compile_error!("azbrokerd supports Unix (Linux, macOS) only for now; Windows support is future work");
+
 pub mod actors;
 pub mod broker;
 pub mod cache;
