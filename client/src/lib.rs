@@ -12,7 +12,9 @@
 // Unix sockets, peer credentials, process groups and file modes are used
 // directly; Windows (named pipes, SID checks) is not implemented yet.
 #[cfg(not(unix))]
-compile_error!("the azbroker client supports Unix (Linux, macOS) only for now; Windows support is future work");
+compile_error!(
+    "the azbroker client supports Unix (Linux, macOS) only for now; Windows support is future work"
+);
 
 mod client;
 pub mod connect;

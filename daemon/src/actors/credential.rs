@@ -73,6 +73,9 @@ pub enum CredentialMsg {
         key: CacheKey,
         result: Result<Token, SourceError>,
     },
+    /// Panics in the handler, to test supervision.
+    #[cfg(test)]
+    Crash,
 }
 
 /// Turns a source's token into a cache entry.
@@ -216,6 +219,8 @@ impl Actor for CredentialActor {
                     let _ = me.send_message(CredentialMsg::Refreshed { key, result });
                 });
             }
+            #[cfg(test)]
+            CredentialMsg::Crash => panic!("crash requested by a test"),
             CredentialMsg::Refreshed { key, result } => {
                 let Some(tracked) = state.tracked.get(&key) else {
                     return Ok(());

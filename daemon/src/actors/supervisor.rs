@@ -150,3 +150,83 @@ impl Actor for Supervisor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::TokenCache;
+    use crate::sources::http::HttpClient;
+    use crate::stats::Stats;
+    use ractor::rpc::CallResult;
+    use std::time::Duration;
+
+    async fn ensure(
+        supervisor: &ActorRef<SupervisorMsg>,
+        id: &CredentialId,
+    ) -> ActorRef<CredentialMsg> {
+        let result = supervisor
+            .call(
+                |reply| SupervisorMsg::Ensure {
+                    id: id.clone(),
+                    spec: CredentialSpec::AzureCli,
+                    authority_host: "https://login.microsoftonline.com".into(),
+                    reply,
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        let CallResult::Success(Ok(actor)) = result else {
+            panic!("Ensure failed");
+        };
+        actor
+    }
+
+    #[tokio::test]
+    async fn a_panicking_credential_actor_is_restarted_with_its_health() {
+        let registry = Arc::new(Registry::default());
+        let deps = ActorDeps {
+            cache: TokenCache::new(10),
+            stats: Arc::new(Stats::default()),
+            http: HttpClient::from_env().unwrap(),
+        };
+        let (supervisor, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                deps,
+                registry: registry.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let id = CredentialId::of(
+            &CredentialSpec::AzureCli,
+            "https://login.microsoftonline.com",
+        );
+        let first = ensure(&supervisor, &id).await;
+        // Asking again gives the same actor.
+        assert_eq!(ensure(&supervisor, &id).await.get_id(), first.get_id());
+        let health = registry.get(&id).unwrap().health;
+
+        first.send_message(CredentialMsg::Crash).unwrap();
+        let mut replacement = None;
+        for _ in 0..100 {
+            match registry.get(&id) {
+                Some(r) if r.actor.get_id() != first.get_id() => {
+                    replacement = Some(r);
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let replacement = replacement.expect("the actor was not restarted");
+        assert!(Arc::ptr_eq(&replacement.health, &health), "health was lost");
+        // The supervisor itself survived and still serves.
+        assert_eq!(
+            ensure(&supervisor, &id).await.get_id(),
+            replacement.actor.get_id()
+        );
+        supervisor.stop(None);
+    }
+}
