@@ -1,6 +1,5 @@
 //! The cache, single-flight acquisition, and the two credentials of this stage.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use azbroker_e2e::{jwt, EntraDouble, Mode};
@@ -62,29 +61,7 @@ fn twenty_concurrent_processes_cause_one_acquisition() {
     let mut sandbox = Sandbox::new();
     sandbox.az.set_delay(Duration::from_millis(700));
     sandbox.start_daemon();
-    let children: Vec<_> = (0..20)
-        .map(|_| {
-            sandbox
-                .command("azbroker")
-                .args(["token", "--scope", ARM, "--raw"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let tokens: Vec<String> = children
-        .into_iter()
-        .map(|child| {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        })
-        .collect();
+    let tokens = sandbox.concurrent_raw_tokens(20, ARM);
     assert!(
         tokens.iter().all(|t| t == &tokens[0]),
         "clients got different tokens"

@@ -160,6 +160,40 @@ impl Sandbox {
         serde_json::from_slice(&out.stdout).expect("token JSON")
     }
 
+    /// Runs `azbroker token --scope SCOPE --raw` in `n` processes at once; returns each token.
+    pub fn concurrent_raw_tokens(&self, n: usize, scope: &str) -> Vec<String> {
+        let children: Vec<Child> = (0..n)
+            .map(|_| {
+                self.command("azbroker")
+                    .args(["token", "--scope", scope, "--raw"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("run azbroker")
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|child| {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).unwrap()
+            })
+            .collect()
+    }
+
+    /// Sends `signal` to a daemon and waits until none serves this sandbox.
+    pub fn signal_daemon(&self, pid: i32, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+        wait_until(Duration::from_secs(10), "the daemon to exit", || {
+            self.daemon_pids().is_empty()
+        });
+    }
+
     pub fn status(&self) -> Value {
         let out = self.cli(&["status", "--json"]);
         assert!(

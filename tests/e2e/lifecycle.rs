@@ -36,14 +36,7 @@ fn the_first_client_starts_the_daemon_and_stop_removes_the_socket() {
 fn sigterm_shuts_down_cleanly() {
     let mut sandbox = Sandbox::new();
     let pid = sandbox.start_daemon();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_until(Duration::from_secs(10), "the daemon to exit", || {
-        sandbox.daemon_pids().is_empty()
-    });
+    sandbox.signal_daemon(pid as i32, nix::sys::signal::Signal::SIGTERM);
     assert!(!sandbox.socket.exists());
     assert!(sandbox.log().contains("shutting down"));
 }
@@ -69,14 +62,7 @@ fn a_second_daemon_on_the_same_socket_exits_zero() {
 fn a_stale_socket_from_a_crashed_daemon_is_reclaimed() {
     let mut sandbox = Sandbox::new();
     let pid = sandbox.start_daemon();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_until(Duration::from_secs(10), "the daemon to die", || {
-        sandbox.daemon_pids().is_empty()
-    });
+    sandbox.signal_daemon(pid as i32, nix::sys::signal::Signal::SIGKILL);
     assert!(sandbox.socket.exists(), "SIGKILL cannot clean up");
     sandbox.start_daemon();
     sandbox.token(ARM, &[]);
@@ -133,25 +119,8 @@ fn killing_the_daemon_mid_flight_makes_the_next_call_start_a_fresh_one() {
 fn twenty_clients_starting_at_once_make_one_daemon() {
     let sandbox = Sandbox::new();
     sandbox.az.set_delay(Duration::from_millis(300));
-    let children: Vec<_> = (0..20)
-        .map(|_| {
-            sandbox
-                .command("azbroker")
-                .args(["token", "--scope", ARM, "--raw"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let tokens = sandbox.concurrent_raw_tokens(20, ARM);
+    assert!(tokens.iter().all(|t| t == &tokens[0]));
     assert_eq!(sandbox.daemon_pids().len(), 1);
     assert_eq!(sandbox.az.invocations(), 1);
 }
