@@ -33,6 +33,8 @@ const MAX_CACHE_ENTRIES: u64 = 100_000;
 
 pub struct ServerConfig {
     pub socket_path: PathBuf,
+    /// Replaces the VM metadata endpoint (tests only; a checked loopback URL).
+    pub imds_url: Option<String>,
 }
 
 pub enum Outcome {
@@ -75,7 +77,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
 
     raise_open_file_limit();
-    let http = HttpClient::from_env()?;
+    let http = HttpClient::from_env(config.imds_url)?;
     for source in http.extra_roots.iter() {
         tracing::info!(%source, "extra trusted roots");
     }
