@@ -156,7 +156,10 @@ mod tests {
         let start = Instant::now();
         let ttl = Duration::from_secs(5);
         assert_eq!(health.recently_unavailable_at(ttl, start), None);
-        health.record_at(&Err(SourceError::Unavailable("run 'az login'".into())), start);
+        health.record_at(
+            &Err(SourceError::Unavailable("run 'az login'".into())),
+            start,
+        );
         let remembered = health.recently_unavailable_at(ttl, start + Duration::from_secs(4));
         assert_eq!(remembered.as_deref(), Some("run 'az login'"));
         assert_eq!(health.recently_unavailable_at(ttl, start + ttl), None);

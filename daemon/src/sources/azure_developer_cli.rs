@@ -38,12 +38,12 @@ impl TokenSource for AzureDeveloperCliSource {
         }
         // One credential object per acquisition: it carries the tenant, and it
         // is only a few fields (AzureDeveloperCliCredential has no cache).
-        let credential = AzureDeveloperCliCredential::new(Some(AzureDeveloperCliCredentialOptions {
-            tenant_id: request.tenant.clone(),
-            executor: Some(Arc::new(BoundedExecutor)),
-            ..Default::default()
-        }))
-        .map_err(|e| SourceError::failed(super::tidy(&e.to_string())))?;
+        let credential =
+            AzureDeveloperCliCredential::new(Some(AzureDeveloperCliCredentialOptions {
+                tenant_id: request.tenant.clone(),
+                executor: Some(Arc::new(BoundedExecutor)),
+            }))
+            .map_err(|e| SourceError::failed(super::tidy(&e.to_string())))?;
 
         let scopes: Vec<&str> = request.scopes.iter().map(String::as_str).collect();
         let result = tokio::time::timeout(self.timeout, credential.get_token(&scopes, None)).await;

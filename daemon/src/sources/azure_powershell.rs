@@ -100,7 +100,7 @@ fn script(resource: &str, tenant: Option<&str>) -> Result<String, SourceError> {
         s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:/+%=~".contains(c))
     };
-    if !quotable(resource) || !tenant.map_or(true, quotable) {
+    if !quotable(resource) || !tenant.is_none_or(quotable) {
         return Err(SourceError::failed(
             "resource or tenant has characters that cannot be passed to PowerShell",
         ));
@@ -184,7 +184,11 @@ struct ScriptOutput {
 }
 
 fn parse_output(stdout: &[u8], requested_tenant: Option<&str>) -> Result<Token, SourceError> {
-    let bad = |why: &str| SourceError::failed(format!("pwsh Get-AzAccessToken gave an unusable answer: {why}"));
+    let bad = |why: &str| {
+        SourceError::failed(format!(
+            "pwsh Get-AzAccessToken gave an unusable answer: {why}"
+        ))
+    };
     let text = String::from_utf8_lossy(stdout);
     // The JSON line is the last one; anything before it (a warning a module
     // printed anyway) is ignored.
@@ -228,7 +232,11 @@ mod tests {
 
     #[test]
     fn script_carries_resource_and_tenant_in_quotes() {
-        let text = script("https://management.azure.com", Some("contoso.onmicrosoft.com")).unwrap();
+        let text = script(
+            "https://management.azure.com",
+            Some("contoso.onmicrosoft.com"),
+        )
+        .unwrap();
         assert!(text.contains("$resource = 'https://management.azure.com'"));
         assert!(text.contains("$tenant = 'contoso.onmicrosoft.com'"));
         assert!(text.contains("ConvertFrom-SecureString"));
@@ -244,7 +252,10 @@ mod tests {
         assert_eq!(token.expires_on, 1735732800);
         assert_eq!(token.tenant.as_deref(), Some("t1"));
         let epoch = br#"{"Token":"x","ExpiresOn":1735732800}"#;
-        assert_eq!(parse_output(epoch, Some("t2")).unwrap().tenant.as_deref(), Some("t2"));
+        assert_eq!(
+            parse_output(epoch, Some("t2")).unwrap().tenant.as_deref(),
+            Some("t2")
+        );
     }
 
     #[test]
@@ -259,7 +270,11 @@ mod tests {
             assert!(!err.message().contains("secret-token-value"), "{err:?}");
         }
         let secure = br#"{"Token":{"Length":1234},"ExpiresOn":"2025-01-01T12:00:00+00:00"}"#;
-        assert!(parse_output(secure, None).err().unwrap().message().contains("SecureString"));
+        assert!(parse_output(secure, None)
+            .err()
+            .unwrap()
+            .message()
+            .contains("SecureString"));
     }
 
     #[test]
@@ -272,7 +287,9 @@ mod tests {
             classify(Some(1), "Import-Module: The specified module 'Az.Accounts' was not loaded because no valid module file was found in any module directory.\n"),
             SourceError::Unavailable(m) if m.starts_with("the Az.Accounts module")
         ));
-        assert!(matches!(classify(Some(127), ""), SourceError::Unavailable(m) if m.contains("not found on PATH")));
+        assert!(
+            matches!(classify(Some(127), ""), SourceError::Unavailable(m) if m.contains("not found on PATH"))
+        );
         assert!(matches!(
             classify(Some(1), "Get-AzAccessToken: AADSTS50076: Due to a configuration change ... Connect-AzAccount"),
             SourceError::Failed { .. }

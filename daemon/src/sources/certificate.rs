@@ -59,14 +59,16 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
 
 fn check_rsa(key: &PKey<Private>) -> Result<(), String> {
     if key.id() != Id::RSA {
-        return Err("the private key is not RSA; Entra ID certificate credentials need an RSA key".into());
+        return Err(
+            "the private key is not RSA; Entra ID certificate credentials need an RSA key".into(),
+        );
     }
     Ok(())
 }
 
 fn check_pfx(der: &[u8], password: Option<&Secret>) -> Result<(), String> {
-    let pkcs12 = Pkcs12::from_der(der)
-        .map_err(|_| "neither PEM nor a PKCS#12 (PFX) file".to_string())?;
+    let pkcs12 =
+        Pkcs12::from_der(der).map_err(|_| "neither PEM nor a PKCS#12 (PFX) file".to_string())?;
     let parsed = pkcs12
         .parse2(password.map(Secret::expose).unwrap_or(""))
         .map_err(|_| {
@@ -96,7 +98,8 @@ fn pem_to_pkcs12(pem: &[u8], password: Option<&Secret>) -> Result<Loaded, String
         }
     })?;
     check_rsa(&key)?;
-    let certs = X509::stack_from_pem(pem).map_err(|e| format!("cannot read the certificates: {e}"))?;
+    let certs =
+        X509::stack_from_pem(pem).map_err(|e| format!("cannot read the certificates: {e}"))?;
     // The certificate that goes with the key; the others are its chain.
     let mut leaf = None;
     let mut chain = Stack::new().map_err(|e| e.to_string())?;
@@ -206,9 +209,15 @@ mod tests {
         let password = Secret::new("pem-pass");
         assert!(opens(&load(&path, Some(&password)).unwrap(), &key));
         let missing = load(&path, None).err().unwrap();
-        assert!(missing.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{missing}");
+        assert!(
+            missing.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{missing}"
+        );
         let wrong = load(&path, Some(&Secret::new("nope"))).err().unwrap();
-        assert!(wrong.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{wrong}");
+        assert!(
+            wrong.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{wrong}"
+        );
         assert!(!wrong.contains("nope"));
     }
 
@@ -226,7 +235,10 @@ mod tests {
         assert_eq!(loaded.pkcs12, der);
         assert!(opens(&loaded, &key));
         let wrong = load(&path, Some(&Secret::new("nope"))).err().unwrap();
-        assert!(wrong.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{wrong}");
+        assert!(
+            wrong.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{wrong}"
+        );
         let missing = load(&path, None).err().unwrap();
         assert!(missing.contains("needs a password"), "{missing}");
     }
@@ -237,11 +249,20 @@ mod tests {
         let missing = load(&dir.path().join("none.pem").to_string_lossy(), None)
             .err()
             .unwrap();
-        assert!(missing.contains("cannot read AZURE_CLIENT_CERTIFICATE_PATH"), "{missing}");
+        assert!(
+            missing.contains("cannot read AZURE_CLIENT_CERTIFICATE_PATH"),
+            "{missing}"
+        );
         let garbage = write(dir.path(), "garbage", b"hello");
-        assert!(load(&garbage, None).err().unwrap().contains("neither PEM nor"));
+        assert!(load(&garbage, None)
+            .err()
+            .unwrap()
+            .contains("neither PEM nor"));
         let huge = write(dir.path(), "huge", &vec![b'a'; 2 * 1024 * 1024]);
-        assert!(load(&huge, None).err().unwrap().contains("larger than 1 MiB"));
+        assert!(load(&huge, None)
+            .err()
+            .unwrap()
+            .contains("larger than 1 MiB"));
 
         let ec = PKey::from_ec_key(
             EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),

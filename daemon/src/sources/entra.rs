@@ -82,7 +82,10 @@ pub fn classify(err: &azure_core::Error, authority: &str) -> SourceError {
         })
         .any(|e| matches!(e.kind(), ErrorKind::Io | ErrorKind::Connection));
         return SourceError::failed(if is_transport {
-            format!("cannot reach {authority}: {}", describe_transport_error(err))
+            format!(
+                "cannot reach {authority}: {}",
+                describe_transport_error(err)
+            )
         } else {
             tidy(&super::error_chain(err))
         });

@@ -216,7 +216,9 @@ mod tests {
 
     #[test]
     fn only_loopback_can_replace_imds() {
-        assert!(check_test_imds_url("http://127.0.0.1:8080/metadata/identity/oauth2/token").is_ok());
+        assert!(
+            check_test_imds_url("http://127.0.0.1:8080/metadata/identity/oauth2/token").is_ok()
+        );
         assert!(check_test_imds_url("http://[::1]:8080/x").is_ok());
         for bad in [
             "http://169.254.169.254/x",

@@ -87,7 +87,9 @@ impl ManagedIdentitySource {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| {
-                SourceError::failed(format!("IDENTITY_ENDPOINT {endpoint:?} is not an http(s) URL"))
+                SourceError::failed(format!(
+                    "IDENTITY_ENDPOINT {endpoint:?} is not an http(s) URL"
+                ))
             })?;
         url.query_pairs_mut()
             .append_pair("resource", resource)
@@ -95,8 +97,9 @@ impl ManagedIdentitySource {
         if let Some(client_id) = client_id {
             url.query_pairs_mut().append_pair("client_id", client_id);
         }
-        let mut secret = reqwest::header::HeaderValue::from_str(header.expose())
-            .map_err(|_| SourceError::failed("IDENTITY_HEADER holds characters not allowed in an HTTP header"))?;
+        let mut secret = reqwest::header::HeaderValue::from_str(header.expose()).map_err(|_| {
+            SourceError::failed("IDENTITY_HEADER holds characters not allowed in an HTTP header")
+        })?;
         secret.set_sensitive(true);
         let sent = self
             .ctx
@@ -107,7 +110,10 @@ impl ManagedIdentitySource {
             .send()
             .await;
         let response = sent.map_err(|e| {
-            let what = format!("cannot reach IDENTITY_ENDPOINT {endpoint}: {}", describe_transport_error(&e));
+            let what = format!(
+                "cannot reach IDENTITY_ENDPOINT {endpoint}: {}",
+                describe_transport_error(&e)
+            );
             if e.is_timeout() {
                 SourceError::Timeout(what)
             } else {
@@ -212,11 +218,12 @@ fn check_tenant(request: &SourceRequest, mut token: Token) -> Result<Token, Sour
 
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, SourceError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| SourceError::failed(format!("reading the managed identity response: {}", describe_transport_error(&e))))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        SourceError::failed(format!(
+            "reading the managed identity response: {}",
+            describe_transport_error(&e)
+        ))
+    })? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(SourceError::failed(
                 "the managed identity endpoint sent more than 64 KiB: not a token response",
@@ -271,7 +278,11 @@ struct TokenResponse {
 }
 
 fn parse_token(body: &[u8]) -> Result<Token, SourceError> {
-    let bad = |why: &str| SourceError::failed(format!("the managed identity endpoint sent an unusable token response: {why}"));
+    let bad = |why: &str| {
+        SourceError::failed(format!(
+            "the managed identity endpoint sent an unusable token response: {why}"
+        ))
+    };
     let response: TokenResponse =
         serde_json::from_slice(body).map_err(|_| bad("not the expected JSON"))?;
     if response.access_token.is_empty() {

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use azbroker_proto::CredentialSpec;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientMethodOptions;
-use azure_identity::{ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions};
+use azure_identity::{
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+};
 use tokio::io::AsyncReadExt;
 
 use super::{entra, SourceContext, SourceError, SourceRequest, Token, TokenSource};
@@ -48,7 +50,8 @@ impl TokenSource for WorkloadIdentitySource {
         else {
             unreachable!("WorkloadIdentitySource is built from a WorkloadIdentity spec");
         };
-        let (Some(tenant_id), Some(client_id), Some(token_file)) = (tenant_id, client_id, token_file)
+        let (Some(tenant_id), Some(client_id), Some(token_file)) =
+            (tenant_id, client_id, token_file)
         else {
             let missing: Vec<&str> = [
                 ("AZURE_TENANT_ID", tenant_id.is_none()),
@@ -162,12 +165,25 @@ mod tests {
         let path = dir.path().join("token");
         let file = FederatedTokenFile { path: path.clone() };
         let missing = file.read().await.unwrap_err();
-        assert!(missing.starts_with("cannot read AZURE_FEDERATED_TOKEN_FILE"), "{missing}");
+        assert!(
+            missing.starts_with("cannot read AZURE_FEDERATED_TOKEN_FILE"),
+            "{missing}"
+        );
         for bad in ["", "not a token", "a.b", "a.b.c d", "a\"b.c.d"] {
             std::fs::write(&path, bad).unwrap();
-            assert!(file.read().await.unwrap_err().contains("does not hold a token"), "{bad}");
+            assert!(
+                file.read()
+                    .await
+                    .unwrap_err()
+                    .contains("does not hold a token"),
+                "{bad}"
+            );
         }
         std::fs::write(&path, "a".repeat(65 * 1024)).unwrap();
-        assert!(file.read().await.unwrap_err().contains("larger than 64 KiB"));
+        assert!(file
+            .read()
+            .await
+            .unwrap_err()
+            .contains("larger than 64 KiB"));
     }
 }
