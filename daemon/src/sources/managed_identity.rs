@@ -175,8 +175,8 @@ impl ManagedIdentitySource {
         if status == reqwest::StatusCode::BAD_REQUEST {
             // {"error":"invalid_request","error_description":"Identity not found"}
             let which = match client_id {
-                Some(id) => format!("the user-assigned identity {id} (AZURE_CLIENT_ID)"),
-                None => "a system-assigned identity".to_string(),
+                Some(id) => format!("user-assigned identity {id} (AZURE_CLIENT_ID)"),
+                None => "system-assigned identity".to_string(),
             };
             return Err(SourceError::Unavailable(format!(
                 "this machine has no {which}: IMDS answered HTTP 400: {}",
