@@ -217,13 +217,18 @@ impl Connection {
             }),
         };
         let handshake = async {
-            write_message(&mut writer, &hello)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("sending Hello: {e}")))?;
+            // A daemon that refuses this peer answers and closes without reading
+            // the Hello, so sending may fail with a broken pipe while its
+            // refusal waits to be read: read it either way.
+            let sent = write_message(&mut writer, &hello).await;
             let mut buf = Vec::new();
-            read_message::<DaemonFrame, _>(&mut reader, &mut buf)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("reading Welcome: {e}")))
+            match read_message::<DaemonFrame, _>(&mut reader, &mut buf).await {
+                Ok(frame) => Ok(frame),
+                Err(e) => Err(ClientError::Protocol(match sent {
+                    Err(send) => format!("sending Hello: {send}"),
+                    Ok(()) => format!("reading Welcome: {e}"),
+                })),
+            }
         };
         let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
             Err(_) => {

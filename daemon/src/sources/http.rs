@@ -80,7 +80,9 @@ impl HttpClient {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(build_error)?;
+        // Plain http: no trust store to load.
         let imds = reqwest::Client::builder()
+            .tls_certs_only(Vec::new())
             .no_proxy()
             .connect_timeout(IMDS_CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(10))
