@@ -123,6 +123,10 @@ fn certificate_failures_say_what_is_wrong_without_the_password() {
         "{stderr}"
     );
     assert!(
+        !sandbox.log().contains("not-the-password"),
+        "the password reached the log"
+    );
+    assert!(
         !stderr.contains("not-the-password"),
         "password leaked: {stderr}"
     );
@@ -409,6 +413,15 @@ fn managed_identity_app_service_failures() {
     assert!(
         stderr.contains("cannot answer a claims challenge"),
         "{stderr}"
+    );
+    let log = sandbox.log();
+    assert!(
+        !log.contains(&mi.app_service_secret()),
+        "IDENTITY_HEADER reached the log"
+    );
+    assert!(
+        !log.contains("wrong-secret"),
+        "IDENTITY_HEADER reached the log"
     );
 }
 
