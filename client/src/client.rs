@@ -217,25 +217,17 @@ impl Connection {
             }),
         };
         let handshake = async {
-            // A daemon that refuses us (another uid) says why and closes at once,
-            // which can fail this write; its reason may still be waiting to be read.
+            // A daemon that refuses this peer answers and closes without reading
+            // the Hello, so sending may fail with a broken pipe while its
+            // refusal waits to be read: read it either way.
             let sent = write_message(&mut writer, &hello).await;
             let mut buf = Vec::new();
-            let reply = read_message::<DaemonFrame, _>(&mut reader, &mut buf).await;
-            match (sent, reply) {
-                (
-                    _,
-                    Ok(
-                        frame @ DaemonFrame {
-                            reply: Reply::Error(_),
-                            ..
-                        },
-                    ),
-                ) => Ok(frame),
-                (Err(e), _) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
-                (Ok(()), reply) => {
-                    reply.map_err(|e| ClientError::Protocol(format!("reading Welcome: {e}")))
-                }
+            match read_message::<DaemonFrame, _>(&mut reader, &mut buf).await {
+                Ok(frame) => Ok(frame),
+                Err(e) => Err(ClientError::Protocol(match sent {
+                    Err(send) => format!("sending Hello: {send}"),
+                    Ok(()) => format!("reading Welcome: {e}"),
+                })),
             }
         };
         let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {

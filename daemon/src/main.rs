@@ -20,6 +20,11 @@ struct Args {
     /// Log file for background mode [default: <state dir>/azbrokerd.log].
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// For tests: a loopback URL that stands in for the VM metadata endpoint
+    /// (169.254.169.254). Set only on the daemon's command line, never from a
+    /// client's environment.
+    #[arg(long, hide = true, value_parser = azbroker_daemon::sources::http::check_test_imds_url)]
+    imds_endpoint: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(server::run(ServerConfig {
         socket_path: socket_path.clone(),
+        imds_url: args.imds_endpoint,
     }));
     // Timers and idle connection tasks must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

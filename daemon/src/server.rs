@@ -33,6 +33,8 @@ const MAX_CACHE_ENTRIES: u64 = 100_000;
 
 pub struct ServerConfig {
     pub socket_path: PathBuf,
+    /// Replaces the VM metadata endpoint (tests only; a checked loopback URL).
+    pub imds_url: Option<String>,
 }
 
 pub enum Outcome {
@@ -52,6 +54,9 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     let Some(_lock) = take_daemon_lock(&socket)? else {
         return Ok(Outcome::AlreadyRunning);
     };
+    // Before the socket exists: a SIGTERM sent as soon as clients can connect
+    // must reach the clean shutdown, not the default action.
+    let signals = Signals::install()?;
     match std::fs::remove_file(&socket) {
         Ok(()) => tracing::info!(socket = %socket.display(), "removed a stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -75,7 +80,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
 
     raise_open_file_limit();
-    let http = HttpClient::from_env()?;
+    let http = HttpClient::from_env(config.imds_url)?;
     for source in http.extra_roots.iter() {
         tracing::info!(%source, "extra trusted roots");
     }
@@ -106,7 +111,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         socket.display().to_string(),
         shutdown_tx,
     ));
-    spawn_signal_handler(broker.clone());
+    signals.spawn_handler(broker.clone());
     tracing::info!(socket = %socket.display(), pid = std::process::id(), version = crate::VERSION, "azbrokerd listening");
 
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -150,22 +155,32 @@ fn take_daemon_lock(socket: &Path) -> Result<Option<nix::fcntl::Flock<File>>, St
     }
 }
 
-fn spawn_signal_handler(broker: Arc<Broker>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = int.recv() => tracing::info!("SIGINT"),
-        }
-        broker.request_shutdown();
-    });
+/// SIGTERM and SIGINT, registered early; handled once the broker exists.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install =
+            |kind| signal(kind).map_err(|e| format!("cannot install signal handlers: {e}"));
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    fn spawn_handler(mut self, broker: Arc<Broker>) {
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.term.recv() => tracing::info!("SIGTERM"),
+                _ = self.int.recv() => tracing::info!("SIGINT"),
+            }
+            broker.request_shutdown();
+        });
+    }
 }
 
 /// Many clients mean many sockets: lift the soft open-file limit to the hard one.

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use azbroker_client::{Client, ClientOptions};
+use azbroker_e2e::fake_azd::FakeAzd;
+use azbroker_e2e::fake_pwsh::FakePwsh;
 use azbroker_e2e::{FakeAz, TestPki};
 use azbroker_proto::ChainSpec;
 use serde_json::Value;
@@ -113,8 +115,25 @@ impl Sandbox {
         command
     }
 
+    /// Installs a fake `azd` beside the fake `az` (on `PATH` from now on).
+    pub fn install_azd(&self) -> FakeAzd {
+        FakeAzd::install(self.az.dir())
+    }
+
+    /// Installs a fake `pwsh` beside the fake `az` (on `PATH` from now on).
+    pub fn install_pwsh(&self) -> FakePwsh {
+        FakePwsh::install(self.az.dir())
+    }
+
     /// Starts `azbrokerd --foreground`, logging to [`Sandbox::log_path`], and waits until it answers.
+    /// The VM metadata endpoint is replaced by a closed loopback port, so no
+    /// test ever reaches for 169.254.169.254.
     pub fn start_daemon(&mut self) -> u32 {
+        self.start_daemon_with_imds("http://127.0.0.1:1/metadata/identity/oauth2/token")
+    }
+
+    /// [`Sandbox::start_daemon`] with IMDS at `imds_url` (a loopback double).
+    pub fn start_daemon_with_imds(&mut self, imds_url: &str) -> u32 {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -125,6 +144,8 @@ impl Sandbox {
             .arg("--foreground")
             .arg("--socket")
             .arg(&self.socket)
+            .arg("--imds-endpoint")
+            .arg(imds_url)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -4,7 +4,9 @@
 mod harness;
 
 mod cache_and_chain;
+mod credentials;
 mod lifecycle;
+mod network;
 mod refresh;
 mod robustness;
 mod security;

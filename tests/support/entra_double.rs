@@ -13,6 +13,7 @@
 //! current-thread runtime. All knobs are plain `&self` methods, usable from
 //! sync and async tests alike; they take effect from the next request.
 
+use crate::client_assertion::{AssertionRegistry, Presented, JWT_BEARER};
 use crate::jwt::{self, AppClaims};
 use crate::tls::TestPki;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -216,6 +217,43 @@ impl EntraDouble {
     pub fn set_delay(&self, delay: Duration) {
         self.shared.config().delay = delay;
     }
+
+    /// Registers an app that authenticates with a certificate (DER): its
+    /// client assertions must be signed by that certificate's key.
+    pub fn register_certificate_client(&self, client_id: &str, cert_der: &[u8]) {
+        self.ensure_app(client_id);
+        self.shared
+            .config()
+            .assertions
+            .add_certificate(client_id, cert_der);
+    }
+
+    /// Registers an app with a federated identity credential (workload
+    /// identity): it accepts tokens from `issuer` about `subject`.
+    pub fn register_federated_client(&self, client_id: &str, issuer: &str, subject: &str) {
+        self.ensure_app(client_id);
+        self.shared
+            .config()
+            .assertions
+            .add_federated(client_id, issuer, subject);
+    }
+
+    /// The client assertions presented so far, oldest first.
+    pub fn assertions(&self) -> Vec<Presented> {
+        self.shared.config().assertions.presented()
+    }
+
+    /// An app without a usable secret, for assertion-only clients.
+    fn ensure_app(&self, client_id: &str) {
+        let mut config = self.shared.config();
+        config
+            .clients
+            .entry(client_id.to_owned())
+            .or_insert_with(|| App {
+                secret: jwt::new_uuid(),
+                oid: jwt::new_uuid(),
+            });
+    }
 }
 
 impl Drop for EntraDouble {
@@ -263,6 +301,8 @@ struct Config {
     throttle: Option<Countdown<u64>>,
     failure: Option<Countdown<u32>>,
     delay: Duration,
+    /// Certificates and federated credentials of apps (client assertions).
+    assertions: AssertionRegistry,
 }
 
 impl Default for Config {
@@ -274,6 +314,7 @@ impl Default for Config {
             throttle: None,
             failure: None,
             delay: Duration::ZERO,
+            assertions: AssertionRegistry::default(),
         }
     }
 }
@@ -506,12 +547,18 @@ fn decide(config: &mut Config, tenant: &str, form: &Form) -> Reply {
     let Some(app) = config.clients.get(client_id) else {
         return Reply::Error(EntraError::for_code(700016, tenant, client_id, scope));
     };
-    let secret = form.get("client_secret");
-    if secret.is_empty() {
-        return Reply::Error(EntraError::for_code(7000218, tenant, client_id, scope));
-    }
-    if secret != app.secret {
-        return Reply::Error(EntraError::for_code(7000215, tenant, client_id, scope));
+    if !form.get("client_assertion").is_empty() {
+        if let Err(error) = check_client_assertion(&mut config.assertions, client_id, form) {
+            return Reply::Error(error);
+        }
+    } else {
+        let secret = form.get("client_secret");
+        if secret.is_empty() {
+            return Reply::Error(EntraError::for_code(7000218, tenant, client_id, scope));
+        }
+        if secret != app.secret {
+            return Reply::Error(EntraError::for_code(7000215, tenant, client_id, scope));
+        }
     }
     if scope.is_empty() {
         return missing("scope");
@@ -538,6 +585,33 @@ fn decide(config: &mut Config, tenant: &str, form: &Form) -> Reply {
         access_token: jwt::mint(&claims),
         refresh_in: config.refresh_in,
     })
+}
+
+/// Authenticates a client by `client_assertion` (certificate or federated token).
+fn check_client_assertion(
+    assertions: &mut AssertionRegistry,
+    client_id: &str,
+    form: &Form,
+) -> Result<(), EntraError> {
+    let assertion_type = form.get("client_assertion_type");
+    if assertion_type != JWT_BEARER {
+        return Err(EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            50027,
+            format!("Invalid client_assertion_type '{assertion_type}'."),
+        ));
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    assertions
+        .verify(client_id, form.get("client_assertion"), now)
+        .map_err(|rejection| {
+            let (status, error) = match rejection.code {
+                70021 | 50027 => (StatusCode::BAD_REQUEST, "invalid_request"),
+                _ => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            };
+            EntraError::new(status, error, rejection.code, rejection.text)
+        })
 }
 
 /// An Entra error reply: HTTP status, OAuth `error`, and the AADSTS code and text.

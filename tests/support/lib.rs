@@ -3,13 +3,25 @@
 //! - [`tls`]: a per-test CA and TLS server configurations (valid and broken).
 //! - [`entra_double`]: a local HTTPS Microsoft identity platform token endpoint.
 //! - [`fake_az`]: a fake `az` (Azure CLI) script to put on `PATH`.
+//! - [`fake_azd`], [`fake_pwsh`]: fake `azd` and `pwsh` (over [`fake_tool`]).
+//! - [`managed_identity_double`]: App Service and IMDS managed identity endpoints.
+//! - [`client_assertion`]: the Entra double's checks of certificate and federated assertions.
+//! - [`certs`]: a service principal's certificate as PEM, encrypted PEM and PFX files.
+//! - [`forward_proxy`]: a counting CONNECT / absolute-form HTTP proxy.
 //! - [`jwt`]: JWT-shaped, unverifiable access tokens shared by the doubles.
 //!
 //! Everything listens on or talks to loopback only.
 
+pub mod certs;
+pub mod client_assertion;
 pub mod entra_double;
 pub mod fake_az;
+pub mod fake_azd;
+pub mod fake_pwsh;
+pub mod fake_tool;
+pub mod forward_proxy;
 pub mod jwt;
+pub mod managed_identity_double;
 pub mod tls;
 
 pub use entra_double::{EntraDouble, RecordedRequest};

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_proto::CredentialSpec;
+use azbroker_proto::{CredentialKind, CredentialSpec};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use rand::Rng;
@@ -76,6 +76,25 @@ pub enum CredentialMsg {
     /// Panics in the handler, to test supervision.
     #[cfg(test)]
     Crash,
+}
+
+/// How long an "unavailable" answer is remembered before the credential is
+/// tried again, so a chain of absent tools is not re-run on every request.
+/// Short for the developer tools (a user who just ran `az login` is served
+/// within seconds), longer for managed identity (probing IMDS off Azure costs
+/// a second, and an identity does not appear mid-session). Interactive kinds
+/// are never skipped this way.
+pub fn negative_ttl(kind: CredentialKind) -> Option<Duration> {
+    match kind {
+        CredentialKind::Environment
+        | CredentialKind::WorkloadIdentity
+        | CredentialKind::AzureCli
+        | CredentialKind::AzurePowerShell
+        | CredentialKind::AzureDeveloperCli
+        | CredentialKind::VisualStudio => Some(Duration::from_secs(5)),
+        CredentialKind::ManagedIdentity => Some(Duration::from_secs(60)),
+        CredentialKind::InteractiveBrowser | CredentialKind::DeviceCode => None,
+    }
 }
 
 /// Turns a source's token into a cache entry.
@@ -186,6 +205,13 @@ impl Actor for CredentialActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CredentialMsg::Acquire { request, reply } => {
+                let remembered = negative_ttl(state.id.kind)
+                    .and_then(|ttl| state.health.recently_unavailable(ttl));
+                if let Some(reason) = remembered {
+                    tracing::debug!(credential = %state.id, %reason, "still unavailable (remembered)");
+                    let _ = reply.send(Err(SourceError::Unavailable(reason)));
+                    return Ok(());
+                }
                 let acquisition = state.spawn_acquire(request);
                 tokio::spawn(async move {
                     let _ = reply.send(acquisition.await);

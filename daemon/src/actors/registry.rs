@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use azbroker_proto::{CredentialKind, CredentialState, CredentialStatus};
 use ractor::ActorRef;
@@ -64,6 +65,8 @@ struct HealthInner {
     acquisitions: u64,
     last_success: Option<i64>,
     last_error: Option<String>,
+    /// When the credential last said "unavailable" (monotonic), for negative caching.
+    unavailable_since: Option<Instant>,
 }
 
 impl Health {
@@ -75,12 +78,18 @@ impl Health {
                 acquisitions: 0,
                 last_success: None,
                 last_error: None,
+                unavailable_since: None,
             }),
         }
     }
 
     pub fn record(&self, result: &Result<Token, SourceError>) {
+        self.record_at(result, Instant::now());
+    }
+
+    fn record_at(&self, result: &Result<Token, SourceError>, now: Instant) {
         let mut inner = self.inner.lock().expect("health lock");
+        inner.unavailable_since = None;
         match result {
             Ok(_) => {
                 inner.state = CredentialState::Healthy;
@@ -90,12 +99,28 @@ impl Health {
             Err(SourceError::Unavailable(reason)) => {
                 inner.state = CredentialState::Unavailable;
                 inner.last_error = Some(reason.clone());
+                inner.unavailable_since = Some(now);
             }
             Err(e) => {
                 inner.state = CredentialState::Failing;
                 inner.last_error = Some(e.message().to_string());
             }
         }
+    }
+
+    /// The reason of an "unavailable" answer given less than `ttl` ago, if the
+    /// last answer was one: the chain then skips the credential without
+    /// running it again (negative caching).
+    pub fn recently_unavailable(&self, ttl: Duration) -> Option<String> {
+        self.recently_unavailable_at(ttl, Instant::now())
+    }
+
+    fn recently_unavailable_at(&self, ttl: Duration, now: Instant) -> Option<String> {
+        let inner = self.inner.lock().expect("health lock");
+        let since = inner.unavailable_since?;
+        (now.saturating_duration_since(since) < ttl)
+            .then(|| inner.last_error.clone())
+            .flatten()
     }
 
     fn status(&self, id: &CredentialId) -> CredentialStatus {
@@ -108,5 +133,53 @@ impl Health {
             last_success: inner.last_success,
             last_error: inner.last_error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azbroker_proto::Secret;
+
+    fn token() -> Result<Token, SourceError> {
+        Ok(Token {
+            access_token: Secret::new("t"),
+            expires_on: 0,
+            refresh_in: None,
+            tenant: None,
+        })
+    }
+
+    #[test]
+    fn unavailable_is_remembered_for_the_ttl_only() {
+        let health = Health::new(CredentialKind::AzureCli);
+        let start = Instant::now();
+        let ttl = Duration::from_secs(5);
+        assert_eq!(health.recently_unavailable_at(ttl, start), None);
+        health.record_at(
+            &Err(SourceError::Unavailable("run 'az login'".into())),
+            start,
+        );
+        let remembered = health.recently_unavailable_at(ttl, start + Duration::from_secs(4));
+        assert_eq!(remembered.as_deref(), Some("run 'az login'"));
+        assert_eq!(health.recently_unavailable_at(ttl, start + ttl), None);
+    }
+
+    #[test]
+    fn failures_and_successes_are_not_remembered_as_unavailable() {
+        let health = Health::new(CredentialKind::AzureCli);
+        let now = Instant::now();
+        let ttl = Duration::from_secs(5);
+        health.record_at(&Err(SourceError::Unavailable("x".into())), now);
+        health.record_at(&Err(SourceError::failed("AADSTS70043")), now);
+        assert_eq!(health.recently_unavailable_at(ttl, now), None);
+        health.record_at(&Err(SourceError::Unavailable("x".into())), now);
+        health.record_at(&token(), now);
+        assert_eq!(health.recently_unavailable_at(ttl, now), None);
+        assert_eq!(health.status(&dummy_id()).state, CredentialState::Healthy);
+    }
+
+    fn dummy_id() -> CredentialId {
+        CredentialId::of(&azbroker_proto::CredentialSpec::AzureCli, "https://login")
     }
 }

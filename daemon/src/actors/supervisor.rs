@@ -188,7 +188,11 @@ mod tests {
         let deps = ActorDeps {
             cache: TokenCache::new(10),
             stats: Arc::new(Stats::default()),
-            http: HttpClient::from_env().unwrap(),
+            // A closed loopback port: this test must never reach the real IMDS.
+            http: HttpClient::from_env(Some(
+                "http://127.0.0.1:1/metadata/identity/oauth2/token".into(),
+            ))
+            .unwrap(),
         };
         let (supervisor, _) = Actor::spawn(
             None,

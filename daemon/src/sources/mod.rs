@@ -8,9 +8,15 @@
 //! and its connection pool are shared).
 
 mod azure_cli;
+mod azure_developer_cli;
+mod azure_powershell;
+mod certificate;
+mod entra;
 mod environment;
 pub mod http;
+mod managed_identity;
 pub mod process;
+mod workload_identity;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +24,11 @@ use std::time::Duration;
 use azbroker_proto::{CredentialKind, CredentialSpec, Secret};
 
 pub use azure_cli::AzureCliSource;
+pub use azure_developer_cli::AzureDeveloperCliSource;
+pub use azure_powershell::AzurePowerShellSource;
 pub use environment::EnvironmentSource;
+pub use managed_identity::ManagedIdentitySource;
+pub use workload_identity::WorkloadIdentitySource;
 
 /// What a credential is asked for. Scopes are already validated and normalized.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,7 +95,19 @@ pub struct SourceContext {
 pub fn build(spec: &CredentialSpec, ctx: &SourceContext) -> Arc<dyn TokenSource> {
     match spec {
         CredentialSpec::Environment { .. } => Arc::new(EnvironmentSource::new(spec.clone(), ctx)),
+        CredentialSpec::WorkloadIdentity { .. } => {
+            Arc::new(WorkloadIdentitySource::new(spec.clone(), ctx))
+        }
+        CredentialSpec::ManagedIdentity { .. } => {
+            Arc::new(ManagedIdentitySource::new(spec.clone(), ctx))
+        }
         CredentialSpec::AzureCli => Arc::new(AzureCliSource::new(azure_cli::TIMEOUT)),
+        CredentialSpec::AzurePowerShell => {
+            Arc::new(AzurePowerShellSource::new(azure_powershell::TIMEOUT))
+        }
+        CredentialSpec::AzureDeveloperCli => {
+            Arc::new(AzureDeveloperCliSource::new(azure_developer_cli::TIMEOUT))
+        }
         other => Arc::new(Unavailable(unimplemented_reason(other.kind()))),
     }
 }
@@ -93,7 +115,15 @@ pub fn build(spec: &CredentialSpec, ctx: &SourceContext) -> Arc<dyn TokenSource>
 /// Whether a kind can ever produce a token in this build. The chain skips the
 /// others without starting an actor for them.
 pub fn is_implemented(kind: CredentialKind) -> bool {
-    matches!(kind, CredentialKind::Environment | CredentialKind::AzureCli)
+    matches!(
+        kind,
+        CredentialKind::Environment
+            | CredentialKind::WorkloadIdentity
+            | CredentialKind::ManagedIdentity
+            | CredentialKind::AzureCli
+            | CredentialKind::AzurePowerShell
+            | CredentialKind::AzureDeveloperCli
+    )
 }
 
 /// Why a kind that [`is_implemented`] rejects is unavailable.
@@ -112,6 +142,21 @@ impl TokenSource for Unavailable {
     async fn acquire(&self, _: &SourceRequest) -> Result<Token, SourceError> {
         Err(SourceError::Unavailable(self.0.clone()))
     }
+}
+
+/// The `tid` claim of a JWT access token, when it has one. Read for display
+/// and tenant checks only: the token is not verified (it is not ours to verify).
+pub fn token_tenant(access_token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = access_token.split('.').nth(1)?;
+    if payload.len() > 16 * 1024 {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    claims.get("tid")?.as_str().map(str::to_string)
 }
 
 /// The whole `source()` chain of an error, joined, so that a TLS or DNS cause
