@@ -2,9 +2,13 @@
 //! that speak the real wire formats (a fake `az`, an HTTPS Entra ID endpoint).
 
 mod harness;
+mod login_support;
 
 mod cache_and_chain;
+mod device_code;
+mod interactive_browser;
 mod lifecycle;
+mod logout_and_persistence;
 mod refresh;
 mod robustness;
 mod security;

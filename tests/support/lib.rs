@@ -2,12 +2,14 @@
 //!
 //! - [`tls`]: a per-test CA and TLS server configurations (valid and broken).
 //! - [`entra_double`]: a local HTTPS Microsoft identity platform token endpoint.
+//! - [`entra_user`]: its user flows (authorize, PKCE codes, rotating refresh tokens, device codes).
 //! - [`fake_az`]: a fake `az` (Azure CLI) script to put on `PATH`.
 //! - [`jwt`]: JWT-shaped, unverifiable access tokens shared by the doubles.
 //!
 //! Everything listens on or talks to loopback only.
 
 pub mod entra_double;
+pub mod entra_user;
 pub mod fake_az;
 pub mod jwt;
 pub mod tls;

@@ -10,6 +10,7 @@
 mod azure_cli;
 mod environment;
 pub mod http;
+mod interactive_browser;
 pub mod process;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use azbroker_proto::{CredentialKind, CredentialSpec, Secret};
 
 pub use azure_cli::AzureCliSource;
 pub use environment::EnvironmentSource;
+pub use interactive_browser::InteractiveBrowserSource;
 
 /// What a credential is asked for. Scopes are already validated and normalized.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,6 +74,12 @@ impl SourceError {
 #[async_trait::async_trait]
 pub trait TokenSource: Send + Sync + 'static {
     async fn acquire(&self, request: &SourceRequest) -> Result<Token, SourceError>;
+
+    /// A background refresh: like [`acquire`](Self::acquire), but never asks the
+    /// user anything (no browser). Sources that never do are unaffected.
+    async fn acquire_silently(&self, request: &SourceRequest) -> Result<Token, SourceError> {
+        self.acquire(request).await
+    }
 }
 
 /// What every source may need from the daemon: the shared HTTP client and settings.
@@ -79,6 +87,8 @@ pub trait TokenSource: Send + Sync + 'static {
 pub struct SourceContext {
     pub http: http::HttpClient,
     pub authority_host: String,
+    /// Logged-in accounts (InteractiveBrowser).
+    pub accounts: Arc<crate::login::Accounts>,
 }
 
 /// Builds the source for one credential of a chain.
@@ -86,6 +96,9 @@ pub fn build(spec: &CredentialSpec, ctx: &SourceContext) -> Arc<dyn TokenSource>
     match spec {
         CredentialSpec::Environment { .. } => Arc::new(EnvironmentSource::new(spec.clone(), ctx)),
         CredentialSpec::AzureCli => Arc::new(AzureCliSource::new(azure_cli::TIMEOUT)),
+        CredentialSpec::InteractiveBrowser { .. } => {
+            Arc::new(InteractiveBrowserSource::new(spec, ctx))
+        }
         other => Arc::new(Unavailable(unimplemented_reason(other.kind()))),
     }
 }
@@ -93,7 +106,10 @@ pub fn build(spec: &CredentialSpec, ctx: &SourceContext) -> Arc<dyn TokenSource>
 /// Whether a kind can ever produce a token in this build. The chain skips the
 /// others without starting an actor for them.
 pub fn is_implemented(kind: CredentialKind) -> bool {
-    matches!(kind, CredentialKind::Environment | CredentialKind::AzureCli)
+    matches!(
+        kind,
+        CredentialKind::Environment | CredentialKind::AzureCli | CredentialKind::InteractiveBrowser
+    )
 }
 
 /// Why a kind that [`is_implemented`] rejects is unavailable.
