@@ -422,6 +422,15 @@ pub(crate) fn token(
             if scope.is_empty() {
                 return Some(missing("scope"));
             }
+            // A request Entra refuses leaves the refresh token alive.
+            if let Some(error) = multi_resource(scope) {
+                return Some(Reply::Error(EntraError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    28000,
+                    error,
+                )));
+            }
             let presented = form.get("refresh_token");
             match state.refresh_tokens.get_mut(presented) {
                 None => {
@@ -623,4 +632,321 @@ fn random_user_code() -> String {
     buf.iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TestPki;
+
+    const CLIENT: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
+    const ARM: &str = "https://management.azure.com/.default";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        entra: EntraDouble,
+        http: reqwest::Client,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::generate(dir.path());
+        let entra = EntraDouble::start(&pki);
+        entra.register_public_client(CLIENT);
+        let ca = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Fixture {
+            _dir: dir,
+            entra,
+            http,
+        }
+    }
+
+    fn form(pairs: &[(&str, &str)]) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            out.append_pair(k, v);
+        }
+        out.finish()
+    }
+
+    async fn post(f: &Fixture, endpoint: &str, body: String) -> (u16, serde_json::Value, String) {
+        let reply = f
+            .http
+            .post(format!(
+                "{}/organizations/oauth2/v2.0/{endpoint}",
+                f.entra.authority()
+            ))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        let text = reply.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap(), text)
+    }
+
+    fn assert_error(body: &serde_json::Value, error: &str, code: u32) {
+        assert_eq!(body["error"], error, "{body}");
+        assert_eq!(body["error_codes"], serde_json::json!([code]));
+        let description = body["error_description"].as_str().unwrap();
+        assert!(
+            description.starts_with(&format!("AADSTS{code}: ")),
+            "{description}"
+        );
+        assert!(description.contains(" Trace ID: "), "{description}");
+    }
+
+    /// Authorizes with `verifier`'s challenge; returns the code the redirect carried.
+    async fn authorize(f: &Fixture, verifier: &str, scope: &str) -> String {
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let query = form(&[
+            ("client_id", CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", "http://localhost:5555"),
+            ("scope", scope),
+            ("state", "st-1"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ]);
+        let reply = f
+            .http
+            .get(format!(
+                "{}/organizations/oauth2/v2.0/authorize?{query}",
+                f.entra.authority()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status().as_u16(), 302);
+        let location = reply.headers()["location"].to_str().unwrap().to_owned();
+        let (base, query) = location.split_once('?').unwrap();
+        assert_eq!(base, "http://localhost:5555");
+        let params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(params["state"], "st-1");
+        assert!(params.contains_key("session_state"));
+        params["code"].clone()
+    }
+
+    fn redeem(code: &str, verifier: &str, scope: &str) -> String {
+        form(&[
+            ("client_id", CLIENT),
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", "http://localhost:5555"),
+            ("code_verifier", verifier),
+            ("scope", scope),
+        ])
+    }
+
+    #[tokio::test]
+    async fn codes_need_the_pkce_verifier_and_are_single_use() {
+        let f = fixture();
+        let scope = format!("{ARM} openid profile offline_access");
+        let code = authorize(&f, "verifier-1-long-enough-for-pkce-0123456789abc", &scope).await;
+
+        let (status, body, _) = post(&f, "token", redeem(&code, "wrong-verifier", &scope)).await;
+        assert_eq!(status, 400);
+        assert_error(&body, "invalid_grant", 501481);
+
+        let (status, body, raw) = post(
+            &f,
+            "token",
+            redeem(
+                &code,
+                "verifier-1-long-enough-for-pkce-0123456789abc",
+                &scope,
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{raw}");
+        assert!(raw.starts_with(r#"{"token_type":"Bearer","scope":"https://management.azure.com/user_impersonation openid profile","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ"#), "{raw}");
+        let access = jwt::decode_claims(body["access_token"].as_str().unwrap()).unwrap();
+        assert_eq!(access["aud"], "https://management.azure.com");
+        assert_eq!(access["upn"], USER_UPN);
+        assert_eq!(access["tid"], DEFAULT_TENANT);
+        assert_eq!(access["appidacr"], "0");
+        let id = jwt::decode_claims(body["id_token"].as_str().unwrap()).unwrap();
+        assert_eq!(id["aud"], CLIENT);
+        assert_eq!(id["preferred_username"], USER_UPN);
+        assert_eq!(id["ver"], "2.0");
+        assert!(body["refresh_token"].as_str().unwrap().starts_with("1.A"));
+
+        let (status, body, _) = post(
+            &f,
+            "token",
+            redeem(
+                &code,
+                "verifier-1-long-enough-for-pkce-0123456789abc",
+                &scope,
+            ),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_error(&body, "invalid_grant", 54005);
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_rotate_and_a_reused_one_is_invalid_grant() {
+        let f = fixture();
+        let scope = format!("{ARM} openid profile offline_access");
+        let code = authorize(&f, "v-0123456789012345678901234567890123456789", &scope).await;
+        let (_, first, _) = post(
+            &f,
+            "token",
+            redeem(&code, "v-0123456789012345678901234567890123456789", &scope),
+        )
+        .await;
+        let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
+        let refresh = |rt: &str, scope: &str| {
+            form(&[
+                ("client_id", CLIENT),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("scope", scope),
+            ])
+        };
+        let (status, second, _) = post(
+            &f,
+            "token",
+            refresh(&rt1, "https://vault.azure.net/.default offline_access"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(rt1, rt2);
+        assert!(second.get("id_token").is_none(), "no openid, no id token");
+
+        let (status, body, _) = post(
+            &f,
+            "token",
+            refresh(&rt1, "https://vault.azure.net/.default offline_access"),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_error(&body, "invalid_grant", 70008);
+        assert_eq!(f.entra.refresh_token_reuses(), 1);
+        assert_eq!(f.entra.live_refresh_tokens(), 1);
+
+        let (status, body, _) = post(
+            &f,
+            "token",
+            refresh(
+                &rt2,
+                "https://vault.azure.net/.default https://management.azure.com/.default",
+            ),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_error(&body, "invalid_scope", 28000);
+
+        let (status, third, _) = post(&f, "token", refresh(&rt2, ARM)).await;
+        assert_eq!(status, 200);
+        assert!(
+            third.get("refresh_token").is_none(),
+            "no offline_access, no refresh token"
+        );
+    }
+
+    #[tokio::test]
+    async fn device_codes_pend_slow_down_succeed_and_expire() {
+        let f = fixture();
+        f.entra.set_device_code_interval(1);
+        f.entra.set_device_code_polls(1, 1);
+        let scope = format!("{ARM} offline_access");
+        let (status, device, raw) = post(
+            &f,
+            "devicecode",
+            form(&[("client_id", CLIENT), ("scope", &scope)]),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(raw.starts_with(r#"{"user_code":""#), "{raw}");
+        assert_eq!(
+            device["verification_uri"],
+            "https://microsoft.com/devicelogin"
+        );
+        assert_eq!(device["expires_in"], 900);
+        assert_eq!(device["interval"], 1);
+        let user_code = device["user_code"].as_str().unwrap();
+        assert!(device["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("enter the code {user_code} to authenticate")));
+        let poll = form(&[
+            ("client_id", CLIENT),
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", device["device_code"].as_str().unwrap()),
+        ]);
+        let (status, body, _) = post(&f, "token", poll.clone()).await;
+        assert_eq!(status, 400);
+        assert_error(&body, "slow_down", 70016);
+        let (_, body, _) = post(&f, "token", poll.clone()).await;
+        assert_error(&body, "authorization_pending", 70016);
+        let (status, body, _) = post(&f, "token", poll.clone()).await;
+        assert_eq!(status, 200);
+        assert!(body["refresh_token"].is_string());
+        assert_eq!(f.entra.device_code_polls().len(), 3);
+
+        f.entra.expire_device_codes();
+        let (_, device, _) = post(
+            &f,
+            "devicecode",
+            form(&[("client_id", CLIENT), ("scope", &scope)]),
+        )
+        .await;
+        let poll = form(&[
+            ("client_id", CLIENT),
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", device["device_code"].as_str().unwrap()),
+        ]);
+        let (status, body, _) = post(&f, "token", poll).await;
+        assert_eq!(status, 400);
+        assert_error(&body, "expired_token", 70020);
+    }
+
+    #[tokio::test]
+    async fn cancelled_and_bad_authorize_requests() {
+        let f = fixture();
+        f.entra.deny_next_authorize(1);
+        let query = form(&[
+            ("client_id", CLIENT),
+            ("response_type", "code"),
+            ("redirect_uri", "http://localhost:5555"),
+            ("scope", ARM),
+            ("state", "s"),
+            ("code_challenge", "abc"),
+            ("code_challenge_method", "S256"),
+        ]);
+        let url = format!(
+            "{}/organizations/oauth2/v2.0/authorize?{query}",
+            f.entra.authority()
+        );
+        let reply = f.http.get(&url).send().await.unwrap();
+        let location = reply.headers()["location"].to_str().unwrap();
+        assert!(
+            location.starts_with(
+                "http://localhost:5555?error=access_denied&error_description=AADSTS65004"
+            ),
+            "{location}"
+        );
+        assert!(location.ends_with("&state=s"), "{location}");
+
+        let unknown = url.replace(CLIENT, "11111111-1111-1111-1111-111111111111");
+        let reply = f.http.get(&unknown).send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), 400);
+        assert!(reply.text().await.unwrap().contains("AADSTS700016"));
+        let elsewhere = url.replace("localhost%3A5555", "evil.example");
+        let reply = f.http.get(&elsewhere).send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), 400);
+        assert!(reply.text().await.unwrap().contains("AADSTS50011"));
+        assert_eq!(f.entra.authorize_requests(), 3);
+    }
 }
