@@ -202,3 +202,46 @@ fn azbroker_login_opens_the_browser_in_the_daemon() {
     assert_eq!(browser.invocations(), 1);
     assert_eq!(grants(&entra), ["authorization_code", "refresh_token"]);
 }
+
+/// The same login through a real browser: headless Chromium from Debian's
+/// packages follows the authorize redirect to the loopback listener. It trusts
+/// the double's test CA only through `--ignore-certificate-errors`, which this
+/// loopback-only test allows. `.ci/run` installs Chromium; elsewhere the test
+/// is skipped (and says so) when it is missing.
+#[test]
+fn headless_chromium_completes_a_browser_login() {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if !chromium.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (.ci/run)"
+        );
+        eprintln!("skipped: /usr/bin/chromium is not installed (apt-get install chromium)");
+        return;
+    }
+    let (mut sandbox, entra) = login_sandbox();
+    let profile = sandbox.dir.path().join("chromium-profile");
+    let browser = [
+        chromium.to_str().unwrap(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--no-proxy-server",
+        "--ignore-certificate-errors",
+        &format!("--user-data-dir={}", profile.display()),
+        "--dump-dom",
+        "%s",
+    ]
+    .join(" ");
+    sandbox.set("BROWSER", browser);
+    sandbox.set("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS", "90");
+    sandbox.start_daemon();
+    let token = sandbox.token(ARM, &[]);
+    assert_eq!(token["credential"], "InteractiveBrowserCredential");
+    assert_eq!(entra.authorize_requests(), 1);
+    assert_eq!(grants(&entra), ["authorization_code"]);
+}
