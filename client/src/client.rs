@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use azbroker_proto::io::{read_message, write_message, Shared};
 use azbroker_proto::{
-    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, Reply, Request, StatusReport,
-    TokenReply, Welcome, PROTOCOL_VERSION,
+    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, LoggedIn, Login, Logout,
+    Reply, Request, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::BufReader;
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::{connect, ClientError};
 
 /// Default limit for one request; a first `az` call or a browser login can be slow.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(330);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A login waits for a person: a device code lives up to 15 minutes.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Connection attempts when a handshake breaks (see `Client::connection`).
 const CONNECT_ATTEMPTS: u64 = 3;
 
@@ -100,6 +102,42 @@ impl Client {
         }
     }
 
+    /// Logs a user in inside the daemon (browser or device code). `on_progress`
+    /// sees what the user must read meanwhile, e.g. the device code message.
+    pub async fn login(
+        &self,
+        login: Login,
+        mut on_progress: impl FnMut(&str),
+    ) -> Result<LoggedIn, ClientError> {
+        let (progress, mut messages) = mpsc::unbounded_channel();
+        let call = self.call_with(Request::Login(login), LOGIN_TIMEOUT, Some(progress));
+        tokio::pin!(call);
+        let reply = loop {
+            tokio::select! {
+                Some(message) = messages.recv() => on_progress(&message),
+                reply = &mut call => break reply,
+            }
+        };
+        while let Ok(message) = messages.try_recv() {
+            on_progress(&message);
+        }
+        match reply? {
+            Reply::LoggedIn(done) => Ok(done),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Forgets the account `logout` names (or all); returns (accounts, cached tokens dropped).
+    pub async fn logout(&self, logout: Logout) -> Result<(u64, u64), ClientError> {
+        match self.call(Request::Logout(logout)).await? {
+            Reply::LoggedOut {
+                accounts,
+                tokens_dropped,
+            } => Ok((accounts, tokens_dropped)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Asks the daemon to exit. Never starts one.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         match self.call(Request::Shutdown).await? {
@@ -116,17 +154,25 @@ impl Client {
     /// Sends one request; if the connection turns out to be broken (the daemon
     /// restarted or died), reconnects once, starting a daemon if allowed, and resends.
     async fn call(&self, request: Request) -> Result<Reply, ClientError> {
+        self.call_with(request, self.options.request_timeout, None)
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        request: Request,
+        timeout: Duration,
+        progress: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<Reply, ClientError> {
         let connection = self.connection().await?;
         let reply = match connection
-            .request(request.clone(), self.options.request_timeout)
+            .request(request.clone(), timeout, progress.clone())
             .await
         {
             Err(Broken(_)) if !matches!(request, Request::Shutdown) => {
                 self.forget(&connection).await;
                 let connection = self.connection().await?;
-                connection
-                    .request(request, self.options.request_timeout)
-                    .await
+                connection.request(request, timeout, progress).await
             }
             other => other,
         };
@@ -176,6 +222,9 @@ fn unexpected(reply: &Reply) -> ClientError {
         Reply::Invalidated { .. } => "Invalidated",
         Reply::ShuttingDown => "ShuttingDown",
         Reply::Error(_) => "Error",
+        Reply::LoginProgress { .. } => "LoginProgress",
+        Reply::LoggedIn(_) => "LoggedIn",
+        Reply::LoggedOut { .. } => "LoggedOut",
     };
     ClientError::Protocol(format!("unexpected {name} reply"))
 }
@@ -183,7 +232,14 @@ fn unexpected(reply: &Reply) -> ClientError {
 /// The connection failed under a request (worth one reconnect).
 struct Broken(ClientError);
 
-type Pending = Arc<StdMutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>>;
+/// Who waits for the replies to one request id.
+struct Waiter {
+    done: oneshot::Sender<Reply>,
+    /// Receives `LoginProgress` messages, which do not end the request.
+    progress: Option<mpsc::UnboundedSender<String>>,
+}
+
+type Pending = Arc<StdMutex<Option<HashMap<u64, Waiter>>>>;
 
 /// One open connection: a writer shared by callers and a reader task that
 /// routes each reply to the caller waiting on its id.
@@ -257,11 +313,17 @@ impl Connection {
         self.pending.lock().expect("pending lock").is_some()
     }
 
-    async fn request(&self, request: Request, timeout: Duration) -> Result<Reply, Broken> {
+    async fn request(
+        &self,
+        request: Request,
+        timeout: Duration,
+        progress: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<Reply, Broken> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let (tx, rx) = oneshot::channel();
+        let waiter = Waiter { done: tx, progress };
         match self.pending.lock().expect("pending lock").as_mut() {
-            Some(pending) => pending.insert(id, tx),
+            Some(pending) => pending.insert(id, waiter),
             None => return Err(Broken(ClientError::Protocol("connection closed".into()))),
         };
         let written = {
@@ -302,13 +364,20 @@ async fn route_replies(mut reader: BufReader<Shared<Stream>>, pending: Pending) 
     loop {
         match read_message::<DaemonFrame, _>(&mut reader, &mut buf).await {
             Ok(frame) => {
-                let waiter = pending
-                    .lock()
-                    .expect("pending lock")
-                    .as_mut()
-                    .and_then(|p| p.remove(&frame.id));
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(frame.reply);
+                let mut pending = pending.lock().expect("pending lock");
+                let Some(waiters) = pending.as_mut() else {
+                    continue;
+                };
+                if let Reply::LoginProgress { message } = frame.reply {
+                    // Not the answer yet: pass it on and keep waiting.
+                    if let Some(progress) = waiters.get(&frame.id).and_then(|w| w.progress.as_ref())
+                    {
+                        let _ = progress.send(message);
+                    }
+                    continue;
+                }
+                if let Some(waiter) = waiters.remove(&frame.id) {
+                    let _ = waiter.done.send(frame.reply);
                 }
             }
             Err(_) => {

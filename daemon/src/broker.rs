@@ -12,17 +12,18 @@ use std::time::{Duration, Instant};
 
 use azbroker_proto::{
     CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
-    StatusReport, TokenReply, WireError, PROTOCOL_VERSION,
+    LoggedIn, Login, LoginMethod, Logout, StatusReport, TokenReply, WireError, PROTOCOL_VERSION,
 };
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::actors::credential::{cache_entry, CredentialMsg};
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::cache::{CacheKey, CachedToken, TokenCache};
 use crate::identity::{chain_fingerprint, CredentialId};
+use crate::login::{AccountKey, Accounts};
 use crate::refresh::DEFAULT_MIN_VALIDITY_SECS;
 use crate::scopes;
 use crate::sources::{self, SourceError, SourceRequest};
@@ -38,6 +39,7 @@ pub struct Broker {
     pub stats: Arc<Stats>,
     registry: Arc<Registry>,
     supervisor: ActorRef<SupervisorMsg>,
+    accounts: Arc<Accounts>,
     started: Instant,
     socket_path: String,
     shutdown: watch::Sender<bool>,
@@ -64,6 +66,7 @@ impl Broker {
         stats: Arc<Stats>,
         registry: Arc<Registry>,
         supervisor: ActorRef<SupervisorMsg>,
+        accounts: Arc<Accounts>,
         socket_path: String,
         shutdown: watch::Sender<bool>,
     ) -> Broker {
@@ -72,6 +75,7 @@ impl Broker {
             stats,
             registry,
             supervisor,
+            accounts,
             started: Instant::now(),
             socket_path,
             shutdown,
@@ -320,7 +324,7 @@ impl Broker {
             protocol_version: PROTOCOL_VERSION,
             uptime_secs: self.started.elapsed().as_secs(),
             socket_path: self.socket_path.clone(),
-            store: "none: access tokens live in memory only".into(),
+            store: self.accounts.store_description(),
             credentials: self.registry.statuses(),
             cache,
             counters: self.stats.snapshot(),
@@ -335,6 +339,64 @@ impl Broker {
                 .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?
         };
         Ok(self.cache.invalidate(&scopes).await)
+    }
+
+    /// An explicit login (`azbroker login`) of the account that `login` selects
+    /// under the session's authority; device-code messages go to `progress`.
+    pub async fn login(
+        &self,
+        session: &Session,
+        login: Login,
+        progress: mpsc::UnboundedSender<String>,
+    ) -> Result<LoggedIn, WireError> {
+        let key = account_key(session, login.tenant.as_deref(), login.client_id.as_deref())?;
+        let scopes = if login.scopes.is_empty() {
+            vec![resource_manager_scope(&key.authority).to_string()]
+        } else {
+            login.scopes
+        };
+        let scopes = scopes::normalize_scopes(&scopes)
+            .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
+        let timeout = match login.timeout_secs {
+            0 => azbroker_proto::chain::DEFAULT_BROWSER_TIMEOUT_SECS,
+            secs => secs,
+        };
+        let device_code = login.method == LoginMethod::DeviceCode;
+        tracing::info!(account = %key, device_code, client = %session.client, "login requested");
+        let done = self
+            .accounts
+            .login(
+                &key,
+                device_code,
+                scopes,
+                Duration::from_secs(u64::from(timeout)),
+                progress,
+            )
+            .await
+            .map_err(|e| source_error(e, "login failed"))?;
+        Ok(LoggedIn {
+            username: done.username,
+            tenant: done.tenant,
+            store: self.accounts.store_description(),
+        })
+    }
+
+    /// Forgets one account (or all) and drops their cached tokens; returns
+    /// (accounts forgotten, tokens dropped).
+    pub async fn logout(&self, session: &Session, logout: Logout) -> Result<(u64, u64), WireError> {
+        let keys = if logout.all {
+            None
+        } else {
+            Some(vec![account_key(
+                session,
+                logout.tenant.as_deref(),
+                logout.client_id.as_deref(),
+            )?])
+        };
+        self.accounts
+            .logout(keys, &self.cache)
+            .await
+            .map_err(|e| WireError::new(ErrorKind::Internal, format!("logout failed: {e}")))
     }
 
     pub fn request_shutdown(&self) {
@@ -391,6 +453,45 @@ fn chain_error(chain: &ChainSpec, reasons: Vec<CredentialReason>, timed_out: boo
         message: format!("{message} (chain: {})", chain.selected_by),
         reasons,
     }
+}
+
+/// The account a login or logout names, with its inputs checked.
+fn account_key(
+    session: &Session,
+    tenant: Option<&str>,
+    client_id: Option<&str>,
+) -> Result<AccountKey, WireError> {
+    let invalid = |e: String| WireError::new(ErrorKind::InvalidRequest, e);
+    if let Some(tenant) = tenant {
+        scopes::validate_tenant(tenant).map_err(invalid)?;
+    }
+    if let Some(client_id) = client_id {
+        scopes::validate_tenant(client_id)
+            .map_err(|_| invalid(format!("client id {client_id:?} is not an application id")))?;
+    }
+    Ok(AccountKey::new(
+        &session.chain.authority_host,
+        tenant,
+        client_id,
+    ))
+}
+
+/// Resource Manager's scope in the cloud of `authority` (public cloud otherwise).
+fn resource_manager_scope(authority: &str) -> &'static str {
+    match authority {
+        "https://login.chinacloudapi.cn" => "https://management.chinacloudapi.cn/.default",
+        "https://login.microsoftonline.us" => "https://management.usgovcloudapi.net/.default",
+        _ => "https://management.azure.com/.default",
+    }
+}
+
+fn source_error(error: SourceError, what: &str) -> WireError {
+    let kind = match &error {
+        SourceError::Unavailable(_) => ErrorKind::CredentialUnavailable,
+        SourceError::Failed { .. } => ErrorKind::AuthenticationFailed,
+        SourceError::Timeout(_) => ErrorKind::Timeout,
+    };
+    WireError::new(kind, format!("{what}: {}", error.message()))
 }
 
 fn spec_tenants(spec: &CredentialSpec) -> impl Iterator<Item = &str> {

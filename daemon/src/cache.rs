@@ -166,6 +166,20 @@ impl TokenCache {
         doomed.len() as u64
     }
 
+    /// Drops entries minted by any of `credentials` (a logout); returns how many.
+    pub async fn invalidate_credentials(&self, credentials: &[CredentialId]) -> u64 {
+        let doomed: Vec<Arc<CacheKey>> = self
+            .inner
+            .iter()
+            .filter(|(_, token)| credentials.contains(&token.credential_id))
+            .map(|(key, _)| key)
+            .collect();
+        for key in &doomed {
+            self.inner.invalidate(key.as_ref()).await;
+        }
+        doomed.len() as u64
+    }
+
     /// Every live entry, for status.
     pub fn entries(&self) -> Vec<(Arc<CacheKey>, Arc<CachedToken>)> {
         let now = clock::now_secs();

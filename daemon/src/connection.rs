@@ -211,6 +211,43 @@ async fn requests(
                 send_reply(writer, id, Reply::ShuttingDown).await;
                 broker.request_shutdown();
             }
+            Request::Login(login) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let (broker, session, writer) = (broker.clone(), session.clone(), writer.clone());
+                tokio::spawn(async move {
+                    let (progress, mut messages) = tokio::sync::mpsc::unbounded_channel();
+                    let relay_writer = writer.clone();
+                    let relay = tokio::spawn(async move {
+                        while let Some(message) = messages.recv().await {
+                            send_reply(&relay_writer, id, Reply::LoginProgress { message }).await;
+                        }
+                    });
+                    let result = broker.login(&session, login, progress).await;
+                    // Every progress frame goes out before the final answer.
+                    let _ = relay.await;
+                    match result {
+                        Ok(done) => send_reply(&writer, id, Reply::LoggedIn(done)).await,
+                        Err(e) => error_reply(&broker, &writer, id, e).await,
+                    }
+                    drop(permit);
+                });
+            }
+            Request::Logout(logout) => match broker.logout(&session, logout).await {
+                Ok((accounts, tokens_dropped)) => {
+                    send_reply(
+                        writer,
+                        id,
+                        Reply::LoggedOut {
+                            accounts,
+                            tokens_dropped,
+                        },
+                    )
+                    .await
+                }
+                Err(e) => error_reply(broker, writer, id, e).await,
+            },
             Request::Hello(_) => {
                 reject(writer, id, "Hello may only be sent once".into()).await;
                 return;

@@ -7,6 +7,8 @@
 //! - [`actors`] holds the ractor tree: a supervisor and one credential actor per credential
 //!   identity, which acquires tokens through a [`sources`] adapter and refreshes what it minted.
 //! - [`sources`] adapts each credential kind (mostly thin wrappers over `azure_identity`).
+//! - [`login`] runs browser and device-code logins and persists their accounts'
+//!   refresh tokens; one account actor per account owns each refresh token.
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
 
 // Unix sockets, peer credentials, process groups and file modes are used
@@ -22,6 +24,7 @@ pub mod cache;
 pub mod clock;
 pub mod connection;
 pub mod identity;
+pub mod login;
 pub mod paths;
 pub mod refresh;
 pub mod scopes;

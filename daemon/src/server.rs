@@ -22,6 +22,8 @@ use crate::actors::supervisor::{Supervisor, SupervisorArgs};
 use crate::actors::ActorDeps;
 use crate::broker::Broker;
 use crate::cache::TokenCache;
+use crate::login::store::Store;
+use crate::login::Accounts;
 use crate::paths;
 use crate::sources::http::HttpClient;
 use crate::stats::Stats;
@@ -84,6 +86,9 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     for source in http.extra_roots.iter() {
         tracing::info!(%source, "extra trusted roots");
     }
+    let store = Store::from_env()?;
+    tracing::info!(store = %store.describe(), "refresh tokens of logged-in accounts are kept here");
+    let accounts = Accounts::new(http.clone(), store);
     let stats = Arc::new(Stats::default());
     let cache = TokenCache::new(MAX_CACHE_ENTRIES);
     let registry = Arc::new(Registry::default());
@@ -91,6 +96,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         cache: cache.clone(),
         stats: stats.clone(),
         http,
+        accounts: accounts.clone(),
     };
     let (supervisor, supervisor_done) = Actor::spawn(
         None,
@@ -108,6 +114,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         stats,
         registry,
         supervisor.clone(),
+        accounts,
         socket.display().to_string(),
         shutdown_tx,
     ));

@@ -35,6 +35,13 @@ pub enum Request {
     Invalidate(Invalidate),
     /// Asks the daemon to exit; answered by [`Reply::ShuttingDown`].
     Shutdown,
+    /// Logs a user in inside the daemon (browser or device code). Answered by
+    /// zero or more [`Reply::LoginProgress`] frames with the same id (the device
+    /// code message to show), then [`Reply::LoggedIn`] or an error.
+    Login(Login),
+    /// Forgets persisted accounts and drops their cached tokens; answered by
+    /// [`Reply::LoggedOut`].
+    Logout(Logout),
 }
 
 /// What the daemon answers. Append-only.
@@ -43,9 +50,65 @@ pub enum Reply {
     Welcome(Welcome),
     Token(TokenReply),
     Status(Box<StatusReport>),
-    Invalidated { removed: u64 },
+    Invalidated {
+        removed: u64,
+    },
     ShuttingDown,
     Error(WireError),
+    /// Something the user must see while a [`Request::Login`] runs, e.g. the
+    /// device code message. Not final: the request's answer follows.
+    LoginProgress {
+        message: String,
+    },
+    LoggedIn(LoggedIn),
+    LoggedOut {
+        /// Accounts forgotten.
+        accounts: u64,
+        /// Cached access tokens dropped.
+        tokens_dropped: u64,
+    },
+}
+
+/// How [`Request::Login`] signs the user in. Append-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoginMethod {
+    /// Authorization code with PKCE in the user's browser (loopback redirect).
+    Browser,
+    /// Device code: the user opens a URL anywhere and types a code.
+    DeviceCode,
+}
+
+/// Which account to log in. The authority is the session's (its chain's
+/// `authority_host`); `None` fields take the defaults the InteractiveBrowser
+/// credential uses (tenant `organizations`, Azure.Identity's developer client id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    pub method: LoginMethod,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    /// Scopes of the access token requested with the login; empty means Resource Manager.
+    pub scopes: Vec<String>,
+    /// Browser logins give up after this long; 0 means the default (300 s).
+    pub timeout_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedIn {
+    /// The signed-in user's name (`preferred_username`), when the identity platform said.
+    pub username: Option<String>,
+    /// Tenant of the account's home (`tid`), when known.
+    pub tenant: Option<String>,
+    /// Where the refresh token was persisted (same text as [`StatusReport::store`]).
+    pub store: String,
+}
+
+/// Which accounts to forget: all of them, or the one `tenant`/`client_id`
+/// select under the session's authority (defaults as in [`Login`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logout {
+    pub all: bool,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
 }
 
 /// The first message. `protocol_version` is its first field on purpose: a daemon

@@ -30,6 +30,18 @@ fn sample_requests() -> Vec<Request> {
         Request::Status,
         Request::Invalidate(Invalidate { scopes: vec![] }),
         Request::Shutdown,
+        Request::Login(Login {
+            method: LoginMethod::DeviceCode,
+            tenant: Some("contoso.onmicrosoft.com".into()),
+            client_id: None,
+            scopes: vec![],
+            timeout_secs: 0,
+        }),
+        Request::Logout(Logout {
+            all: true,
+            tenant: None,
+            client_id: Some("c".into()),
+        }),
     ]
 }
 
@@ -76,6 +88,19 @@ fn sample_replies() -> Vec<Reply> {
         })),
         Reply::Invalidated { removed: 3 },
         Reply::ShuttingDown,
+        Reply::LoginProgress {
+            message: "To sign in, use a web browser to open the page".into(),
+        },
+        Reply::LoggedIn(LoggedIn {
+            username: Some("user@contoso.example".into()),
+            tenant: None,
+            store: "file /x".into(),
+        }),
+        Reply::LoggedOut {
+            accounts: 1,
+            tokens_dropped: 2,
+        },
+        // Last: display_of_error_lists_each_reason takes it.
         Reply::Error(WireError {
             kind: ErrorKind::CredentialUnavailable,
             message: "no credential".into(),
@@ -86,6 +111,33 @@ fn sample_replies() -> Vec<Reply> {
             }],
         }),
     ]
+}
+
+#[test]
+fn appended_variants_keep_the_indices_of_older_ones() {
+    // Older clients and daemons must still decode everything they knew.
+    let shutdown = frame::encode(&ClientFrame {
+        id: 1,
+        request: Request::Shutdown,
+    })
+    .unwrap();
+    assert_eq!(&shutdown[HEADER_LEN..], [1, 4]);
+    let logout = frame::encode(&ClientFrame {
+        id: 1,
+        request: Request::Logout(Logout {
+            all: false,
+            tenant: None,
+            client_id: None,
+        }),
+    })
+    .unwrap();
+    assert_eq!(logout[HEADER_LEN + 1], 6);
+    let error = frame::encode(&DaemonFrame {
+        id: 1,
+        reply: Reply::Error(WireError::new(ErrorKind::Internal, "x")),
+    })
+    .unwrap();
+    assert_eq!(error[HEADER_LEN + 1], 5);
 }
 
 #[test]

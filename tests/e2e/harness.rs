@@ -71,8 +71,11 @@ impl Sandbox {
             vars: Vec::new(),
             daemons: Vec::new(),
         };
-        // Developer credentials by default: no test reaches for a browser or IMDS.
+        // Developer credentials by default: no test reaches for IMDS, and the
+        // browser login at the end of the chain finds a browser that fails at
+        // once (a test that wants one installs the test browser).
         sandbox.set("AZURE_TOKEN_CREDENTIALS", "dev");
+        sandbox.set("BROWSER", "/bin/false");
         sandbox
     }
 

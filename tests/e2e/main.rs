@@ -2,10 +2,14 @@
 //! that speak the real wire formats (a fake `az`, an HTTPS Entra ID endpoint).
 
 mod harness;
+mod login_support;
 
 mod cache_and_chain;
 mod credentials;
+mod device_code;
+mod interactive_browser;
 mod lifecycle;
+mod logout_and_persistence;
 mod network;
 mod refresh;
 mod robustness;

@@ -14,6 +14,8 @@
 //! sync and async tests alike; they take effect from the next request.
 
 use crate::client_assertion::{AssertionRegistry, Presented, JWT_BEARER};
+use crate::entra_user;
+use crate::entra_user::UserState;
 use crate::jwt::{self, AppClaims};
 use crate::tls::TestPki;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -66,7 +68,7 @@ pub struct RecordedRequest {
 /// The running double. Dropping it stops the server and closes its connections.
 pub struct EntraDouble {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -294,7 +296,9 @@ impl<T: Copy> Countdown<T> {
     }
 }
 
-struct Config {
+pub(crate) struct Config {
+    /// The user flows (authorize, codes, refresh tokens, device codes): `entra_user`.
+    pub(crate) user: UserState,
     clients: HashMap<String, App>,
     token_lifetime: u64,
     refresh_in: Option<u64>,
@@ -308,6 +312,7 @@ struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            user: UserState::default(),
             clients: HashMap::new(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME_SECS,
             refresh_in: None,
@@ -320,7 +325,7 @@ impl Default for Config {
 }
 
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     config: Mutex<Config>,
     requests: Mutex<Vec<RecordedRequest>>,
     connections: AtomicUsize,
@@ -329,7 +334,7 @@ struct Shared {
 
 impl Shared {
     // A panicking test thread must not poison the double for the rest of the test.
-    fn config(&self) -> MutexGuard<'_, Config> {
+    pub(crate) fn config(&self) -> MutexGuard<'_, Config> {
         self.config.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -384,7 +389,28 @@ async fn serve_connection(tcp: TcpStream, tls: TlsAcceptor, shared: Arc<Shared>)
 }
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(tenant) = token_endpoint_tenant(request.uri().path()).map(str::to_owned) else {
+    let path = request.uri().path().to_owned();
+    if let Some(tenant) = endpoint_tenant(&path, "authorize") {
+        if request.method() != Method::GET {
+            return plain(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let query = request.uri().query().unwrap_or_default();
+        let (status, headers, body) =
+            entra_user::authorize(&mut shared.config().user, tenant, query);
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        for (name, value) in headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        return response;
+    }
+    let device = endpoint_tenant(&path, "devicecode").map(str::to_owned);
+    let Some(tenant) = device
+        .clone()
+        .or_else(|| token_endpoint_tenant(&path).map(str::to_owned))
+    else {
         return plain(StatusCode::NOT_FOUND);
     };
     if request.method() != Method::POST {
@@ -431,11 +457,16 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
 
     let (reply, delay) = {
         let mut config = shared.config();
-        let reply = decide(&mut config, &tenant, &form);
+        let reply = if device.is_some() {
+            entra_user::device_authorization(&mut config.user, &tenant, &form)
+        } else {
+            decide(&mut config, &tenant, &form)
+        };
         (reply, config.delay)
     };
     let response = match reply {
         Reply::Token(body) => json_response(StatusCode::OK, &body, None),
+        Reply::Json(status, body) => bytes_response(status, body, None),
         Reply::Throttled { retry_after } => {
             let error = EntraError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -449,7 +480,10 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
         }
         Reply::Error(error) => entra_error(&error, None),
     };
-    record(shared, &tenant, &form, response.status());
+    if device.is_none() {
+        // Only token endpoint requests are recorded; device-code starts are not.
+        record(shared, &tenant, &form, response.status());
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -458,7 +492,15 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
 
 /// `/{tenant}/oauth2/v2.0/token` -> `tenant`.
 fn token_endpoint_tenant(path: &str) -> Option<&str> {
-    let tenant = path.strip_prefix('/')?.strip_suffix("/oauth2/v2.0/token")?;
+    endpoint_tenant(path, "token")
+}
+
+/// `/{tenant}/oauth2/v2.0/{name}` -> `tenant`.
+fn endpoint_tenant<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    let tenant = path
+        .strip_prefix('/')?
+        .strip_suffix(name)?
+        .strip_suffix("/oauth2/v2.0/")?;
     (!tenant.is_empty() && !tenant.contains('/')).then_some(tenant)
 }
 
@@ -474,10 +516,10 @@ fn record(shared: &Shared, tenant: &str, form: &Form, status: StatusCode) {
 
 /// The form fields, first occurrence of each name winning.
 #[derive(Default)]
-struct Form(HashMap<String, String>);
+pub(crate) struct Form(HashMap<String, String>);
 
 impl Form {
-    fn parse(body: &[u8]) -> Form {
+    pub(crate) fn parse(body: &[u8]) -> Form {
         let mut fields = HashMap::new();
         for (name, value) in form_urlencoded::parse(body) {
             fields
@@ -487,20 +529,24 @@ impl Form {
         Form(fields)
     }
 
-    fn get(&self, name: &str) -> &str {
+    pub(crate) fn get(&self, name: &str) -> &str {
         self.0.get(name).map_or("", String::as_str)
     }
 }
 
-enum Reply {
+pub(crate) enum Reply {
     Token(TokenBody),
-    Throttled { retry_after: u64 },
+    /// A ready JSON body (user flows).
+    Json(StatusCode, Vec<u8>),
+    Throttled {
+        retry_after: u64,
+    },
     Error(EntraError),
 }
 
 /// The successful reply, fields in the order Entra sends them.
 #[derive(Serialize)]
-struct TokenBody {
+pub(crate) struct TokenBody {
     token_type: &'static str,
     expires_in: u64,
     ext_expires_in: u64,
@@ -531,6 +577,10 @@ fn decide(config: &mut Config, tenant: &str, form: &Form) -> Reply {
     let grant_type = form.get("grant_type");
     if grant_type.is_empty() {
         return missing("grant_type");
+    }
+    let (lifetime, refresh_in) = (config.token_lifetime, config.refresh_in);
+    if let Some(reply) = entra_user::token(&mut config.user, lifetime, refresh_in, tenant, form) {
+        return reply;
     }
     if grant_type != "client_credentials" {
         let text = format!("The app requested an unsupported grant type '{grant_type}'.");
@@ -616,7 +666,7 @@ fn check_client_assertion(
 
 /// An Entra error reply: HTTP status, OAuth `error`, and the AADSTS code and text.
 #[derive(Debug)]
-struct EntraError {
+pub(crate) struct EntraError {
     status: StatusCode,
     error: &'static str,
     code: u32,
@@ -624,7 +674,7 @@ struct EntraError {
 }
 
 impl EntraError {
-    fn new(status: StatusCode, error: &'static str, code: u32, text: String) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &'static str, code: u32, text: String) -> Self {
         EntraError {
             status,
             error,
@@ -634,7 +684,7 @@ impl EntraError {
     }
 
     /// The real reply for well-known codes; a generic `invalid_request` otherwise.
-    fn for_code(code: u32, tenant: &str, client_id: &str, scope: &str) -> Self {
+    pub(crate) fn for_code(code: u32, tenant: &str, client_id: &str, scope: &str) -> Self {
         let resource = jwt::audience_for_scope(scope);
         let issued = timestamp(OffsetDateTime::now_utc() - time::Duration::days(1));
         let (status, error, text) = match code {
@@ -807,6 +857,15 @@ fn json_response(
     request_id: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(body).expect("reply bodies serialize");
+    bytes_response(status, body, request_id)
+}
+
+/// A reply with a JSON `body` and the headers the real token endpoint sends.
+fn bytes_response(
+    status: StatusCode,
+    body: Vec<u8>,
+    request_id: Option<&str>,
+) -> Response<Full<Bytes>> {
     let request_id = request_id.map_or_else(jwt::new_uuid, str::to_owned);
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
@@ -1225,10 +1284,10 @@ mod tests {
     async fn tolerates_bad_input() {
         let f = fixture();
         assert_eq!(post(&f, "/", "").await.status(), 404);
-        assert_eq!(
-            post(&f, "/t/oauth2/v2.0/devicecode", "").await.status(),
-            404
-        );
+        assert_eq!(post(&f, "/t/oauth2/v2.0/nothing", "").await.status(), 404);
+        let device = post(&f, "/t/oauth2/v2.0/devicecode", "").await;
+        assert_eq!(device.status(), 400);
+        assert_entra_error(&device.json().await.unwrap(), "invalid_request", 900144);
         assert_eq!(post(&f, "//oauth2/v2.0/token", "").await.status(), 404);
         let huge = "a".repeat(MAX_BODY_BYTES + 1);
         assert_eq!(post(&f, &token_path(), &huge).await.status(), 413);

@@ -76,6 +76,114 @@ impl AppClaims {
     }
 }
 
+/// Claims of a v1.0 delegated (user) access token, as Entra issues them to a
+/// public client such as Azure.Identity's developer client, in Entra's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserClaims {
+    pub aud: String,
+    pub iss: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub acr: String,
+    pub amr: Vec<String>,
+    pub appid: String,
+    /// `"0"`: a public client (no secret).
+    pub appidacr: String,
+    pub idtyp: String,
+    pub ipaddr: String,
+    pub name: String,
+    pub oid: String,
+    pub scp: String,
+    pub sub: String,
+    pub tid: String,
+    pub unique_name: String,
+    pub upn: String,
+    pub uti: String,
+    pub ver: String,
+}
+
+/// Who a user token is for: the signed-in user of the doubles.
+#[derive(Debug, Clone)]
+pub struct User<'a> {
+    pub oid: &'a str,
+    pub upn: &'a str,
+    pub name: &'a str,
+}
+
+impl UserClaims {
+    /// A token for `user` in `tenant`, issued to public client `client_id`.
+    pub fn new(
+        scope: &str,
+        tenant: &str,
+        client_id: &str,
+        user: &User<'_>,
+        now: i64,
+        lifetime: i64,
+    ) -> UserClaims {
+        UserClaims {
+            aud: audience_for_scope(scope).to_owned(),
+            iss: format!("https://sts.windows.net/{tenant}/"),
+            iat: now - BACKDATE_SECS,
+            nbf: now - BACKDATE_SECS,
+            exp: now.saturating_add(lifetime),
+            acr: "1".to_owned(),
+            amr: vec!["pwd".to_owned(), "mfa".to_owned()],
+            appid: client_id.to_owned(),
+            appidacr: "0".to_owned(),
+            idtyp: "user".to_owned(),
+            ipaddr: "127.0.0.1".to_owned(),
+            name: user.name.to_owned(),
+            oid: user.oid.to_owned(),
+            scp: "user_impersonation".to_owned(),
+            sub: new_uti(),
+            tid: tenant.to_owned(),
+            unique_name: user.upn.to_owned(),
+            upn: user.upn.to_owned(),
+            uti: new_uti(),
+            ver: "1.0".to_owned(),
+        }
+    }
+}
+
+/// Claims of a v2.0 id token (scope `openid profile`), in Entra's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    pub aud: String,
+    pub iss: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub name: String,
+    pub oid: String,
+    pub preferred_username: String,
+    pub rh: String,
+    pub sub: String,
+    pub tid: String,
+    pub uti: String,
+    pub ver: String,
+}
+
+impl IdTokenClaims {
+    pub fn new(tenant: &str, client_id: &str, user: &User<'_>, now: i64) -> IdTokenClaims {
+        IdTokenClaims {
+            aud: client_id.to_owned(),
+            iss: format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+            iat: now - BACKDATE_SECS,
+            nbf: now - BACKDATE_SECS,
+            exp: now + 3600,
+            name: user.name.to_owned(),
+            oid: user.oid.to_owned(),
+            preferred_username: user.upn.to_owned(),
+            rh: format!("0.A{}.", new_uti()),
+            sub: new_uti(),
+            tid: tenant.to_owned(),
+            uti: new_uti(),
+            ver: "2.0".to_owned(),
+        }
+    }
+}
+
 /// Encodes `claims` as a JWT-shaped token with [`HEADER_JSON`] and a random signature.
 pub fn mint(claims: &impl Serialize) -> String {
     let payload = serde_json::to_vec(claims).expect("claims serialize to JSON");

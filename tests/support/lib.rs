@@ -2,6 +2,7 @@
 //!
 //! - [`tls`]: a per-test CA and TLS server configurations (valid and broken).
 //! - [`entra_double`]: a local HTTPS Microsoft identity platform token endpoint.
+//! - [`entra_user`]: its user flows (authorize, PKCE codes, rotating refresh tokens, device codes).
 //! - [`fake_az`]: a fake `az` (Azure CLI) script to put on `PATH`.
 //! - [`fake_azd`], [`fake_pwsh`]: fake `azd` and `pwsh` (over [`fake_tool`]).
 //! - [`managed_identity_double`]: App Service and IMDS managed identity endpoints.
@@ -15,6 +16,7 @@
 pub mod certs;
 pub mod client_assertion;
 pub mod entra_double;
+pub mod entra_user;
 pub mod fake_az;
 pub mod fake_azd;
 pub mod fake_pwsh;

@@ -136,9 +136,12 @@ impl CredentialState {
         }
     }
 
+    /// An acquisition as a future to spawn; `background` for proactive
+    /// refreshes, which must never ask the user anything.
     fn spawn_acquire(
         &self,
         request: SourceRequest,
+        background: bool,
     ) -> impl std::future::Future<Output = Result<Token, SourceError>> + Send + 'static {
         let source = self.source.clone();
         let health = self.health.clone();
@@ -146,7 +149,11 @@ impl CredentialState {
         let id = self.id.clone();
         let span = tracing::info_span!("acquire", credential = %id, scopes = ?request.scopes, tenant = ?request.tenant);
         async move {
-            let result = source.acquire(&request).await;
+            let result = if background {
+                source.acquire_silently(&request).await
+            } else {
+                source.acquire(&request).await
+            };
             health.record(&result);
             match &result {
                 Ok(token) => {
@@ -172,9 +179,13 @@ impl Actor for CredentialActor {
         _: ActorRef<Self::Msg>,
         args: CredentialArgs,
     ) -> Result<CredentialState, ActorProcessingErr> {
+        if let Some(account) = crate::login::AccountKey::of_spec(&args.spec, &args.authority_host) {
+            args.deps.accounts.link(args.id.clone(), account);
+        }
         let ctx = SourceContext {
             http: args.deps.http.clone(),
             authority_host: args.authority_host,
+            accounts: args.deps.accounts.clone(),
         };
         Ok(CredentialState {
             source: sources::build(&args.spec, &ctx),
@@ -212,7 +223,7 @@ impl Actor for CredentialActor {
                     let _ = reply.send(Err(SourceError::Unavailable(reason)));
                     return Ok(());
                 }
-                let acquisition = state.spawn_acquire(request);
+                let acquisition = state.spawn_acquire(request, false);
                 tokio::spawn(async move {
                     let _ = reply.send(acquisition.await);
                 });
@@ -238,7 +249,7 @@ impl Actor for CredentialActor {
                     state.tracked.remove(&key);
                     return Ok(());
                 }
-                let acquisition = state.spawn_acquire(tracked.request.clone());
+                let acquisition = state.spawn_acquire(tracked.request.clone(), true);
                 let me = myself.clone();
                 tokio::spawn(async move {
                     let result = acquisition.await;

@@ -6,6 +6,7 @@
 //! `Arc`s outside, and the [`registry`] maps identities to live actors for the
 //! miss path.
 
+pub mod account;
 pub mod credential;
 pub mod registry;
 pub mod supervisor;
@@ -22,4 +23,6 @@ pub struct ActorDeps {
     pub cache: TokenCache,
     pub stats: Arc<Stats>,
     pub http: HttpClient,
+    /// Logged-in accounts, each owned by its account actor.
+    pub accounts: Arc<crate::login::Accounts>,
 }

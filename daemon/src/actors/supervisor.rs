@@ -185,14 +185,18 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_credential_actor_is_restarted_with_its_health() {
         let registry = Arc::new(Registry::default());
+        // A closed loopback port: this test must never reach the real IMDS.
+        let http = HttpClient::from_env(Some(
+            "http://127.0.0.1:1/metadata/identity/oauth2/token".into(),
+        ))
+        .unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = crate::login::store::Store::file(store_dir.path().join("accounts.json"));
         let deps = ActorDeps {
             cache: TokenCache::new(10),
             stats: Arc::new(Stats::default()),
-            // A closed loopback port: this test must never reach the real IMDS.
-            http: HttpClient::from_env(Some(
-                "http://127.0.0.1:1/metadata/identity/oauth2/token".into(),
-            ))
-            .unwrap(),
+            accounts: crate::login::Accounts::new(http.clone(), store),
+            http,
         };
         let (supervisor, _) = Actor::spawn(
             None,

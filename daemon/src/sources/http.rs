@@ -96,6 +96,11 @@ impl HttpClient {
         })
     }
 
+    /// The client itself, for requests `azure_identity` does not make (user logins).
+    pub fn reqwest(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// `azure_core` client options that send through this client, without retries.
     pub fn client_options(&self) -> ClientOptions {
         ClientOptions {

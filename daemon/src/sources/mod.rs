@@ -14,6 +14,7 @@ mod certificate;
 mod entra;
 mod environment;
 pub mod http;
+mod interactive_browser;
 mod managed_identity;
 pub mod process;
 mod workload_identity;
@@ -27,6 +28,7 @@ pub use azure_cli::AzureCliSource;
 pub use azure_developer_cli::AzureDeveloperCliSource;
 pub use azure_powershell::AzurePowerShellSource;
 pub use environment::EnvironmentSource;
+pub use interactive_browser::InteractiveBrowserSource;
 pub use managed_identity::ManagedIdentitySource;
 pub use workload_identity::WorkloadIdentitySource;
 
@@ -82,6 +84,12 @@ impl SourceError {
 #[async_trait::async_trait]
 pub trait TokenSource: Send + Sync + 'static {
     async fn acquire(&self, request: &SourceRequest) -> Result<Token, SourceError>;
+
+    /// A background refresh: like [`acquire`](Self::acquire), but never asks the
+    /// user anything (no browser). Sources that never do are unaffected.
+    async fn acquire_silently(&self, request: &SourceRequest) -> Result<Token, SourceError> {
+        self.acquire(request).await
+    }
 }
 
 /// What every source may need from the daemon: the shared HTTP client and settings.
@@ -89,6 +97,8 @@ pub trait TokenSource: Send + Sync + 'static {
 pub struct SourceContext {
     pub http: http::HttpClient,
     pub authority_host: String,
+    /// Logged-in accounts (InteractiveBrowser).
+    pub accounts: Arc<crate::login::Accounts>,
 }
 
 /// Builds the source for one credential of a chain.
@@ -108,6 +118,9 @@ pub fn build(spec: &CredentialSpec, ctx: &SourceContext) -> Arc<dyn TokenSource>
         CredentialSpec::AzureDeveloperCli => {
             Arc::new(AzureDeveloperCliSource::new(azure_developer_cli::TIMEOUT))
         }
+        CredentialSpec::InteractiveBrowser { .. } => {
+            Arc::new(InteractiveBrowserSource::new(spec, ctx))
+        }
         other => Arc::new(Unavailable(unimplemented_reason(other.kind()))),
     }
 }
@@ -123,6 +136,7 @@ pub fn is_implemented(kind: CredentialKind) -> bool {
             | CredentialKind::AzureCli
             | CredentialKind::AzurePowerShell
             | CredentialKind::AzureDeveloperCli
+            | CredentialKind::InteractiveBrowser
     )
 }
 

@@ -8,7 +8,7 @@ mod output;
 use std::process::ExitCode;
 
 use azbroker_client::{Client, ClientError, ClientOptions};
-use azbroker_proto::GetToken;
+use azbroker_proto::{GetToken, Login, LoginMethod, Logout};
 use clap::{Parser, Subcommand};
 
 /// Entra ID tokens for every tool of this user session, from one shared broker.
@@ -43,6 +43,28 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Log in inside the daemon, once for every client: opens a browser, or
+    /// prints a code to enter on another device with --device-code.
+    Login {
+        /// Show a URL and a code instead of opening a browser (SSH, WSL, containers).
+        #[arg(long)]
+        device_code: bool,
+        /// Tenant to log in to [default: $AZURE_TENANT_ID, else organizations].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Scope of the first token [default: Resource Manager of the cloud] (repeatable).
+        #[arg(long)]
+        scope: Vec<String>,
+    },
+    /// Forget the logged-in account (refresh token) and drop its cached tokens.
+    Logout {
+        /// Forget every logged-in account.
+        #[arg(long)]
+        all: bool,
+        /// Tenant of the account to forget [default: $AZURE_TENANT_ID, else organizations].
+        #[arg(long, conflicts_with = "all")]
+        tenant: Option<String>,
     },
     /// Stop the daemon.
     Stop,
@@ -103,6 +125,55 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => client_error(&e),
             }
         }
+        Command::Login {
+            device_code,
+            tenant,
+            scope,
+        } => {
+            let timeout_secs = match browser_timeout() {
+                Ok(secs) => secs,
+                Err(e) => return fail(&e, 2),
+            };
+            let login = Login {
+                method: if device_code {
+                    LoginMethod::DeviceCode
+                } else {
+                    LoginMethod::Browser
+                },
+                tenant: tenant.or_else(|| env_text("AZURE_TENANT_ID")),
+                client_id: env_text("AZURE_MCP_CLIENT_ID"),
+                scopes: scope,
+                timeout_secs,
+            };
+            if !device_code {
+                eprintln!("azbroker: opening a browser to sign in (azbroker login --device-code shows a code instead)");
+            }
+            let client = Client::new(options);
+            match client.login(login, |message| eprintln!("{message}")).await {
+                Ok(done) => {
+                    output::logged_in(&done);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => client_error(&e),
+            }
+        }
+        Command::Logout { all, tenant } => {
+            let client = Client::new(options);
+            let logout = Logout {
+                all,
+                tenant: tenant.or_else(|| env_text("AZURE_TENANT_ID")),
+                client_id: env_text("AZURE_MCP_CLIENT_ID"),
+            };
+            match client.logout(logout).await {
+                Ok((accounts, tokens)) => {
+                    println!(
+                        "azbroker: forgot {accounts} account(s) and dropped {tokens} cached token(s)"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => client_error(&e),
+            }
+        }
         Command::Stop => {
             let client = Client::new(ClientOptions {
                 autostart: false,
@@ -135,6 +206,21 @@ fn client_error(e: &ClientError) -> ExitCode {
         }
         ClientError::Config(m) => fail(m, 2),
         other => fail(&other.to_string(), 3),
+    }
+}
+
+/// A non-empty environment variable.
+fn env_text(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS`, 0 when unset (the daemon's default).
+fn browser_timeout() -> Result<u32, String> {
+    match env_text("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS") {
+        None => Ok(0),
+        Some(raw) => raw.trim().parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
+            format!("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS: {raw:?} is not a positive number of seconds")
+        }),
     }
 }
 

@@ -1,6 +1,6 @@
 //! What `azbroker` prints: JSON for scripts, aligned text for people.
 
-use azbroker_proto::{StatusReport, TokenReply};
+use azbroker_proto::{LoggedIn, StatusReport, TokenReply};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -26,6 +26,15 @@ pub fn token(token: &TokenReply, raw: bool) {
         "credential": token.credential,
     });
     println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+}
+
+pub fn logged_in(done: &LoggedIn) {
+    println!(
+        "azbroker: logged in as {} (tenant {}); refresh token kept in {}",
+        done.username.as_deref().unwrap_or("an unnamed account"),
+        done.tenant.as_deref().unwrap_or("unknown"),
+        done.store
+    );
 }
 
 pub fn status(status: &StatusReport, as_json: bool) {

@@ -1,0 +1,433 @@
+//! One actor per logged-in account (authority + tenant + client id): the only
+//! owner of that account's refresh token.
+//!
+//! Refresh-token redemptions run *inside* the handler, one message at a time,
+//! so a rotated refresh token always replaces the one just presented before the
+//! next redemption starts: rotation is safe by construction, and the old token
+//! is never presented again. Logins (browser, device code) run as tasks, since
+//! they take minutes; requests that arrive meanwhile wait for that one login
+//! instead of starting their own, then get tokens through the new refresh token.
+//! So however many clients ask at once, the user sees one browser prompt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+use crate::clock;
+use crate::login::account::{AccountKey, AccountRecord};
+use crate::login::flows;
+use crate::login::oauth::{GrantError, OAuth, TokenSet};
+use crate::login::store::Store;
+use crate::sources::http::HttpClient;
+use crate::sources::{SourceError, SourceRequest, Token};
+
+/// Said when a silent request finds no usable login.
+pub const NOT_LOGGED_IN: &str = "not logged in: run `azbroker login` (opens a browser) or `azbroker login --device-code` (SSH, WSL, containers)";
+
+pub struct AccountActor;
+
+pub struct AccountArgs {
+    pub key: AccountKey,
+    pub http: HttpClient,
+    pub store: Arc<Store>,
+}
+
+/// How to log in.
+pub enum LoginKind {
+    Browser {
+        timeout: Duration,
+    },
+    /// The device code message goes to `progress`.
+    DeviceCode {
+        progress: mpsc::UnboundedSender<String>,
+    },
+}
+
+/// Who logged in, for `azbroker login`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedIn {
+    pub username: Option<String>,
+    pub tenant: Option<String>,
+}
+
+pub enum AccountMsg {
+    /// A token for `request`. With `browser: Some(timeout)` a missing or dead
+    /// login starts a browser login; with `None` (background refresh) it fails.
+    Acquire {
+        request: SourceRequest,
+        browser: Option<Duration>,
+        reply: RpcReplyPort<Result<Token, SourceError>>,
+    },
+    /// An explicit login (`azbroker login`), even when one is stored.
+    Login {
+        kind: LoginKind,
+        scopes: Vec<String>,
+        reply: RpcReplyPort<Result<LoggedIn, SourceError>>,
+    },
+    /// A login task finished.
+    LoginDone {
+        generation: u64,
+        result: Result<TokenSet, SourceError>,
+    },
+    /// Forget the account; `true` when there was one.
+    Logout {
+        reply: RpcReplyPort<Result<bool, String>>,
+    },
+}
+
+pub struct AccountState {
+    key: AccountKey,
+    oauth: OAuth,
+    store: Arc<Store>,
+    record: Option<AccountRecord>,
+    login: Option<PendingLogin>,
+    generation: u64,
+}
+
+struct PendingLogin {
+    generation: u64,
+    task: tokio::task::JoinHandle<()>,
+    browser: bool,
+    /// What the login's own token is for: handed to the first waiter that asked exactly this.
+    scopes: Vec<String>,
+    claims: Option<String>,
+    waiters: Vec<Waiter>,
+}
+
+enum Waiter {
+    Token {
+        request: SourceRequest,
+        reply: RpcReplyPort<Result<Token, SourceError>>,
+    },
+    Login {
+        reply: RpcReplyPort<Result<LoggedIn, SourceError>>,
+    },
+}
+
+/// Why a redemption did not produce a token.
+enum Redeem {
+    /// Only a new interactive login can help.
+    NeedsLogin(String),
+    Failed(SourceError),
+}
+
+impl AccountState {
+    /// Presents the current refresh token once and keeps its successor.
+    async fn redeem(&mut self, request: &SourceRequest) -> Result<Token, Redeem> {
+        let Some(record) = &self.record else {
+            return Err(Redeem::NeedsLogin(NOT_LOGGED_IN.into()));
+        };
+        let result = self
+            .oauth
+            .refresh(
+                &record.refresh_token,
+                &request.scopes,
+                request.tenant.as_deref(),
+                request.claims.as_deref(),
+            )
+            .await;
+        match result {
+            Ok(set) => {
+                let token = self.token(request, &set);
+                self.absorb(set).await;
+                Ok(token)
+            }
+            Err(GrantError::InvalidGrant(why)) => {
+                tracing::warn!(account = %self.key, reason = %why, "refresh token rejected; the account must log in again");
+                self.record = None;
+                if let Err(e) = self.store.remove(&self.key).await {
+                    tracing::warn!(error = %e, "cannot remove the dead login from the store");
+                }
+                Err(Redeem::NeedsLogin(format!(
+                    "the login has expired or was revoked ({why})"
+                )))
+            }
+            Err(GrantError::InteractionRequired(why)) => Err(Redeem::NeedsLogin(format!(
+                "the identity platform requires an interactive sign-in ({why})"
+            ))),
+            Err(other) => Err(Redeem::Failed(flows::from_grant(other, &self.oauth))),
+        }
+    }
+
+    fn token(&self, request: &SourceRequest, set: &TokenSet) -> Token {
+        let home = set
+            .identity
+            .as_ref()
+            .and_then(|id| id.tenant.clone())
+            .or_else(|| self.record.as_ref().and_then(|r| r.home_tenant.clone()));
+        Token {
+            access_token: set.access_token.clone(),
+            expires_on: set.expires_on,
+            refresh_in: set.refresh_in,
+            tenant: request.tenant.clone().or(home),
+        }
+    }
+
+    /// Keeps what a grant returned: the rotated refresh token replaces the
+    /// presented one (in memory first, then in the store) and names the account.
+    async fn absorb(&mut self, set: TokenSet) {
+        let identity = set.identity.unwrap_or_default();
+        let record = match (self.record.take(), set.refresh_token) {
+            (Some(mut record), refresh_token) => {
+                if let Some(refresh_token) = refresh_token {
+                    record.refresh_token = refresh_token;
+                }
+                record.username = identity.username.or(record.username);
+                record.home_tenant = identity.tenant.or(record.home_tenant);
+                record.object_id = identity.object_id.or(record.object_id);
+                record
+            }
+            (None, Some(refresh_token)) => AccountRecord {
+                key: self.key.clone(),
+                username: identity.username,
+                home_tenant: identity.tenant,
+                object_id: identity.object_id,
+                refresh_token,
+                updated_at: 0,
+            },
+            (None, None) => {
+                tracing::warn!(account = %self.key, "the login returned no refresh token (offline_access not granted?); it will not be remembered");
+                return;
+            }
+        };
+        let record = AccountRecord {
+            updated_at: clock::now_secs(),
+            ..record
+        };
+        self.record = Some(record.clone());
+        if let Err(e) = self.store.save(record).await {
+            tracing::error!(account = %self.key, error = %e, "cannot persist the refresh token; a daemon restart will need a new login");
+        }
+    }
+
+    fn logged_in(&self) -> LoggedIn {
+        LoggedIn {
+            username: self.record.as_ref().and_then(|r| r.username.clone()),
+            tenant: self.record.as_ref().and_then(|r| r.home_tenant.clone()),
+        }
+    }
+
+    fn start_login(
+        &mut self,
+        myself: &ActorRef<AccountMsg>,
+        kind: LoginKind,
+        scopes: Vec<String>,
+        claims: Option<String>,
+        first: Waiter,
+    ) {
+        self.generation += 1;
+        let generation = self.generation;
+        let browser = matches!(kind, LoginKind::Browser { .. });
+        let oauth = self.oauth.clone();
+        let me = myself.clone();
+        let (task_scopes, task_claims) = (scopes.clone(), claims.clone());
+        let span = tracing::info_span!("login", account = %self.key, browser);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = match kind {
+                    LoginKind::Browser { timeout } => {
+                        flows::browser(&oauth, &task_scopes, task_claims.as_deref(), timeout).await
+                    }
+                    LoginKind::DeviceCode { progress } => {
+                        flows::device_code(&oauth, &task_scopes, &progress).await
+                    }
+                };
+                match &result {
+                    Ok(_) => tracing::info!("login completed"),
+                    Err(e) => tracing::warn!(reason = %e.message(), "login failed"),
+                }
+                let _ = me.send_message(AccountMsg::LoginDone { generation, result });
+            },
+            span,
+        ));
+        self.login = Some(PendingLogin {
+            generation,
+            task,
+            browser,
+            scopes,
+            claims,
+            waiters: vec![first],
+        });
+    }
+
+    async fn finish_login(&mut self, login: PendingLogin, result: Result<TokenSet, SourceError>) {
+        let set = match result {
+            Ok(set) => set,
+            Err(e) => {
+                for waiter in login.waiters {
+                    match waiter {
+                        Waiter::Token { reply, .. } => drop(reply.send(Err(e.clone()))),
+                        Waiter::Login { reply } => drop(reply.send(Err(e.clone()))),
+                    }
+                }
+                return;
+            }
+        };
+        let login_request = SourceRequest {
+            scopes: login.scopes.clone(),
+            tenant: None,
+            claims: login.claims.clone(),
+        };
+        let mut own_token = Some(self.token(&login_request, &set));
+        self.absorb(set).await;
+        for waiter in login.waiters {
+            match waiter {
+                Waiter::Login { reply } => {
+                    let _ = reply.send(Ok(self.logged_in()));
+                }
+                Waiter::Token { request, reply } => {
+                    let token = match own_token.take_if(|_| request == login_request) {
+                        Some(token) => Ok(token),
+                        None => self.redeem(&request).await.map_err(|e| match e {
+                            Redeem::NeedsLogin(m) => SourceError::failed(m),
+                            Redeem::Failed(e) => e,
+                        }),
+                    };
+                    let _ = reply.send(token);
+                }
+            }
+        }
+    }
+}
+
+impl Actor for AccountActor {
+    type Msg = AccountMsg;
+    type State = AccountState;
+    type Arguments = AccountArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: AccountArgs,
+    ) -> Result<AccountState, ActorProcessingErr> {
+        let record = match args.store.load(&args.key).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(account = %args.key, error = %e, "cannot read the account store");
+                None
+            }
+        };
+        if let Some(record) = &record {
+            tracing::info!(account = %args.key, user = ?record.username, "restored a persisted login");
+        }
+        Ok(AccountState {
+            oauth: OAuth::new(args.http, args.key.clone()),
+            key: args.key,
+            store: args.store,
+            record,
+            login: None,
+            generation: 0,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(login) = state.login.take() {
+            login.task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: AccountMsg,
+        state: &mut AccountState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AccountMsg::Acquire {
+                request,
+                browser,
+                reply,
+            } => {
+                if let Some(login) = &mut state.login {
+                    // One login for everyone: wait for it, then use its refresh token.
+                    login.waiters.push(Waiter::Token { request, reply });
+                    return Ok(());
+                }
+                let reason = if state.record.is_some() {
+                    match state.redeem(&request).await {
+                        Ok(token) => {
+                            let _ = reply.send(Ok(token));
+                            return Ok(());
+                        }
+                        Err(Redeem::Failed(e)) => {
+                            let _ = reply.send(Err(e));
+                            return Ok(());
+                        }
+                        Err(Redeem::NeedsLogin(reason)) => reason,
+                    }
+                } else {
+                    NOT_LOGGED_IN.to_string()
+                };
+                match browser {
+                    Some(timeout) => {
+                        let (scopes, claims) = (request.scopes.clone(), request.claims.clone());
+                        let waiter = Waiter::Token { request, reply };
+                        state.start_login(
+                            &myself,
+                            LoginKind::Browser { timeout },
+                            scopes,
+                            claims,
+                            waiter,
+                        );
+                    }
+                    None => {
+                        let message = if reason == NOT_LOGGED_IN {
+                            reason
+                        } else {
+                            format!("{reason}; {NOT_LOGGED_IN}")
+                        };
+                        let _ = reply.send(Err(SourceError::Unavailable(message)));
+                    }
+                }
+            }
+            AccountMsg::Login {
+                kind,
+                scopes,
+                reply,
+            } => match &mut state.login {
+                Some(login) if login.browser && matches!(kind, LoginKind::Browser { .. }) => {
+                    login.waiters.push(Waiter::Login { reply });
+                }
+                Some(_) => {
+                    let _ = reply.send(Err(SourceError::failed(
+                        "another login of this account is in progress; complete it, or wait until it times out",
+                    )));
+                }
+                None => state.start_login(&myself, kind, scopes, None, Waiter::Login { reply }),
+            },
+            AccountMsg::LoginDone { generation, result } => {
+                let Some(login) = state.login.take_if(|l| l.generation == generation) else {
+                    return Ok(());
+                };
+                state.finish_login(login, result).await;
+            }
+            AccountMsg::Logout { reply } => {
+                if let Some(login) = state.login.take() {
+                    login.task.abort();
+                    let gone = SourceError::failed("the account was logged out during the login");
+                    for waiter in login.waiters {
+                        match waiter {
+                            Waiter::Token { reply, .. } => drop(reply.send(Err(gone.clone()))),
+                            Waiter::Login { reply } => drop(reply.send(Err(gone.clone()))),
+                        }
+                    }
+                }
+                let had = state.record.take().is_some();
+                let result = state
+                    .store
+                    .remove(&state.key)
+                    .await
+                    .map(|removed| had || removed);
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! What the login tests share: an Entra double with the developer client
+//! registered, and the test browser as `$BROWSER`.
+
+use std::path::PathBuf;
+
+use azbroker_e2e::EntraDouble;
+
+use crate::harness::{bin, Sandbox};
+
+/// Azure.Identity's public developer client: the default of InteractiveBrowser.
+pub const DEVELOPER_CLIENT_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
+pub const ARM: &str = "https://management.azure.com/.default";
+pub const STORAGE: &str = "https://storage.azure.com/.default";
+
+/// The `azbroker-test-browser` installed as `$BROWSER`, and its control directory.
+pub struct TestBrowser {
+    dir: PathBuf,
+}
+
+impl TestBrowser {
+    pub fn install(sandbox: &mut Sandbox) -> TestBrowser {
+        let dir = sandbox.dir.path().join("browser");
+        std::fs::create_dir_all(&dir).unwrap();
+        sandbox.set("BROWSER", bin("azbroker-test-browser"));
+        sandbox.set("AZBROKER_TEST_BROWSER_DIR", &dir);
+        TestBrowser { dir }
+    }
+
+    /// `accept` (default), `tamper-state`, `ignore` or `fail`.
+    pub fn set_mode(&self, mode: &str) {
+        std::fs::write(self.dir.join("mode"), mode).unwrap();
+    }
+
+    /// How many times the daemon opened the browser.
+    pub fn invocations(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("invocations"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    /// The pages the browser ended on (status line and body), one per line.
+    pub fn pages(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pages")).unwrap_or_default()
+    }
+}
+
+/// A sandbox whose chain is InteractiveBrowser alone, against an Entra double.
+pub fn login_sandbox() -> (Sandbox, EntraDouble) {
+    let mut sandbox = Sandbox::new();
+    let entra = EntraDouble::start(&sandbox.pki);
+    entra.register_public_client(DEVELOPER_CLIENT_ID);
+    sandbox.set("AZURE_TOKEN_CREDENTIALS", "InteractiveBrowserCredential");
+    sandbox.set("AZURE_AUTHORITY_HOST", entra.authority());
+    (sandbox, entra)
+}
+
+/// The grant types of the token requests the double saw, in order.
+pub fn grants(entra: &EntraDouble) -> Vec<String> {
+    entra.requests().into_iter().map(|r| r.grant_type).collect()
+}
+
+/// Where the daemon keeps refresh tokens in the sandbox (no D-Bus there, so the file).
+pub fn accounts_file(sandbox: &Sandbox) -> PathBuf {
+    sandbox.dir.path().join("state/azbroker/accounts.json")
+}
+
+/// `azbroker ARGS` must fail; returns its stderr.
+pub fn cli_error(sandbox: &Sandbox, args: &[&str]) -> String {
+    let out = sandbox.cli(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "azbroker {args:?} succeeded: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
