@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use azbroker_proto::io::{read_message, write_message, Shared};
 use azbroker_proto::{
-    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, Reply, Request, StatusReport,
-    TokenReply, Welcome, PROTOCOL_VERSION,
+    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, ManagedIdentityEndpoint,
+    Reply, Request, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::BufReader;
@@ -100,6 +100,15 @@ impl Client {
         }
     }
 
+    /// Where the daemon serves its managed-identity endpoint; `None` when it
+    /// was started without one.
+    pub async fn managed_identity(&self) -> Result<Option<ManagedIdentityEndpoint>, ClientError> {
+        match self.call(Request::ManagedIdentity).await? {
+            Reply::ManagedIdentity(endpoint) => Ok(endpoint),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Asks the daemon to exit. Never starts one.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         match self.call(Request::Shutdown).await? {
@@ -168,7 +177,7 @@ impl Client {
     }
 }
 
-fn unexpected(reply: &Reply) -> ClientError {
+pub(crate) fn unexpected(reply: &Reply) -> ClientError {
     let name = match reply {
         Reply::Welcome(_) => "Welcome",
         Reply::Token(_) => "Token",
@@ -176,6 +185,7 @@ fn unexpected(reply: &Reply) -> ClientError {
         Reply::Invalidated { .. } => "Invalidated",
         Reply::ShuttingDown => "ShuttingDown",
         Reply::Error(_) => "Error",
+        Reply::ManagedIdentity(_) => "ManagedIdentity",
     };
     ClientError::Protocol(format!("unexpected {name} reply"))
 }

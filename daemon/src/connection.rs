@@ -203,6 +203,10 @@ async fn requests(
                 send_reply(writer, id, Reply::ShuttingDown).await;
                 broker.request_shutdown();
             }
+            Request::ManagedIdentity => {
+                let endpoint = broker.managed_identity();
+                send_reply(writer, id, Reply::ManagedIdentity(endpoint)).await;
+            }
             Request::Hello(_) => {
                 reject(writer, id, "Hello may only be sent once".into()).await;
                 return;

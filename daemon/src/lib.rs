@@ -8,6 +8,8 @@
 //!   identity, which acquires tokens through a [`sources`] adapter and refreshes what it minted.
 //! - [`sources`] adapts each credential kind (mostly thin wrappers over `azure_identity`).
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
+//! - [`mi_endpoint`] (optional) serves the App Service managed-identity protocol on
+//!   127.0.0.1 from the daemon's own chain; [`tcp_owner`] finds who owns a loopback peer.
 
 pub mod actors;
 pub mod broker;
@@ -15,12 +17,15 @@ pub mod cache;
 pub mod clock;
 pub mod connection;
 pub mod identity;
+pub mod mi_endpoint;
 pub mod paths;
 pub mod refresh;
 pub mod scopes;
 pub mod server;
 pub mod sources;
 pub mod stats;
+#[cfg(target_os = "linux")]
+pub mod tcp_owner;
 
 /// The daemon's version, reported in Welcome and status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

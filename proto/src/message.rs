@@ -35,6 +35,9 @@ pub enum Request {
     Invalidate(Invalidate),
     /// Asks the daemon to exit; answered by [`Reply::ShuttingDown`].
     Shutdown,
+    /// Where the daemon serves the managed-identity endpoint; answered by
+    /// [`Reply::ManagedIdentity`].
+    ManagedIdentity,
 }
 
 /// What the daemon answers. Append-only.
@@ -43,9 +46,13 @@ pub enum Reply {
     Welcome(Welcome),
     Token(TokenReply),
     Status(Box<StatusReport>),
-    Invalidated { removed: u64 },
+    Invalidated {
+        removed: u64,
+    },
     ShuttingDown,
     Error(WireError),
+    /// `None` when the daemon was started without its managed-identity endpoint.
+    ManagedIdentity(Option<ManagedIdentityEndpoint>),
 }
 
 /// The first message. `protocol_version` is its first field on purpose: a daemon
@@ -93,6 +100,16 @@ pub struct TokenReply {
     pub credential: String,
     /// Whether it came from the cache.
     pub cached: bool,
+}
+
+/// The daemon's App Service style managed-identity endpoint. The header secret
+/// itself never crosses the socket: it lives only in `header_file` (0600).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedIdentityEndpoint {
+    /// The value for `IDENTITY_ENDPOINT`, e.g. `http://127.0.0.1:41741/msi/token`.
+    pub endpoint: String,
+    /// The file holding the value for `IDENTITY_HEADER`.
+    pub header_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ fn sample_requests() -> Vec<Request> {
         Request::Status,
         Request::Invalidate(Invalidate { scopes: vec![] }),
         Request::Shutdown,
+        Request::ManagedIdentity,
     ]
 }
 
@@ -75,6 +76,11 @@ fn sample_replies() -> Vec<Reply> {
             counters: Counters::default(),
         })),
         Reply::Invalidated { removed: 3 },
+        Reply::ManagedIdentity(None),
+        Reply::ManagedIdentity(Some(ManagedIdentityEndpoint {
+            endpoint: "http://127.0.0.1:41741/msi/token".into(),
+            header_file: "/run/user/0/azbroker/azbroker.sock.identity-header".into(),
+        })),
         Reply::ShuttingDown,
         Reply::Error(WireError {
             kind: ErrorKind::CredentialUnavailable,

@@ -2,7 +2,7 @@
 //! own socket, state directory, fake `az` and test CA, and an environment that
 //! contains only what the test puts there.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -29,6 +29,42 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The Python interpreter that drives real Azure SDK clients:
+/// `$AZBROKER_TEST_PYTHON`, else `python3` on `PATH`, resolved to its real
+/// executable (sandboxes clear the environment a pyenv shim would need). It
+/// must have the packages of `tests/python/requirements.txt`.
+pub fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let found = PYTHON.get_or_init(|| {
+        let requested =
+            std::env::var_os("AZBROKER_TEST_PYTHON").unwrap_or_else(|| "python3".into());
+        let install = "install them with: python3 -m pip install -r tests/python/requirements.txt \
+                       (.ci/run does), or point AZBROKER_TEST_PYTHON at a Python that has them";
+        let out = Command::new(&requested)
+            .args(["-c", "import sys, azure.identity; print(sys.executable)"])
+            .output()
+            .map_err(|e| format!("cannot run {requested:?}: {e}; {install}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{requested:?} lacks the Python package azure-identity ({}); {install}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match found {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A script of `tests/python/`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes.
@@ -91,13 +127,61 @@ impl Sandbox {
         path
     }
 
+    /// `dirs`, then the fake `az`, then the system directories: a `PATH`.
+    pub fn path_with_first(&self, dirs: &[&Path]) -> OsString {
+        let mut path = OsString::new();
+        for dir in dirs {
+            path.push(dir.as_os_str());
+            path.push(":");
+        }
+        path.push(self.path_with_az());
+        path
+    }
+
+    /// Runs `azbroker shim install --dir <sandbox>/shim`; returns the directory.
+    pub fn install_shim(&self) -> PathBuf {
+        let dir = self.dir.path().join("shim");
+        let out = self
+            .command("azbroker")
+            .args(["shim", "install", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run azbroker shim install");
+        assert!(
+            out.status.success(),
+            "shim install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = std::fs::canonicalize(&dir).unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("export PATH=\"{}:$PATH\"\n", dir.display())
+        );
+        dir
+    }
+
+    /// Runs a script of `tests/python/` with the sandboxed environment.
+    pub fn python(&self, script: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut command = self.command_for(python());
+        command.arg(python_script(script)).args(args);
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        command.output().expect("run python")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("azbrokerd.log")
     }
 
     /// A command for one of our binaries with a clean, sandboxed environment.
     pub fn command(&self, name: &str) -> Command {
-        let mut command = Command::new(bin(name));
+        self.command_for(bin(name))
+    }
+
+    /// A command for any program with the sandboxed environment.
+    pub fn command_for(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new(program);
         command
             .env_clear()
             .env("PATH", self.path_with_az())
@@ -115,6 +199,11 @@ impl Sandbox {
 
     /// Starts `azbrokerd --foreground`, logging to [`Sandbox::log_path`], and waits until it answers.
     pub fn start_daemon(&mut self) -> u32 {
+        self.start_daemon_with(&[])
+    }
+
+    /// [`Sandbox::start_daemon`] with extra daemon arguments.
+    pub fn start_daemon_with(&mut self, args: &[&str]) -> u32 {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -125,6 +214,7 @@ impl Sandbox {
             .arg("--foreground")
             .arg("--socket")
             .arg(&self.socket)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

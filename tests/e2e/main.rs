@@ -5,6 +5,8 @@ mod harness;
 
 mod cache_and_chain;
 mod lifecycle;
+mod managed_identity;
 mod refresh;
 mod robustness;
 mod security;
+mod shim;
