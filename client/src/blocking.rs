@@ -93,9 +93,9 @@ fn exchange(
         .set_write_timeout(Some(HELLO_TIMEOUT))
         .and_then(|()| stream.set_read_timeout(Some(HELLO_TIMEOUT)))
         .map_err(|e| broken("socket options", &e))?;
-    stream
-        .write_all(&bytes)
-        .map_err(|e| broken("sending Hello", &e))?;
+    // A refusing daemon answers and closes at once, maybe before our write:
+    // its answer is still worth reading when the write failed.
+    let sent = stream.write_all(&bytes);
 
     let mut buf = Vec::new();
     match read_frame(&mut stream, &mut buf) {
@@ -113,7 +113,13 @@ fn exchange(
                 "the daemon did not answer Hello".into(),
             )))
         }
-        Err(e) => return Err(broken("reading Welcome", &e)),
+        Err(e) => match sent {
+            Err(sent) => return Err(broken("sending Hello", &sent)),
+            Ok(()) => return Err(broken("reading Welcome", &e)),
+        },
+    }
+    if let Err(e) = sent {
+        return Err(broken("sending the request", &e));
     }
 
     // From here on the daemon is there: a failure is final, not a reason to reconnect.

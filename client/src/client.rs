@@ -227,13 +227,20 @@ impl Connection {
             }),
         };
         let handshake = async {
-            write_message(&mut writer, &hello)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("sending Hello: {e}")))?;
+            // A daemon that refuses us (another user) answers and closes at
+            // once, possibly before our Hello is written: read its answer
+            // even when the write failed, so a refusal is not taken for a
+            // broken connection worth retrying.
+            let sent = write_message(&mut writer, &hello).await;
             let mut buf = Vec::new();
-            read_message::<DaemonFrame, _>(&mut reader, &mut buf)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("reading Welcome: {e}")))
+            match (
+                sent,
+                read_message::<DaemonFrame, _>(&mut reader, &mut buf).await,
+            ) {
+                (_, Ok(frame)) => Ok(frame),
+                (Err(e), Err(_)) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
+                (Ok(()), Err(e)) => Err(ClientError::Protocol(format!("reading Welcome: {e}"))),
+            }
         };
         let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
             Err(_) => {

@@ -16,6 +16,7 @@ mod output;
 mod profile;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
@@ -106,11 +107,15 @@ fn token(args: TokenArgs) -> ExitCode {
     }
 
     let (subscription, tenant) = labels(&args, &token, tenant, subscription, &mut load_profile);
-    print!(
-        "{}",
-        output::token_json(&token, subscription.as_deref(), tenant.as_deref())
-    );
-    ExitCode::SUCCESS
+    let json = output::token_json(&token, subscription.as_deref(), tenant.as_deref());
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(json.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => error(&format!("cannot write the token: {e}"), 1),
+    }
 }
 
 /// The output's `subscription` and `tenant`, as the CLI would fill them.
