@@ -480,3 +480,22 @@ fn install_refuses_to_replace_a_real_az_and_env_prints_the_path_line() {
         format!("export PATH=\"{}:$PATH\"\n", shim.display())
     );
 }
+
+#[test]
+fn an_unmarked_copy_after_the_shim_is_not_taken_for_the_real_az() {
+    let mut sandbox = Sandbox::new();
+    let shim = sandbox.install_shim();
+    let copy_dir = sandbox.dir.path().join("hand-copied");
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    std::fs::copy(bin("azbroker-az-shim"), copy_dir.join("az")).unwrap();
+    sandbox.set(
+        "PATH",
+        format!("{}:{}:/usr/bin:/bin", shim.display(), copy_dir.display()),
+    );
+    // The shim hands `az vm list` to the next `az`, the copy, which sees that it
+    // was exec'd by a shim in the same process and stops instead of looping.
+    let out = az(&sandbox, &shim, &["vm", "list"]);
+    assert_eq!(out.status.code(), Some(127));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("is another copy of the shim"), "{stderr}");
+}
