@@ -9,7 +9,7 @@ use std::time::Duration;
 use azbroker_proto::io::{read_message, write_message, Shared};
 use azbroker_proto::{
     ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, LoggedIn, Login, Logout,
-    Reply, Request, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
+    ManagedIdentityEndpoint, Reply, Request, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::BufReader;
@@ -138,6 +138,15 @@ impl Client {
         }
     }
 
+    /// Where the daemon serves its managed-identity endpoint; `None` when it
+    /// was started without one.
+    pub async fn managed_identity(&self) -> Result<Option<ManagedIdentityEndpoint>, ClientError> {
+        match self.call(Request::ManagedIdentity).await? {
+            Reply::ManagedIdentity(endpoint) => Ok(endpoint),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Asks the daemon to exit. Never starts one.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         match self.call(Request::Shutdown).await? {
@@ -214,7 +223,7 @@ impl Client {
     }
 }
 
-fn unexpected(reply: &Reply) -> ClientError {
+pub(crate) fn unexpected(reply: &Reply) -> ClientError {
     let name = match reply {
         Reply::Welcome(_) => "Welcome",
         Reply::Token(_) => "Token",
@@ -225,6 +234,7 @@ fn unexpected(reply: &Reply) -> ClientError {
         Reply::LoginProgress { .. } => "LoginProgress",
         Reply::LoggedIn(_) => "LoggedIn",
         Reply::LoggedOut { .. } => "LoggedOut",
+        Reply::ManagedIdentity(_) => "ManagedIdentity",
     };
     ClientError::Protocol(format!("unexpected {name} reply"))
 }
@@ -273,17 +283,19 @@ impl Connection {
             }),
         };
         let handshake = async {
-            // A daemon that refuses this peer answers and closes without reading
-            // the Hello, so sending may fail with a broken pipe while its
-            // refusal waits to be read: read it either way.
+            // A daemon that refuses us (another user) answers and closes at
+            // once, possibly before our Hello is written: read its answer
+            // even when the write failed, so a refusal is not taken for a
+            // broken connection worth retrying.
             let sent = write_message(&mut writer, &hello).await;
             let mut buf = Vec::new();
-            match read_message::<DaemonFrame, _>(&mut reader, &mut buf).await {
-                Ok(frame) => Ok(frame),
-                Err(e) => Err(ClientError::Protocol(match sent {
-                    Err(send) => format!("sending Hello: {send}"),
-                    Ok(()) => format!("reading Welcome: {e}"),
-                })),
+            match (
+                sent,
+                read_message::<DaemonFrame, _>(&mut reader, &mut buf).await,
+            ) {
+                (_, Ok(frame)) => Ok(frame),
+                (Err(e), Err(_)) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
+                (Ok(()), Err(e)) => Err(ClientError::Protocol(format!("reading Welcome: {e}"))),
             }
         };
         let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {

@@ -56,10 +56,7 @@ pub async fn connect_or_start(socket: &Path, autostart: bool) -> Result<Stream, 
         )));
     }
     if !autostart {
-        return Err(ClientError::Connect(format!(
-            "azbrokerd is not running at {} and AZBROKER_NO_AUTOSTART is set; start it with 'azbrokerd'",
-            socket.display()
-        )));
+        return Err(not_running_no_autostart(socket));
     }
     let path = socket.to_path_buf();
     // The lock wait and the spawn block; keep them off the async reactor.
@@ -71,13 +68,21 @@ pub async fn connect_or_start(socket: &Path, autostart: bool) -> Result<Stream, 
         .map_err(|e| ClientError::Connect(format!("{}: {e}", socket.display())))
 }
 
+pub(crate) fn not_running_no_autostart(socket: &Path) -> ClientError {
+    ClientError::Connect(format!(
+        "azbrokerd is not running at {} and AZBROKER_NO_AUTOSTART is set; start it with 'azbrokerd'",
+        socket.display()
+    ))
+}
+
 /// Probes the socket without an async runtime (a bare connect, closed at once).
 fn answers(socket: &Path) -> io::Result<()> {
     std::os::unix::net::UnixStream::connect(socket).map(drop)
 }
 
-/// Under the autostart lock: return once a daemon answers, spawning one if needed.
-fn start_locked(socket: &Path) -> Result<(), ClientError> {
+/// Under the autostart lock: return once a daemon answers, spawning one if
+/// needed. Blocking; for clients without an async runtime.
+pub fn start_locked(socket: &Path) -> Result<(), ClientError> {
     let fail = |m: String| ClientError::Connect(m);
     let dir = socket
         .parent()

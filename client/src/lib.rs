@@ -6,6 +6,7 @@
 //! - [`connect`] finds the socket, and starts `azbrokerd` race-free when needed.
 //! - [`BrokerCredential`] (feature `credential`) is an `azure_core`
 //!   `TokenCredential`, so any Azure SDK for Rust client can use the broker.
+//! - [`blocking`] asks one thing without an async runtime (the `az` shim's path).
 //!
 //! The library is light on purpose: no clap, no MCP; those live in the binaries.
 
@@ -16,6 +17,7 @@ compile_error!(
     "the azbroker client supports Unix (Linux, macOS) only for now; Windows support is future work"
 );
 
+pub mod blocking;
 mod client;
 pub mod connect;
 #[cfg(feature = "credential")]

@@ -7,12 +7,13 @@
 //! told to keep it fresh.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use azbroker_proto::{
     CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
-    LoggedIn, Login, LoginMethod, Logout, StatusReport, TokenReply, WireError, PROTOCOL_VERSION,
+    LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusReport, TokenReply,
+    WireError, PROTOCOL_VERSION,
 };
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
@@ -43,6 +44,8 @@ pub struct Broker {
     started: Instant,
     socket_path: String,
     shutdown: watch::Sender<bool>,
+    /// Set once when the managed-identity endpoint serves.
+    managed_identity: OnceLock<ManagedIdentityEndpoint>,
 }
 
 /// What a connection learned from its Hello.
@@ -79,7 +82,18 @@ impl Broker {
             started: Instant::now(),
             socket_path,
             shutdown,
+            managed_identity: OnceLock::new(),
         }
+    }
+
+    /// Records where the managed-identity endpoint serves (once).
+    pub fn set_managed_identity(&self, endpoint: ManagedIdentityEndpoint) {
+        let _ = self.managed_identity.set(endpoint);
+    }
+
+    /// The managed-identity endpoint, when this daemon serves one.
+    pub fn managed_identity(&self) -> Option<ManagedIdentityEndpoint> {
+        self.managed_identity.get().cloned()
     }
 
     /// Checks a client's Hello: protocol version and a sane chain.

@@ -248,6 +248,10 @@ async fn requests(
                 }
                 Err(e) => error_reply(broker, writer, id, e).await,
             },
+            Request::ManagedIdentity => {
+                let endpoint = broker.managed_identity();
+                send_reply(writer, id, Reply::ManagedIdentity(endpoint)).await;
+            }
             Request::Hello(_) => {
                 reject(writer, id, "Hello may only be sent once".into()).await;
                 return;

@@ -10,6 +10,8 @@
 //! - [`login`] runs browser and device-code logins and persists their accounts'
 //!   refresh tokens; one account actor per account owns each refresh token.
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
+//! - [`mi_endpoint`] (optional) serves the App Service managed-identity protocol on
+//!   127.0.0.1 from the daemon's own chain; [`tcp_owner`] finds who owns a loopback peer.
 
 // Unix sockets, peer credentials, process groups and file modes are used
 // directly; Windows (named pipes, SID checks) is not implemented yet.
@@ -25,12 +27,15 @@ pub mod clock;
 pub mod connection;
 pub mod identity;
 pub mod login;
+pub mod mi_endpoint;
 pub mod paths;
 pub mod refresh;
 pub mod scopes;
 pub mod server;
 pub mod sources;
 pub mod stats;
+#[cfg(target_os = "linux")]
+pub mod tcp_owner;
 
 /// The daemon's version, reported in Welcome and status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -25,6 +25,11 @@ struct Args {
     /// client's environment.
     #[arg(long, hide = true, value_parser = azbroker_daemon::sources::http::check_test_imds_url)]
     imds_endpoint: Option<String>,
+    /// Also serve the App Service managed-identity protocol on 127.0.0.1 (off
+    /// by default; AZBROKER_MANAGED_IDENTITY=1 turns it on too, so that a
+    /// client that starts the daemon can ask for it).
+    #[arg(long)]
+    managed_identity_endpoint: bool,
 }
 
 fn main() -> ExitCode {
@@ -33,6 +38,13 @@ fn main() -> ExitCode {
     let socket_path = args
         .socket
         .unwrap_or_else(|| azbroker_proto::paths::socket_path(uid));
+    let managed_identity = match env_flag("AZBROKER_MANAGED_IDENTITY") {
+        Ok(on) => args.managed_identity_endpoint || on,
+        Err(e) => {
+            eprintln!("azbrokerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = init_logging(args.foreground, args.log_file) {
         eprintln!("azbrokerd: {e}");
         return ExitCode::FAILURE;
@@ -50,6 +62,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(server::run(ServerConfig {
         socket_path: socket_path.clone(),
         imds_url: args.imds_endpoint,
+        managed_identity,
     }));
     // Timers and idle connection tasks must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -65,6 +78,22 @@ fn main() -> ExitCode {
             eprintln!("azbrokerd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A boolean variable by the project's rules: `true`/`1` on, `false`/`0`/empty/unset
+/// off, anything else an error naming it.
+fn env_flag(name: &str) -> Result<bool, String> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(false),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid text")),
+        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" | "" => Ok(false),
+            _ => Err(format!(
+                "{name}={value:?} is not a boolean: use true, false, 1 or 0"
+            )),
+        },
     }
 }
 

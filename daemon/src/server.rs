@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub socket_path: PathBuf,
     /// Replaces the VM metadata endpoint (tests only; a checked loopback URL).
     pub imds_url: Option<String>,
+    /// Serve the managed-identity endpoint (see `mi_endpoint`).
+    pub managed_identity: bool,
 }
 
 pub enum Outcome {
@@ -69,6 +71,13 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
             ))
         }
     }
+    // Bound before the socket: a daemon asked for the endpoint that cannot
+    // serve it fails before any client relies on it.
+    let mi_endpoint = if config.managed_identity {
+        Some(crate::mi_endpoint::BoundEndpoint::bind(&socket).await?)
+    } else {
+        None
+    };
     let name = socket
         .as_path()
         .to_fs_name::<GenericFilePath>()
@@ -82,6 +91,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
 
     raise_open_file_limit();
+    crate::sources::process::prepare_child_path();
     let http = HttpClient::from_env(config.imds_url)?;
     for source in http.extra_roots.iter() {
         tracing::info!(%source, "extra trusted roots");
@@ -119,6 +129,19 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         shutdown_tx,
     ));
     signals.spawn_handler(broker.clone());
+    let mut mi_header_file = None;
+    if let Some(endpoint) = mi_endpoint {
+        broker.set_managed_identity(endpoint.info().clone());
+        mi_header_file = Some(endpoint.header_file().to_path_buf());
+        if let Err(e) = endpoint.serve(broker.clone(), broker.shutdown_signal()) {
+            let _ = std::fs::remove_file(&socket);
+            if let Some(file) = &mi_header_file {
+                let _ = std::fs::remove_file(file);
+            }
+            supervisor.stop(Some("daemon startup failed".into()));
+            return Err(e);
+        }
+    }
     tracing::info!(socket = %socket.display(), pid = std::process::id(), version = crate::VERSION, "azbrokerd listening");
 
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -146,6 +169,9 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     tracing::info!("shutting down");
     drop(listener);
     let _ = std::fs::remove_file(&socket);
+    if let Some(file) = &mi_header_file {
+        let _ = std::fs::remove_file(file);
+    }
     supervisor.stop(Some("daemon shutdown".into()));
     let _ = tokio::time::timeout(Duration::from_secs(2), supervisor_done).await;
     Ok(Outcome::Stopped)

@@ -21,6 +21,8 @@ pub mod io;
 pub mod message;
 pub mod paths;
 pub mod secret;
+#[cfg(unix)]
+pub mod shim;
 
 pub use chain::{ChainError, ChainSpec, CredentialKind, CredentialSpec};
 pub use error::{CredentialReason, ErrorKind, WireError};

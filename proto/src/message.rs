@@ -42,6 +42,9 @@ pub enum Request {
     /// Forgets persisted accounts and drops their cached tokens; answered by
     /// [`Reply::LoggedOut`].
     Logout(Logout),
+    /// Where the daemon serves the managed-identity endpoint; answered by
+    /// [`Reply::ManagedIdentity`].
+    ManagedIdentity,
 }
 
 /// What the daemon answers. Append-only.
@@ -67,6 +70,8 @@ pub enum Reply {
         /// Cached access tokens dropped.
         tokens_dropped: u64,
     },
+    /// `None` when the daemon was started without its managed-identity endpoint.
+    ManagedIdentity(Option<ManagedIdentityEndpoint>),
 }
 
 /// How [`Request::Login`] signs the user in. Append-only.
@@ -156,6 +161,16 @@ pub struct TokenReply {
     pub credential: String,
     /// Whether it came from the cache.
     pub cached: bool,
+}
+
+/// The daemon's App Service style managed-identity endpoint. The header secret
+/// itself never crosses the socket: it lives only in `header_file` (0600).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedIdentityEndpoint {
+    /// The value for `IDENTITY_ENDPOINT`, e.g. `http://127.0.0.1:41741/msi/token`.
+    pub endpoint: String,
+    /// The file holding the value for `IDENTITY_HEADER`.
+    pub header_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,6 +42,7 @@ fn sample_requests() -> Vec<Request> {
             tenant: None,
             client_id: Some("c".into()),
         }),
+        Request::ManagedIdentity,
     ]
 }
 
@@ -87,6 +88,11 @@ fn sample_replies() -> Vec<Reply> {
             counters: Counters::default(),
         })),
         Reply::Invalidated { removed: 3 },
+        Reply::ManagedIdentity(None),
+        Reply::ManagedIdentity(Some(ManagedIdentityEndpoint {
+            endpoint: "http://127.0.0.1:41741/msi/token".into(),
+            header_file: "/run/user/0/azbroker/azbroker.sock.identity-header".into(),
+        })),
         Reply::ShuttingDown,
         Reply::LoginProgress {
             message: "To sign in, use a web browser to open the page".into(),

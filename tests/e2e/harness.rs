@@ -2,7 +2,7 @@
 //! own socket, state directory, fake `az` and test CA, and an environment that
 //! contains only what the test puts there.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -33,6 +33,42 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The Python interpreter that drives real Azure SDK clients:
+/// `$AZBROKER_TEST_PYTHON`, else `python3` on `PATH`, resolved to its real
+/// executable (sandboxes clear the environment a pyenv shim would need). It
+/// must have the packages of `tests/python/requirements.txt`.
+pub fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let found = PYTHON.get_or_init(|| {
+        let requested =
+            std::env::var_os("AZBROKER_TEST_PYTHON").unwrap_or_else(|| "python3".into());
+        let install = "install them with: python3 -m pip install -r tests/python/requirements.txt \
+                       (.ci/run does), or point AZBROKER_TEST_PYTHON at a Python that has them";
+        let out = Command::new(&requested)
+            .args(["-c", "import sys, azure.identity; print(sys.executable)"])
+            .output()
+            .map_err(|e| format!("cannot run {requested:?}: {e}; {install}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{requested:?} lacks the Python package azure-identity ({}); {install}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match found {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A script of `tests/python/`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name)
+}
+
 /// Polls `check` every 50 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -41,6 +77,9 @@ pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Where the daemon under test looks for the VM metadata endpoint: a closed loopback port.
+const CLOSED_IMDS: &str = "http://127.0.0.1:1/metadata/identity/oauth2/token";
 
 pub struct Sandbox {
     pub dir: TempDir,
@@ -96,13 +135,61 @@ impl Sandbox {
         path
     }
 
+    /// `dirs`, then the fake `az`, then the system directories: a `PATH`.
+    pub fn path_with_first(&self, dirs: &[&Path]) -> OsString {
+        let mut path = OsString::new();
+        for dir in dirs {
+            path.push(dir.as_os_str());
+            path.push(":");
+        }
+        path.push(self.path_with_az());
+        path
+    }
+
+    /// Runs `azbroker shim install --dir <sandbox>/shim`; returns the directory.
+    pub fn install_shim(&self) -> PathBuf {
+        let dir = self.dir.path().join("shim");
+        let out = self
+            .command("azbroker")
+            .args(["shim", "install", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run azbroker shim install");
+        assert!(
+            out.status.success(),
+            "shim install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = std::fs::canonicalize(&dir).unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("export PATH=\"{}:$PATH\"\n", dir.display())
+        );
+        dir
+    }
+
+    /// Runs a script of `tests/python/` with the sandboxed environment.
+    pub fn python(&self, script: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut command = self.command_for(python());
+        command.arg(python_script(script)).args(args);
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        command.output().expect("run python")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("azbrokerd.log")
     }
 
     /// A command for one of our binaries with a clean, sandboxed environment.
     pub fn command(&self, name: &str) -> Command {
-        let mut command = Command::new(bin(name));
+        self.command_for(bin(name))
+    }
+
+    /// A command for any program with the sandboxed environment.
+    pub fn command_for(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = Command::new(program);
         command
             .env_clear()
             .env("PATH", self.path_with_az())
@@ -132,11 +219,17 @@ impl Sandbox {
     /// The VM metadata endpoint is replaced by a closed loopback port, so no
     /// test ever reaches for 169.254.169.254.
     pub fn start_daemon(&mut self) -> u32 {
-        self.start_daemon_with_imds("http://127.0.0.1:1/metadata/identity/oauth2/token")
+        self.start_daemon_with(&[])
     }
 
     /// [`Sandbox::start_daemon`] with IMDS at `imds_url` (a loopback double).
     pub fn start_daemon_with_imds(&mut self, imds_url: &str) -> u32 {
+        self.start_daemon_with(&["--imds-endpoint", imds_url])
+    }
+
+    /// [`Sandbox::start_daemon`] with extra daemon arguments. Unless they say
+    /// otherwise, IMDS is a closed loopback port: no test reaches 169.254.169.254.
+    pub fn start_daemon_with(&mut self, args: &[&str]) -> u32 {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -147,8 +240,13 @@ impl Sandbox {
             .arg("--foreground")
             .arg("--socket")
             .arg(&self.socket)
-            .arg("--imds-endpoint")
-            .arg(imds_url)
+            .args(
+                (!args.contains(&"--imds-endpoint"))
+                    .then_some(["--imds-endpoint", CLOSED_IMDS])
+                    .into_iter()
+                    .flatten(),
+            )
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

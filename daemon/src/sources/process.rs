@@ -6,10 +6,18 @@
 //! whole group (the shell *and* the tool it forked) when the acquisition is
 //! abandoned, e.g. by the caller's timeout. Output beyond a limit is an error,
 //! not an allocation.
+//!
+//! Every child gets a `PATH` without azbroker's `az` shim directories and the
+//! marker `AZBROKER_DAEMON_CHILD=1` (see `azbroker_proto::shim`): the daemon's
+//! AzureCli credential must reach the real Azure CLI, never the shim that
+//! would ask this very daemon.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::process::{Output, Stdio};
+use std::sync::OnceLock;
+
+use azbroker_proto::shim;
 
 use azure_identity::Executor;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -26,10 +34,14 @@ impl Executor for BoundedExecutor {
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
+            .env(shim::DAEMON_CHILD_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(path) = child_path() {
+            command.env("PATH", path);
+        }
         #[cfg(unix)]
         command.process_group(0);
         let mut child = command.spawn()?;
@@ -44,6 +56,38 @@ impl Executor for BoundedExecutor {
             stderr,
         })
     }
+}
+
+/// The `PATH` for credential tools: the daemon's own without shim
+/// directories, or `None` when the daemon has no `PATH`. Computed once: the
+/// daemon's `PATH` does not change.
+pub fn child_path() -> Option<&'static OsStr> {
+    static CHILD_PATH: OnceLock<Option<OsString>> = OnceLock::new();
+    CHILD_PATH
+        .get_or_init(|| {
+            let path = std::env::var_os("PATH")?;
+            let (cleaned, removed) = shim::path_without_shims(&path, own_shim().as_deref());
+            if !removed.is_empty() {
+                tracing::info!(
+                    removed = ?removed,
+                    "credential tools run without azbroker's az shim directories on PATH"
+                );
+            }
+            Some(cleaned)
+        })
+        .as_deref()
+}
+
+/// Computes [`child_path`] now (at startup), so its log line comes early.
+pub fn prepare_child_path() {
+    let _ = child_path();
+}
+
+/// The shim binary installed beside this daemon, whose links mark a shim
+/// directory even without the installer's marker file.
+fn own_shim() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join(shim::SHIM_BINARY)).filter(|p| p.is_file())
 }
 
 async fn read_bounded(stream: impl AsyncRead + Unpin) -> io::Result<Vec<u8>> {

@@ -4,7 +4,9 @@
 //! not pay for starting worker threads it does not need.
 
 mod output;
+mod shim;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use azbroker_client::{Client, ClientError, ClientOptions};
@@ -68,12 +70,54 @@ enum Command {
     },
     /// Stop the daemon.
     Stop,
+    /// The `az` token shim: existing tools get the broker's tokens through `az`.
+    Shim {
+        #[command(subcommand)]
+        command: ShimCommand,
+    },
+    /// Print variables for `eval`, e.g. the managed-identity endpoint.
+    Env {
+        /// IDENTITY_ENDPOINT and IDENTITY_HEADER of the daemon's managed-identity
+        /// endpoint (a daemon started by this command serves one).
+        #[arg(long, required = true)]
+        managed_identity: bool,
+        /// NAME=value lines (for .env files and configs) instead of `export` lines.
+        #[arg(long)]
+        plain: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShimCommand {
+    /// Create DIR/az (a link to azbroker-az-shim) and print the line that puts DIR first on PATH.
+    Install {
+        /// Directory for `az` [default: $XDG_DATA_HOME/azbroker/shim, else ~/.local/share/azbroker/shim].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Copy the shim instead of linking to it.
+        #[arg(long)]
+        copy: bool,
+    },
+    /// Print the line that puts the shim directory first on PATH.
+    Env {
+        /// The directory given to `shim install`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Exit codes: 0 success, 1 the broker answered with an error, 2 usage
 /// (clap), 3 the broker could not be reached.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Shim { command } = &cli.command {
+        return shim_command(command);
+    }
+    if matches!(cli.command, Command::Env { .. }) {
+        // A daemon this command has to start must serve the endpoint it asks
+        // for. Still single-threaded here, so changing the environment is sound.
+        std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,7 +235,95 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => client_error(&e),
             }
         }
+        Command::Env {
+            managed_identity: _,
+            plain,
+        } => {
+            let client = Client::new(options);
+            match client.managed_identity().await {
+                Ok(Some(endpoint)) => match read_identity_header(Path::new(&endpoint.header_file))
+                {
+                    Ok(header) => {
+                        let prefix = if plain { "" } else { "export " };
+                        println!("{prefix}IDENTITY_ENDPOINT={}", endpoint.endpoint);
+                        println!("{prefix}IDENTITY_HEADER={header}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e, 1),
+                },
+                Ok(None) => fail(
+                    "the running azbrokerd serves no managed-identity endpoint: it was started \
+                     without --managed-identity-endpoint (or AZBROKER_MANAGED_IDENTITY=1). \
+                     Restart it with the endpoint: azbroker stop && azbroker env --managed-identity",
+                    1,
+                ),
+                Err(e) => client_error(&e),
+            }
+        }
+        Command::Shim { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+fn shim_command(command: &ShimCommand) -> ExitCode {
+    let dir = match command {
+        ShimCommand::Install { dir, .. } | ShimCommand::Env { dir } => dir.clone(),
+    };
+    let dir = match dir.map(Ok).unwrap_or_else(shim::default_dir) {
+        Ok(dir) => dir,
+        Err(e) => return fail(&e, 2),
+    };
+    match command {
+        ShimCommand::Install { copy, .. } => match shim::install(&dir, *copy) {
+            Ok((dir, binary)) => {
+                eprintln!(
+                    "azbroker: {} now answers 'az account get-access-token' from the broker \
+                     ({} {}); put this line in your shell profile:",
+                    dir.join("az").display(),
+                    if *copy { "a copy of" } else { "a link to" },
+                    binary.display()
+                );
+                println!("{}", shim::path_line(&dir));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, 1),
+        },
+        ShimCommand::Env { .. } => {
+            let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+            if !shim::is_installed(&dir) {
+                eprintln!(
+                    "azbroker: warning: no shim in {} yet; run 'azbroker shim install'",
+                    dir.display()
+                );
+            }
+            println!("{}", shim::path_line(&dir));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The endpoint's secret, from the daemon's 0600 file; refuses a file that
+/// another user owns or others may read.
+fn read_identity_header(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{shown} must be a file of uid {me} that only its owner can read; refusing it"
+        ));
+    }
+    let mut text = String::new();
+    file.take(1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let header = text.trim();
+    if header.is_empty() || !header.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{shown} does not hold an identity header"));
+    }
+    Ok(header.to_string())
 }
 
 /// One line for the error, then one per credential reason.

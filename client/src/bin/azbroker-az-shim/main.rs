@@ -1,0 +1,250 @@
+//! `azbroker-az-shim`, installed as `az` by `azbroker shim install`: answers
+//! `az account get-access-token` from the broker, printing exactly what the
+//! Azure CLI prints, and hands every other command, unchanged, to the real
+//! `az` found later on `PATH`.
+//!
+//! Every Azure SDK and the Azure MCP Server spawn `az account get-access-token`
+//! for developer tokens, so this is on the hot path of each of their calls:
+//! no async runtime and no argument library, one blocking exchange with the
+//! daemon (Hello and GetToken in one write), then exit.
+//!
+//! It never recurses (see `azbroker_proto::shim`): it refuses when started by
+//! the daemon itself, and the real `az` it hands commands to is never a shim.
+
+mod args;
+mod output;
+mod profile;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+
+use azbroker_client::{blocking, ClientError, ClientOptions};
+use azbroker_proto::{shim, ErrorKind, GetToken, TokenReply};
+
+use args::{Parsed, TokenArgs};
+
+/// Set by a shim to its own pid when it execs the real `az`: the same pid
+/// arriving in a shim again means the "real" `az` was another, unmarked shim.
+const EXEC_MARKER_ENV: &str = "AZBROKER_SHIM_EXEC";
+
+fn main() -> ExitCode {
+    if std::env::var_os(shim::DAEMON_CHILD_ENV).is_some() {
+        return error(
+            &format!(
+                "azbroker's az shim was started by azbrokerd itself ({} is set) and refuses: \
+                 answering would ask the broker for the very token it is asking az for. \
+                 Give azbrokerd a PATH where the real Azure CLI comes first, or mark this \
+                 shim's directory with 'azbroker shim install --dir <its directory>'.",
+                shim::DAEMON_CHILD_ENV
+            ),
+            1,
+        );
+    }
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match args::parse(&args) {
+        Parsed::Token(token_args) => token(token_args),
+        Parsed::Usage(message, code) => error(&message, code),
+        Parsed::PassThrough(what) => pass_through(&args, &what),
+    }
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let options = match ClientOptions::from_env("azbroker-az-shim") {
+        Ok(options) => options,
+        Err(e) => return error(&format!("azbroker: {e}"), 1),
+    };
+    let scopes = if !args.scopes.is_empty() {
+        args.scopes.clone()
+    } else {
+        let resource = args
+            .resource
+            .clone()
+            .unwrap_or_else(|| default_resource(&options.chain.authority_host).to_string());
+        vec![resource_scope(&resource)]
+    };
+
+    // --subscription picks an account: its tenant (when it is not the default
+    // account) goes with the request, its id into the output.
+    let mut profile = None;
+    let mut load_profile = || profile.get_or_insert_with(profile::load).clone();
+    let mut tenant = args.tenant.clone();
+    let mut subscription = None;
+    if let Some(wanted) = &args.subscription {
+        let subscriptions = load_profile();
+        match profile::find(&subscriptions, wanted) {
+            Some(found) => {
+                if !found.is_default {
+                    tenant = found.tenant_id.clone();
+                }
+                subscription = Some(found.id.clone());
+            }
+            None if is_guid(wanted) => subscription = Some(wanted.clone()),
+            None => {
+                return error(
+                    &format!(
+                        "Subscription '{wanted}' not found. Check the spelling and casing and try again."
+                    ),
+                    1,
+                )
+            }
+        }
+    }
+
+    let request = GetToken {
+        scopes,
+        tenant: tenant.clone(),
+        claims: None,
+        min_validity_secs: 0,
+    };
+    let token = match blocking::get_token(&options, request) {
+        Ok(token) => token,
+        Err(e) => return broker_error(&e),
+    };
+    if args.quiet {
+        return ExitCode::SUCCESS;
+    }
+
+    let (subscription, tenant) = labels(&args, &token, tenant, subscription, &mut load_profile);
+    let json = output::token_json(&token, subscription.as_deref(), tenant.as_deref());
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(json.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => error(&format!("cannot write the token: {e}"), 1),
+    }
+}
+
+/// The output's `subscription` and `tenant`, as the CLI would fill them.
+/// Tenant: `--tenant`, else the token's own `tid`, else the profile's default
+/// account. Subscription (never with `--tenant`): `--subscription`, else
+/// `AZURE_SUBSCRIPTION_ID`, else the profile's default, else the tenant (what
+/// the CLI shows for an account without subscriptions).
+fn labels(
+    args: &TokenArgs,
+    token: &TokenReply,
+    request_tenant: Option<String>,
+    subscription: Option<String>,
+    load_profile: &mut dyn FnMut() -> Vec<profile::Subscription>,
+) -> (Option<String>, Option<String>) {
+    let tenant = request_tenant
+        .or_else(|| output::token_tenant(token.access_token.expose()))
+        .or_else(|| profile::default(&load_profile()).and_then(|s| s.tenant_id.clone()));
+    if args.tenant.is_some() {
+        return (None, tenant);
+    }
+    let subscription = subscription
+        .or_else(|| {
+            std::env::var("AZURE_SUBSCRIPTION_ID")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .or_else(|| profile::default(&load_profile()).map(|s| s.id.clone()))
+        .or_else(|| tenant.clone());
+    (subscription, tenant)
+}
+
+/// A resource means its `/.default` scope, as in the CLI (`--resource R`).
+fn resource_scope(resource: &str) -> String {
+    if resource.ends_with("/.default") {
+        return resource.to_string();
+    }
+    format!("{}/.default", resource.trim_end_matches('/'))
+}
+
+/// The CLI's default resource (its cloud's `active_directory_resource_id`).
+fn default_resource(authority_host: &str) -> &'static str {
+    match authority_host {
+        "https://login.chinacloudapi.cn" => "https://management.core.chinacloudapi.cn/",
+        "https://login.microsoftonline.us" => "https://management.core.usgovcloudapi.net/",
+        _ => "https://management.core.windows.net/",
+    }
+}
+
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The broker's answer in the CLI's words. "No credential available" reads
+/// like the CLI's not-logged-in error, which the SDKs take as "try the next
+/// credential"; real failures keep their text (with any AADSTS code).
+fn broker_error(e: &ClientError) -> ExitCode {
+    let mut text = String::new();
+    match e {
+        ClientError::Daemon(wire) => {
+            if wire.kind == ErrorKind::CredentialUnavailable {
+                text.push_str("Please run 'az login' to setup account.\nazbroker: ");
+            }
+            text.push_str(&wire.message);
+            for reason in &wire.reasons {
+                text.push_str(&format!("\n  - {}: {}", reason.credential, reason.reason));
+            }
+        }
+        other => text.push_str(&format!("azbroker: {other}")),
+    }
+    error(&text, 1)
+}
+
+/// Runs the real `az` in this process's place: same arguments, same stdin,
+/// stdout and stderr, its exit code.
+fn pass_through(args: &[OsString], what: &str) -> ExitCode {
+    let me = std::env::current_exe().ok();
+    if std::env::var(EXEC_MARKER_ENV).ok() == Some(std::process::id().to_string()) {
+        return error(
+            &format!(
+                "the 'az' after azbroker's az shim on PATH is another copy of the shim, not the \
+                 Azure CLI; {what} needs the real Azure CLI"
+            ),
+            127,
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(real) = shim::find_real_az(&path, me.as_deref()) else {
+        return error(
+            &format!(
+                "azbroker's az shim answers only 'az account get-access-token' (--resource or \
+                 --scope, --tenant, --subscription, --output json); {what} needs the real Azure \
+                 CLI, and there is none on PATH after the shim. Install it: \
+                 https://learn.microsoft.com/cli/azure/install-azure-cli"
+            ),
+            127,
+        );
+    };
+    let failure = Command::new(&real)
+        .args(args)
+        .env(EXEC_MARKER_ENV, std::process::id().to_string())
+        .exec();
+    error(&format!("cannot run {}: {failure}", real.display()), 126)
+}
+
+fn error(message: &str, code: u8) -> ExitCode {
+    eprintln!("ERROR: {message}");
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_and_defaults() {
+        assert_eq!(
+            resource_scope("https://management.azure.com/"),
+            "https://management.azure.com/.default"
+        );
+        assert_eq!(resource_scope("api://app"), "api://app/.default");
+        assert_eq!(
+            default_resource("https://login.microsoftonline.com"),
+            "https://management.core.windows.net/"
+        );
+        assert!(is_guid("5f0c7a1e-0000-4000-8000-0000000050b5"));
+        assert!(!is_guid("my-subscription"));
+    }
+}

@@ -1,0 +1,459 @@
+//! The managed-identity endpoint: the App Service protocol (api-version
+//! 2019-08-01) on 127.0.0.1, so that any Azure SDK's `ManagedIdentityCredential`
+//! gets the broker's tokens with `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` set
+//! (`azbroker env --managed-identity` prints them).
+//!
+//! Off by default (`azbrokerd --managed-identity-endpoint`). Guards, in order:
+//! on Linux the connecting socket must belong to the daemon's user (found in
+//! the kernel's socket table, see [`crate::tcp_owner`]), else 403; every
+//! request must carry `X-IDENTITY-HEADER` equal to a secret that is random per
+//! daemon and stored only in a 0600 file beside the socket (compared in
+//! constant time), else 401 and nothing else. Tokens come from the chain the
+//! daemon's own environment selects, through the normal cache.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use azbroker_proto::{
+    ChainSpec, ErrorKind, GetToken, Hello, ManagedIdentityEndpoint, Secret, WireError,
+    PROTOCOL_VERSION,
+};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::broker::{Broker, Session};
+use crate::stats::Stats;
+
+/// The path `IDENTITY_ENDPOINT` names (App Service uses the same one).
+pub const TOKEN_PATH: &str = "/msi/token";
+/// The only protocol version served.
+pub const API_VERSION: &str = "2019-08-01";
+/// The header that must carry the secret.
+pub const SECRET_HEADER: &str = "x-identity-header";
+/// Connections served at once; the next accept waits for a slot.
+const MAX_CONNECTIONS: usize = 64;
+/// A request head (line and headers) must arrive within this time, and an
+/// idle keep-alive connection is closed after it.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted (hyper's minimum is 8 KiB).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Backstop for one connection, however slow the acquisition behind it.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// A bound, not yet serving, endpoint: the listener, its secret and the file
+/// that holds the secret. Binding comes first so a daemon that cannot serve
+/// the endpoint fails before it takes clients.
+pub struct BoundEndpoint {
+    listener: TcpListener,
+    secret: Secret,
+    chain: ChainSpec,
+    info: ManagedIdentityEndpoint,
+    header_file: PathBuf,
+}
+
+impl BoundEndpoint {
+    /// Binds 127.0.0.1 on a port the kernel chooses, makes the secret and
+    /// writes it to `<socket>.identity-header` (0600).
+    pub async fn bind(socket: &Path) -> Result<BoundEndpoint, String> {
+        let chain = ChainSpec::from_env()
+            .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| format!("managed-identity endpoint: cannot listen on 127.0.0.1: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("managed-identity endpoint: {e}"))?
+            .port();
+        let secret = new_secret();
+        let header_file = azbroker_proto::paths::sibling(socket, "identity-header");
+        write_secret_file(&header_file, &secret)
+            .map_err(|e| format!("managed-identity endpoint: {}: {e}", header_file.display()))?;
+        Ok(BoundEndpoint {
+            listener,
+            secret,
+            chain,
+            info: ManagedIdentityEndpoint {
+                endpoint: format!("http://127.0.0.1:{port}{TOKEN_PATH}"),
+                header_file: header_file.display().to_string(),
+            },
+            header_file,
+        })
+    }
+
+    pub fn info(&self) -> &ManagedIdentityEndpoint {
+        &self.info
+    }
+
+    /// The file to remove when the daemon stops.
+    pub fn header_file(&self) -> &Path {
+        &self.header_file
+    }
+
+    /// Serves until `shutdown` turns true. The chain is checked like any
+    /// client's, once.
+    pub fn serve(
+        self,
+        broker: Arc<Broker>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<tokio::task::JoinHandle<()>, String> {
+        let session = broker
+            .open_session(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "managed-identity-endpoint".into(),
+                pid: std::process::id(),
+                chain: self.chain,
+            })
+            .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
+        tracing::info!(
+            endpoint = %self.info.endpoint,
+            chain = %session.chain.selected_by,
+            "managed-identity endpoint listening"
+        );
+        let state = Arc::new(State {
+            broker,
+            session,
+            secret: self.secret,
+        });
+        let listener = self.listener;
+        Ok(tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+            loop {
+                let permit = tokio::select! {
+                    permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                    _ = shutdown.changed() => return,
+                };
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = shutdown.changed() => return,
+                };
+                match accepted {
+                    Ok((stream, peer)) => {
+                        let (state, shutdown) = (state.clone(), shutdown.clone());
+                        tokio::spawn(async move {
+                            serve_connection(state, stream, peer, shutdown).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "managed-identity endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+struct State {
+    broker: Arc<Broker>,
+    session: Session,
+    secret: Secret,
+}
+
+/// 32 random bytes from the OS, as 64 hex digits (safe in a header and a shell line).
+fn new_secret() -> Secret {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    bytes.fill(0);
+    Secret::new(hex)
+}
+
+/// Writes a fresh 0600 file: any old one (a previous daemon's) is removed
+/// first, and the new one is created exclusively, so nothing else can be
+/// holding it open or point it elsewhere.
+fn write_secret_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(secret.expose().as_bytes())?;
+    file.sync_all()
+}
+
+async fn serve_connection(
+    state: Arc<State>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    Stats::bump(&state.broker.stats.connections_accepted);
+    if let Err(why) = check_peer_owner(&stream, peer).await {
+        Stats::bump(&state.broker.stats.connections_refused);
+        tracing::warn!(%peer, reason = %why, "managed-identity endpoint: connection refused");
+        refuse_connection(stream).await;
+        return;
+    }
+    let service = hyper::service::service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Linux: the connecting socket must belong to this daemon's user.
+#[cfg(target_os = "linux")]
+async fn check_peer_owner(stream: &TcpStream, peer: SocketAddr) -> Result<(), String> {
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = tokio::task::spawn_blocking(move || crate::tcp_owner::owner_uid(peer, local))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot read the kernel's socket table: {e}"))?;
+    match owner {
+        Some(uid) if uid == me => Ok(()),
+        Some(uid) => Err(format!("the peer belongs to uid {uid}, not to uid {me}")),
+        None => Err("the peer's socket is not in the kernel's socket table".into()),
+    }
+}
+
+/// Elsewhere there is no socket table to read; the header secret is the guard.
+#[cfg(not(target_os = "linux"))]
+async fn check_peer_owner(_: &TcpStream, _: SocketAddr) -> Result<(), String> {
+    Ok(())
+}
+
+/// A fixed 403 written straight to the socket, then close: no request of a
+/// foreign user is even parsed.
+async fn refuse_connection(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = error_body(StatusCode::FORBIDDEN, "azbrokerd serves only its own user");
+    let head = format!(
+        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !has_secret(&request, &state.secret) {
+        Stats::bump(&state.broker.stats.connections_refused);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-IDENTITY-HEADER",
+        );
+    }
+    Stats::bump(&state.broker.stats.requests);
+    if request.method() != Method::GET {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET is served");
+    }
+    if request.uri().path() != TOKEN_PATH {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("tokens are served at {TOKEN_PATH}"),
+        );
+    }
+    let query = match TokenQuery::parse(request.uri().query().unwrap_or("")) {
+        Ok(query) => query,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    match token(state, &query.resource).await {
+        Ok(reply) => json_response(
+            StatusCode::OK,
+            serde_json::json!({
+                "access_token": reply.access_token.expose(),
+                "expires_on": reply.expires_on.to_string(),
+                "resource": query.resource,
+                "token_type": reply.token_type,
+            }),
+        ),
+        Err(e) => {
+            Stats::bump(&state.broker.stats.errors);
+            let status = match e.kind {
+                ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+                ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, &e.to_string())
+        }
+    }
+}
+
+/// Exactly one `X-IDENTITY-HEADER`, equal to the secret (constant time).
+fn has_secret(request: &Request<Incoming>, secret: &Secret) -> bool {
+    let mut values = request.headers().get_all(SECRET_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => bool::from(value.as_bytes().ct_eq(secret.expose().as_bytes())),
+        _ => false,
+    }
+}
+
+/// The request's query: `resource` and `api-version`. Identity selectors
+/// (`client_id`, `object_id`, `mi_res_id`, `msi_res_id`, `principal_id`) are
+/// accepted and ignored: the endpoint serves the identity of the daemon's chain.
+#[derive(Debug, PartialEq, Eq)]
+struct TokenQuery {
+    resource: String,
+}
+
+impl TokenQuery {
+    fn parse(query: &str) -> Result<TokenQuery, String> {
+        let mut resource = None;
+        let mut api_version = None;
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "resource" => &mut resource,
+                "api-version" => &mut api_version,
+                "client_id" | "object_id" | "mi_res_id" | "msi_res_id" | "principal_id" => {
+                    tracing::debug!(selector = %name, "managed-identity endpoint: identity selector ignored");
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.replace(value.into_owned()).is_some() {
+                return Err(format!("the query names {name} more than once"));
+            }
+        }
+        match api_version.as_deref() {
+            Some(API_VERSION) => {}
+            Some(other) => {
+                return Err(format!(
+                    "api-version {other} is not supported: use {API_VERSION}"
+                ))
+            }
+            None => return Err(format!("api-version is required ({API_VERSION})")),
+        }
+        let resource = resource
+            .filter(|r| !r.is_empty())
+            .ok_or("resource is required")?;
+        Ok(TokenQuery { resource })
+    }
+}
+
+/// A resource (`https://vault.azure.net`, `https://management.azure.com/`)
+/// means its `/.default` scope.
+fn resource_scope(resource: &str) -> String {
+    if resource.ends_with("/.default") {
+        return resource.to_string();
+    }
+    format!("{}/.default", resource.trim_end_matches('/'))
+}
+
+async fn token(state: &State, resource: &str) -> Result<azbroker_proto::TokenReply, WireError> {
+    let prepared = state.broker.prepare(
+        &state.session,
+        GetToken {
+            scopes: vec![resource_scope(resource)],
+            tenant: None,
+            claims: None,
+            min_validity_secs: 0,
+        },
+    )?;
+    if let Some(token) = state.broker.lookup(&prepared).await {
+        return Ok(token);
+    }
+    state.broker.acquire(&state.session, prepared).await
+}
+
+/// App Service's error shape, which the SDKs read (`statusCode`, `message`).
+fn error_body(status: StatusCode, message: &str) -> String {
+    serde_json::json!({ "statusCode": status.as_u16(), "message": message }).to_string()
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(error_body(status, message))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_needs_resource_and_the_one_api_version() {
+        assert_eq!(
+            TokenQuery::parse("resource=https%3A%2F%2Fvault.azure.net&api-version=2019-08-01"),
+            Ok(TokenQuery {
+                resource: "https://vault.azure.net".into()
+            })
+        );
+        assert!(TokenQuery::parse(
+            "api-version=2019-08-01&resource=r&client_id=00000000-0000-0000-0000-000000000000"
+        )
+        .is_ok());
+        assert!(TokenQuery::parse("resource=r")
+            .unwrap_err()
+            .contains("api-version"));
+        assert!(TokenQuery::parse("resource=r&api-version=2017-09-01")
+            .unwrap_err()
+            .contains("2017-09-01"));
+        assert!(TokenQuery::parse("api-version=2019-08-01")
+            .unwrap_err()
+            .contains("resource"));
+        assert!(
+            TokenQuery::parse("api-version=2019-08-01&resource=a&resource=b")
+                .unwrap_err()
+                .contains("more than once")
+        );
+    }
+
+    #[test]
+    fn resources_become_default_scopes() {
+        assert_eq!(
+            resource_scope("https://management.azure.com/"),
+            "https://management.azure.com/.default"
+        );
+        assert_eq!(
+            resource_scope("https://vault.azure.net"),
+            "https://vault.azure.net/.default"
+        );
+        assert_eq!(resource_scope("api://my-app"), "api://my-app/.default");
+        assert_eq!(
+            resource_scope("https://graph.microsoft.com/.default"),
+            "https://graph.microsoft.com/.default"
+        );
+    }
+
+    #[test]
+    fn secrets_are_random_hex() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_eq!(a.len(), 64);
+        assert!(a.expose().chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,145 @@
+//! Which user owns the other end of a loopback TCP connection (Linux).
+//!
+//! A TCP listener, unlike a Unix socket, tells nothing about its peer. But on
+//! loopback both ends live in this kernel, and `/proc/net/tcp` (and `tcp6`)
+//! lists every socket of this network namespace with its owner's uid: the
+//! client's socket is the row whose local address is our peer's and whose
+//! remote address is our own.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+
+/// The uid owning the socket at `peer` that is connected to `local`, or
+/// `None` when no such socket is listed (the peer already went away).
+pub fn owner_uid(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>> {
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        match find_in_table(Path::new(table), peer, local) {
+            Ok(Some(uid)) => return Ok(Some(uid)),
+            Ok(None) => {}
+            // A kernel without IPv6 has no tcp6 table.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+fn find_in_table(table: &Path, peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>> {
+    let reader = BufReader::new(std::fs::File::open(table)?);
+    // The first line is the column header.
+    for line in reader.lines().skip(1) {
+        if let Some(uid) = match_row(&line?, peer, local) {
+            return Ok(Some(uid));
+        }
+    }
+    Ok(None)
+}
+
+/// A row is `sl local rem st tx:rx tr:when retrnsmt uid ...`; returns the uid
+/// when `local` and `rem` are `peer` and `ours`.
+fn match_row(row: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+    let mut fields = row.split_whitespace();
+    let _slot = fields.next()?;
+    let row_local = parse_address(fields.next()?)?;
+    let row_remote = parse_address(fields.next()?)?;
+    if !same(row_local, peer) || !same(row_remote, ours) {
+        return None;
+    }
+    fields.nth(4)?.parse().ok()
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6). The kernel prints
+/// each 32-bit word of the address as a native-endian integer, so the bytes
+/// come back with `to_ne_bytes`; the port is printed in host order.
+fn parse_address(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.to_ne_bytes(),
+        )),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Equal addresses, counting an IPv4-mapped IPv6 address as its IPv4 one.
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    fn canonical(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        }
+    }
+    a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_kernel_rows() {
+        let local = format!(
+            "{:08X}",
+            u32::from_ne_bytes(Ipv4Addr::new(127, 0, 0, 1).octets())
+        );
+        let row = format!(
+            "   3: {local}:D431 {local}:A0F5 01 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 20 4 30 10 -1"
+        );
+        assert_eq!(
+            match_row(&row, addr("127.0.0.1:54321"), addr("127.0.0.1:41205")),
+            Some(1000)
+        );
+        assert_eq!(
+            match_row(&row, addr("127.0.0.1:41205"), addr("127.0.0.1:54321")),
+            None
+        );
+        let mapped: String = Ipv4Addr::new(127, 0, 0, 1)
+            .to_ipv6_mapped()
+            .octets()
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes(w.try_into().unwrap())))
+            .collect();
+        let row6 = format!(
+            "   0: {mapped}:D431 {mapped}:A0F5 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0 20 4 30 10 -1"
+        );
+        assert_eq!(
+            match_row(&row6, addr("127.0.0.1:54321"), addr("127.0.0.1:41205")),
+            Some(0)
+        );
+        assert_eq!(
+            match_row("garbage", addr("127.0.0.1:1"), addr("127.0.0.1:2")),
+            None
+        );
+    }
+
+    #[test]
+    fn finds_the_owner_of_a_real_loopback_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(
+            owner_uid(peer, listener.local_addr().unwrap()).unwrap(),
+            Some(me)
+        );
+    }
+}

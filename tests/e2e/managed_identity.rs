@@ -1,0 +1,339 @@
+//! The managed-identity endpoint: the App Service protocol on 127.0.0.1,
+//! driven by Python azure-identity's ManagedIdentityCredential and by raw HTTP.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use azbroker_e2e::{jwt, Mode};
+use serde_json::Value;
+
+use crate::harness::{wait_until, Sandbox};
+
+const ARM: &str = "https://management.azure.com/.default";
+const NOBODY: u32 = 65534;
+
+struct Identity {
+    endpoint: String,
+    header: String,
+}
+
+/// `azbroker env --managed-identity --plain`, parsed.
+fn identity(sandbox: &Sandbox) -> Identity {
+    let out = sandbox.cli(&["env", "--managed-identity", "--plain"]);
+    assert!(
+        out.status.success(),
+        "azbroker env failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sandbox.log()
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+            .to_string()
+    };
+    Identity {
+        endpoint: value("IDENTITY_ENDPOINT"),
+        header: value("IDENTITY_HEADER"),
+    }
+}
+
+fn vars(identity: &Identity) -> [(&'static str, &str); 2] {
+    [
+        ("IDENTITY_ENDPOINT", identity.endpoint.as_str()),
+        ("IDENTITY_HEADER", identity.header.as_str()),
+    ]
+}
+
+/// One HTTP/1.1 exchange over a fresh connection: (status, body).
+fn http(endpoint: &str, method: &str, target: &str, header: Option<&str>) -> (u16, String) {
+    let authority = endpoint
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .expect("http://host:port/ endpoint");
+    let mut stream = TcpStream::connect(authority).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
+    if let Some(header) = header {
+        request.push_str(&format!("X-IDENTITY-HEADER: {header}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    parse_response(&response)
+}
+
+fn parse_response(response: &str) -> (u16, String) {
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    (status, body.to_string())
+}
+
+fn token_target(resource: &str) -> String {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("resource", resource)
+        .append_pair("api-version", "2019-08-01")
+        .finish();
+    format!("/msi/token?{query}")
+}
+
+fn raw_token(sandbox: &Sandbox, scope: &str) -> String {
+    let out = sandbox.cli(&["token", "--scope", scope, "--raw"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn python_managed_identity_credential_gets_the_brokers_token() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = identity(&sandbox);
+    assert!(
+        identity.endpoint.starts_with("http://127.0.0.1:"),
+        "{}",
+        identity.endpoint
+    );
+    assert!(
+        identity.endpoint.ends_with("/msi/token"),
+        "{}",
+        identity.endpoint
+    );
+
+    let out = sandbox.python("managed_identity.py", &["token", ARM], &vars(&identity));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = json["token"].as_str().unwrap();
+    // The daemon's chain is this sandbox's (developer credentials): the same
+    // cache entry the CLI reads, minted by one `az` run.
+    assert_eq!(token, raw_token(&sandbox, ARM));
+    assert_eq!(sandbox.az.invocations(), 1);
+    let exp = jwt::decode_claims(token).unwrap()["exp"].as_i64().unwrap();
+    // The SDK computes expiry from expires_on (whole seconds, maybe 1 s apart).
+    assert!(
+        (json["expires_on"].as_i64().unwrap() - exp).abs() <= 1,
+        "{json}"
+    );
+
+    // The export form, for eval, and the secret's file.
+    let out = sandbox.cli(&["env", "--managed-identity"]);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!(
+            "export IDENTITY_ENDPOINT={}\nexport IDENTITY_HEADER={}\n",
+            identity.endpoint, identity.header
+        )
+    );
+    let header_file = azbroker_proto::paths::sibling(&sandbox.socket, "identity-header");
+    let meta = std::fs::metadata(&header_file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&header_file).unwrap(),
+        identity.header
+    );
+    assert_eq!(identity.header.len(), 64);
+    // Never in the log.
+    assert!(!sandbox.log().contains(&identity.header));
+}
+
+#[test]
+fn python_with_a_wrong_header_is_refused() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = Identity {
+        header: "0".repeat(64),
+        ..identity(&sandbox)
+    };
+    let out = sandbox.python("managed_identity.py", &["refused", ARM], &vars(&identity));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["status"], 401, "{json}");
+    assert_eq!(json["got_token"], false, "{json}");
+    assert!(json["credential_error"].is_string(), "{json}");
+    assert!(!json["body"].as_str().unwrap().contains("access_token"));
+    assert_eq!(
+        sandbox.az.invocations(),
+        0,
+        "a refused request reached the chain"
+    );
+}
+
+#[test]
+fn the_endpoint_speaks_the_app_service_protocol() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let Identity { endpoint, header } = identity(&sandbox);
+    let target = token_target("https://vault.azure.net");
+
+    for missing_or_wrong in [None, Some("wrong"), Some(&header[..63])] {
+        let (status, body) = http(&endpoint, "GET", &target, missing_or_wrong);
+        assert_eq!(status, 401, "{missing_or_wrong:?}: {body}");
+        assert!(!body.contains("access_token"));
+    }
+    let (status, body) = http(&endpoint, "GET", &target, Some(&header));
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["access_token", "expires_on", "resource", "token_type"]
+    );
+    assert_eq!(json["resource"], "https://vault.azure.net");
+    assert_eq!(json["token_type"], "Bearer");
+    let expires_on: i64 = json["expires_on"]
+        .as_str()
+        .expect("a string")
+        .parse()
+        .unwrap();
+    let claims = jwt::decode_claims(json["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["aud"], "https://vault.azure.net");
+    assert_eq!(claims["exp"].as_i64(), Some(expires_on));
+    // An identity selector is accepted (and the daemon's identity served).
+    let selected = format!("{target}&client_id=00000000-0000-0000-0000-000000000001");
+    assert_eq!(http(&endpoint, "GET", &selected, Some(&header)).0, 200);
+    assert_eq!(sandbox.az.invocations(), 1);
+
+    let bad = [
+        (
+            "GET",
+            "/other?resource=r&api-version=2019-08-01".to_string(),
+            404,
+        ),
+        ("POST", target.clone(), 405),
+        (
+            "GET",
+            "/msi/token?resource=r&api-version=2017-09-01".to_string(),
+            400,
+        ),
+        ("GET", "/msi/token?api-version=2019-08-01".to_string(), 400),
+        ("GET", token_target("https://x/.default; rm -rf /"), 400),
+    ];
+    for (method, target, expected) in bad {
+        let (status, body) = http(&endpoint, method, &target, Some(&header));
+        assert_eq!(status, expected, "{method} {target}: {body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["statusCode"], expected);
+        assert!(json["message"].is_string());
+    }
+}
+
+#[test]
+fn chain_failures_are_server_errors_with_reasons() {
+    let mut sandbox = Sandbox::new();
+    sandbox.az.set_mode(Mode::NotLoggedIn);
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let Identity { endpoint, header } = identity(&sandbox);
+    let (status, body) = http(
+        &endpoint,
+        "GET",
+        &token_target("https://management.azure.com/"),
+        Some(&header),
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("AzureCliCredential"), "{body}");
+}
+
+#[test]
+fn the_endpoint_is_off_by_default() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon();
+    let out = sandbox.cli(&["env", "--managed-identity"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("serves no managed-identity endpoint"),
+        "{stderr}"
+    );
+    assert!(!azbroker_proto::paths::sibling(&sandbox.socket, "identity-header").exists());
+}
+
+#[test]
+fn env_starts_a_daemon_that_serves_the_endpoint_and_stop_removes_the_secret() {
+    let sandbox = Sandbox::new();
+    let Identity { endpoint, header } = identity(&sandbox);
+    assert_eq!(sandbox.daemon_pids().len(), 1);
+    let (status, body) = http(
+        &endpoint,
+        "GET",
+        &token_target("https://management.azure.com"),
+        Some(&header),
+    );
+    assert_eq!(status, 200, "{body}");
+    let header_file = azbroker_proto::paths::sibling(&sandbox.socket, "identity-header");
+    assert!(header_file.exists());
+    assert!(sandbox.cli(&["stop"]).status.success());
+    wait_until(Duration::from_secs(10), "the daemon to exit", || {
+        sandbox.daemon_pids().is_empty()
+    });
+    assert!(!header_file.exists(), "the secret outlived its daemon");
+}
+
+#[test]
+fn another_user_is_refused_even_with_the_right_header() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let Identity { endpoint, header } = identity(&sandbox);
+    let authority = endpoint
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let (host, port) = authority.split_once(':').unwrap();
+    // bash's /dev/tcp: a loopback client running as 'nobody' that knows the secret.
+    let script = format!(
+        "exec 3<>/dev/tcp/{host}/{port} && printf 'GET {} HTTP/1.1\\r\\nHost: {authority}\\r\\nX-IDENTITY-HEADER: {header}\\r\\nConnection: close\\r\\n\\r\\n' >&3 && cat <&3",
+        token_target("https://management.azure.com")
+    );
+    let out = std::process::Command::new("/bin/bash")
+        .args(["-c", &script])
+        .env_clear()
+        .current_dir("/")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("run bash as nobody");
+    let response = String::from_utf8_lossy(&out.stdout);
+    let (status, body) = parse_response(&response);
+    assert_eq!(status, 403, "{response}");
+    assert!(!body.contains("access_token"));
+    assert!(
+        sandbox.status()["counters"]["connections_refused"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(sandbox.az.invocations(), 0);
+}
