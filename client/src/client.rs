@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use azbroker_proto::io::{read_message, write_message, Shared};
 use azbroker_proto::{
-    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, Reply, Request, StatusReport,
-    TokenReply, Welcome, PROTOCOL_VERSION,
+    ChainSpec, ClientFrame, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken, Hello, Invalidate,
+    Reply, Request, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::BufReader;
@@ -100,6 +100,14 @@ impl Client {
         }
     }
 
+    /// Checks endpoints with the daemon's proxy and trust settings (`azbroker diagnose`).
+    pub async fn diagnose(&self, request: DiagnoseRequest) -> Result<Diagnosis, ClientError> {
+        match self.call(Request::Diagnose(request)).await? {
+            Reply::Diagnosis(diagnosis) => Ok(*diagnosis),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Asks the daemon to exit. Never starts one.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         match self.call(Request::Shutdown).await? {
@@ -176,6 +184,7 @@ fn unexpected(reply: &Reply) -> ClientError {
         Reply::Invalidated { .. } => "Invalidated",
         Reply::ShuttingDown => "ShuttingDown",
         Reply::Error(_) => "Error",
+        Reply::Diagnosis(_) => "Diagnosis",
     };
     ClientError::Protocol(format!("unexpected {name} reply"))
 }

@@ -4,11 +4,15 @@
 //!   runs), sends the chain this process's environment selects, and pipelines
 //!   requests over one connection, reconnecting once if the daemon went away.
 //! - [`connect`] finds the socket, and starts `azbrokerd` race-free when needed.
+//! - [`advice`] explains a failure (network: dns, certificate, timeout,
+//!   refused, proxy; Entra ID: MFA, conditional access, bad secret...) with the
+//!   remedy, for every client's error messages and for `azbroker diagnose`.
 //! - [`BrokerCredential`] (feature `credential`) is an `azure_core`
 //!   `TokenCredential`, so any Azure SDK for Rust client can use the broker.
 //!
 //! The library is light on purpose: no clap, no MCP; those live in the binaries.
 
+pub mod advice;
 mod client;
 pub mod connect;
 #[cfg(feature = "credential")]

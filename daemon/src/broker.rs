@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
     CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
     StatusReport, TokenReply, WireError, PROTOCOL_VERSION,
@@ -36,6 +37,8 @@ const ACQUIRE_BACKSTOP: Duration = Duration::from_secs(15 * 60);
 pub struct Broker {
     pub cache: TokenCache,
     pub stats: Arc<Stats>,
+    /// The proxy and trust settings of the shared HTTP client (for diagnostics).
+    pub network: Arc<NetworkSettings>,
     registry: Arc<Registry>,
     supervisor: ActorRef<SupervisorMsg>,
     started: Instant,
@@ -64,12 +67,14 @@ impl Broker {
         stats: Arc<Stats>,
         registry: Arc<Registry>,
         supervisor: ActorRef<SupervisorMsg>,
+        network: Arc<NetworkSettings>,
         socket_path: String,
         shutdown: watch::Sender<bool>,
     ) -> Broker {
         Broker {
             cache,
             stats,
+            network,
             registry,
             supervisor,
             started: Instant::now(),

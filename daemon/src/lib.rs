@@ -7,6 +7,7 @@
 //! - [`actors`] holds the ractor tree: a supervisor and one credential actor per credential
 //!   identity, which acquires tokens through a [`sources`] adapter and refreshes what it minted.
 //! - [`sources`] adapts each credential kind (mostly thin wrappers over `azure_identity`).
+//! - [`diagnose`] answers `azbroker diagnose`: endpoint checks with the daemon's own network settings.
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
 
 pub mod actors;
@@ -14,6 +15,7 @@ pub mod broker;
 pub mod cache;
 pub mod clock;
 pub mod connection;
+pub mod diagnose;
 pub mod identity;
 pub mod paths;
 pub mod refresh;

@@ -82,6 +82,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     let stats = Arc::new(Stats::default());
     let cache = TokenCache::new(MAX_CACHE_ENTRIES);
     let registry = Arc::new(Registry::default());
+    let network = http.network.clone();
     let deps = ActorDeps {
         cache: cache.clone(),
         stats: stats.clone(),
@@ -103,6 +104,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         stats,
         registry,
         supervisor.clone(),
+        network,
         socket.display().to_string(),
         shutdown_tx,
     ));

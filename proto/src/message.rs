@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainSpec;
+use crate::diagnose::{DiagnoseRequest, Diagnosis};
 use crate::error::WireError;
 use crate::secret::Secret;
 
@@ -35,6 +36,8 @@ pub enum Request {
     Invalidate(Invalidate),
     /// Asks the daemon to exit; answered by [`Reply::ShuttingDown`].
     Shutdown,
+    /// Checks endpoints with the daemon's proxy and trust settings; answered by [`Reply::Diagnosis`].
+    Diagnose(DiagnoseRequest),
 }
 
 /// What the daemon answers. Append-only.
@@ -43,9 +46,13 @@ pub enum Reply {
     Welcome(Welcome),
     Token(TokenReply),
     Status(Box<StatusReport>),
-    Invalidated { removed: u64 },
+    Invalidated {
+        removed: u64,
+    },
     ShuttingDown,
     Error(WireError),
+    /// Answers [`Request::Diagnose`].
+    Diagnosis(Box<Diagnosis>),
 }
 
 /// The first message. `protocol_version` is its first field on purpose: a daemon

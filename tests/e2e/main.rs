@@ -4,6 +4,7 @@
 mod harness;
 
 mod cache_and_chain;
+mod diagnose;
 mod lifecycle;
 mod refresh;
 mod robustness;
