@@ -30,7 +30,18 @@ pub(crate) fn client_config(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    warm_up(&config);
     Ok(Arc::new(config))
+}
+
+/// Seeds the random generator and makes one key share, so the provider's
+/// one-time setup is not counted in (and does not stall) the first handshake.
+fn warm_up(config: &ClientConfig) {
+    let provider = config.crypto_provider();
+    let _ = provider.secure_random.fill(&mut [0u8; 32]);
+    if let Some(group) = provider.kx_groups.first() {
+        let _ = group.start();
+    }
 }
 
 /// Runs the handshake with `host` over `stream`; on success, a short description

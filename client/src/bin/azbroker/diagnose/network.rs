@@ -367,14 +367,16 @@ fn endpoint_report(role: Role, check: EndpointCheck) -> EndpointReport {
                     ));
                 }
             }
-            let summary = advice::network_summary(problem, &target);
             // The step's words matter where the kind alone is vague (which
             // certificate error, what the proxy answered).
             let summary = match problem {
-                NetworkProblem::Certificate | NetworkProblem::Proxy | NetworkProblem::Other => {
-                    format!("{}: {}", summary.trim_end_matches('.'), step.detail)
-                }
-                _ => summary,
+                NetworkProblem::Certificate => format!(
+                    "Certificate trust failed for {}: {}",
+                    endpoint.host, step.detail
+                ),
+                NetworkProblem::Proxy => format!("Proxy failure for {endpoint}: {}", step.detail),
+                NetworkProblem::Other => format!("{endpoint} failed: {}", step.detail),
+                _ => advice::network_summary(problem, &target),
             };
             (Some(problem.as_str()), Some(summary), Some(remedy))
         }
