@@ -226,13 +226,18 @@ impl Connection {
             }),
         };
         let handshake = async {
-            write_message(&mut writer, &hello)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("sending Hello: {e}")))?;
+            // A daemon that refuses this client (another user, another protocol
+            // version) answers and closes at once, possibly before the Hello is
+            // written: its refusal is still waiting to be read, and it is the
+            // error to report (a failed write alone would be retried in vain).
+            let sent = write_message(&mut writer, &hello).await;
             let mut buf = Vec::new();
-            read_message::<DaemonFrame, _>(&mut reader, &mut buf)
-                .await
-                .map_err(|e| ClientError::Protocol(format!("reading Welcome: {e}")))
+            let reply = read_message::<DaemonFrame, _>(&mut reader, &mut buf).await;
+            match (sent, reply) {
+                (Ok(()), Err(e)) => Err(ClientError::Protocol(format!("reading Welcome: {e}"))),
+                (Err(e), Err(_)) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
+                (_, Ok(frame)) => Ok(frame),
+            }
         };
         let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
             Err(_) => {

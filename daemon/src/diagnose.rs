@@ -94,6 +94,55 @@ mod tests {
         assert!(validate(&endpoint("example.com", 0)).is_err());
     }
 
+    #[test]
+    fn the_largest_diagnosis_fits_in_one_frame() {
+        use azbroker_proto::diagnose::*;
+        use azbroker_proto::{frame, DaemonFrame, NetworkProblem, Reply};
+        let long = |n: usize| "x".repeat(n);
+        let host = format!("{}.example", "a".repeat(240));
+        let step = |kind| Step {
+            kind,
+            target: format!("proxy {host}:65535"),
+            outcome: StepOutcome::Failed(NetworkProblem::Proxy),
+            millis: u32::MAX,
+            detail: long(MAX_DETAIL_LEN),
+        };
+        let check = EndpointCheck {
+            endpoint: endpoint(&host, 65535),
+            proxy: Some(long(azbroker_netcheck::settings::MAX_SETTING_LEN)),
+            addresses: vec![
+                ResolvedAddress {
+                    address: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".into(),
+                    scope: AddressScope::Public,
+                };
+                MAX_ADDRESSES
+            ],
+            steps: vec![
+                step(StepKind::Resolve),
+                step(StepKind::Connect),
+                step(StepKind::Tls),
+                step(StepKind::ProxyTunnel),
+                step(StepKind::Tls),
+            ],
+        };
+        let setting = || Some(long(azbroker_netcheck::settings::MAX_SETTING_LEN));
+        let reply = DaemonFrame {
+            id: u64::MAX,
+            reply: Reply::Diagnosis(Box::new(Diagnosis {
+                settings: NetworkSettingsReport {
+                    https_proxy: setting(),
+                    http_proxy: setting(),
+                    no_proxy: setting(),
+                    extra_roots: vec![long(azbroker_netcheck::settings::MAX_SETTING_LEN); 3],
+                },
+                endpoints: vec![check; MAX_ENDPOINTS],
+                implemented: CredentialKind::ALL.to_vec(),
+            })),
+        };
+        let encoded = frame::encode(&reply).expect("fits in one frame");
+        assert!(encoded.len() < frame::MAX_FRAME_LEN, "{}", encoded.len());
+    }
+
     #[tokio::test]
     async fn refuses_too_many_endpoints() {
         let network = Arc::new(NetworkSettings::from_env().unwrap());

@@ -7,7 +7,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use azbroker_proto::diagnose::{EndpointCheck, ResolvedAddress, Step, StepKind, StepOutcome};
+use azbroker_proto::diagnose::{
+    EndpointCheck, ResolvedAddress, Step, StepKind, StepOutcome, MAX_ADDRESSES, MAX_DETAIL_LEN,
+};
 use azbroker_proto::{Endpoint, NetworkProblem};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -16,8 +18,7 @@ use crate::address::scope_of;
 use crate::settings::{NetworkSettings, ProxyRoute};
 use crate::{tls, tunnel};
 
-/// Addresses kept per name, and connect attempts per endpoint.
-const MAX_ADDRESSES: usize = 16;
+/// Connect attempts per endpoint (a client falls back between a name's addresses).
 const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 /// A byte stream of any layer (TCP, TLS to an https proxy, a tunnel).
@@ -288,7 +289,7 @@ impl Steps {
 
 /// Keeps details to one reasonable line on the wire.
 fn bounded(mut text: String) -> String {
-    const MAX: usize = 400;
+    const MAX: usize = MAX_DETAIL_LEN - 3;
     if text.len() > MAX {
         let mut cut = MAX;
         while !text.is_char_boundary(cut) {

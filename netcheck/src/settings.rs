@@ -80,12 +80,12 @@ impl NetworkSettings {
         let report = NetworkSettingsReport {
             https_proxy: text(&["HTTPS_PROXY", "https_proxy"])
                 .or_else(|| all.clone())
-                .map(|url| mask_url_credentials(&url)),
+                .map(|url| shorten(mask_url_credentials(&url))),
             http_proxy: text(&["HTTP_PROXY", "http_proxy"])
                 .or(all)
-                .map(|url| mask_url_credentials(&url)),
-            no_proxy: text(&["NO_PROXY", "no_proxy"]),
-            extra_roots: sources,
+                .map(|url| shorten(mask_url_credentials(&url))),
+            no_proxy: text(&["NO_PROXY", "no_proxy"]).map(shorten),
+            extra_roots: sources.into_iter().map(shorten).collect(),
         };
         Ok(NetworkSettings {
             proxy: Matcher::from_system(),
@@ -196,6 +196,23 @@ fn load_pem_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     Ok(certs)
 }
+
+/// Keeps a reported setting to a sane length (it travels in one frame).
+fn shorten(mut text: String) -> String {
+    const MAX: usize = MAX_SETTING_LEN - 3;
+    if text.len() > MAX {
+        let mut cut = MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    text
+}
+
+/// Longest reported proxy, `NO_PROXY` or root source, in bytes.
+pub const MAX_SETTING_LEN: usize = 512;
 
 /// `scheme://user:password@host` -> `scheme://user:***@host`; a user name alone
 /// (often a token) becomes `***`. Anything without user info is unchanged.

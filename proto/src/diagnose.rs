@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::CredentialKind;
 
-/// Most endpoints one request may name.
-pub const MAX_ENDPOINTS: usize = 32;
+/// Most endpoints one request may name. With [`MAX_DETAIL_LEN`] and
+/// [`MAX_ADDRESSES`] this keeps the largest diagnosis well inside one frame.
+pub const MAX_ENDPOINTS: usize = 16;
+/// Longest step detail, in bytes.
+pub const MAX_DETAIL_LEN: usize = 200;
+/// Most addresses reported per endpoint.
+pub const MAX_ADDRESSES: usize = 8;
 /// Per-step limit used when a request asks for none (`timeout_ms == 0`).
 pub const DEFAULT_STEP_TIMEOUT_MS: u32 = 5_000;
 /// Per-step limit a request may ask for at most.

@@ -627,3 +627,19 @@ fn token_errors_name_the_network_problem_and_point_to_diagnose() {
     assert!(stderr.contains("AZBROKER_CA_FILE="), "{stderr}");
     assert!(stderr.contains("Run `azbroker diagnose`"), "{stderr}");
 }
+
+#[test]
+fn a_malformed_scope_is_one_problem_not_one_per_credential() {
+    let (mut sandbox, _entra) = sandbox();
+    sandbox.start_daemon();
+    let (code, report) = diagnose(&sandbox, &["--scope", "not a scope"]);
+    assert_eq!(code, 1);
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0]["subject"], "request");
+    assert!(problems[0]["remedy"].as_str().unwrap().contains("--scope"));
+    assert_eq!(
+        credential(&report, "AzureCliCredential")["outcome"],
+        "rejected"
+    );
+}

@@ -32,7 +32,8 @@ pub struct CredentialsReport {
 pub struct CredentialResult {
     pub credential: String,
     pub status: Level,
-    /// `token`, `unavailable`, `failed`, `timeout`, `not_tried` or `not_checked`.
+    /// `token`, `unavailable`, `failed`, `timeout`, `rejected` (the daemon refused the
+    /// request itself, e.g. a malformed scope), `not_tried` or `not_checked`.
     pub outcome: &'static str,
     pub reason: Option<String>,
     pub advice: Option<AdviceReport>,
@@ -237,7 +238,11 @@ fn judge(
                 summary: a.summary,
                 remedy: a.remedy,
             });
-            result.outcome = if unavailable {
+            let rejected =
+                matches!(&error, ClientError::Daemon(w) if w.kind == ErrorKind::InvalidRequest);
+            result.outcome = if rejected {
+                "rejected"
+            } else if unavailable {
                 "unavailable"
             } else if timed_out {
                 "timeout"
@@ -354,6 +359,19 @@ pub fn serving_identity(report: &CredentialsReport) -> Option<(&str, &Identity)>
 }
 
 pub fn problems(report: &CredentialsReport, out: &mut Vec<Problem>) {
+    if let Some(rejected) = report.results.iter().find(|r| r.outcome == "rejected") {
+        // Every credential gets the same answer: say it once, about the request.
+        out.push(Problem::fail(
+            "credentials",
+            "request",
+            format!(
+                "azbrokerd rejected the token request: {}.",
+                rejected.reason.as_deref().unwrap_or("no reason given")
+            ),
+            "Check --scope: a scope looks like https://management.azure.com/.default.",
+        ));
+        return;
+    }
     for result in &report.results {
         if let (Some(error), Some(token)) = (&result.background_error, &result.token) {
             out.push(Problem::warn(

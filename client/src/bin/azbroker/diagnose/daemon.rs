@@ -106,20 +106,24 @@ impl Daemon {
 
     /// A fresh connection to the running daemon that sends `chain`; `None` when none answers.
     pub fn client_with(&self, chain: ChainSpec) -> Option<Client> {
+        self.client_waiting(chain, REQUEST_TIMEOUT)
+    }
+
+    /// A fresh connection with no credentials whose requests may take `timeout`.
+    pub fn plain_client(&self, timeout: Duration) -> Option<Client> {
+        self.client_waiting(empty_chain(&self.authority_host), timeout)
+    }
+
+    fn client_waiting(&self, chain: ChainSpec, timeout: Duration) -> Option<Client> {
         self.reachable().then(|| {
             Client::new(ClientOptions {
                 socket: self.socket.clone(),
                 chain,
                 client_name: "azbroker-diagnose".into(),
                 autostart: false,
-                request_timeout: REQUEST_TIMEOUT,
+                request_timeout: timeout,
             })
         })
-    }
-
-    /// A fresh connection with no credentials, for requests that need none.
-    pub fn plain_client(&self) -> Option<Client> {
-        self.client_with(empty_chain(&self.authority_host))
     }
 
     pub async fn status(&self) -> Option<StatusReport> {

@@ -215,7 +215,10 @@ pub async fn check(
 ) -> NetworkResult {
     let endpoints: Vec<Endpoint> = planned.iter().map(|p| p.endpoint.clone()).collect();
     let local = NetworkSettings::from_env();
-    let asked = match daemon.plain_client() {
+    // At most five steps per endpoint (proxy name, proxy, TLS to an https
+    // proxy, tunnel, TLS), endpoints in parallel; then some slack.
+    let limit = step_timeout * 5 + Duration::from_secs(5);
+    let asked = match daemon.plain_client(limit) {
         Some(client) => client
             .diagnose(DiagnoseRequest {
                 endpoints: endpoints.clone(),

@@ -12,9 +12,17 @@ use super::{Level, Report};
 
 /// Whether to color: stdout is a terminal, `NO_COLOR` is unset or empty, and the terminal is not dumb.
 pub fn use_color() -> bool {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
-    std::io::stdout().is_terminal() && !no_color && !dumb
+    color_allowed(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var("TERM").ok().as_deref(),
+    )
+}
+
+/// See <https://no-color.org>: a present, non-empty `NO_COLOR` turns color off.
+fn color_allowed(terminal: bool, no_color: Option<&std::ffi::OsStr>, term: Option<&str>) -> bool {
+    let no_color = no_color.is_some_and(|v| !v.is_empty());
+    terminal && !no_color && term != Some("dumb")
 }
 
 pub fn json(report: &Report) -> String {
@@ -388,8 +396,9 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Values shorter than this are not scrubbed: they would mangle unrelated text.
-    const MIN_LEN: usize = 4;
+    /// Values shorter than this are not scrubbed: they would mangle unrelated
+    /// text (and JSON). They are masked where the report shows variables anyway.
+    const MIN_LEN: usize = 8;
 
     pub fn new(secrets: &[String]) -> Redactor {
         let mut needles: Vec<String> = Vec::new();
@@ -423,11 +432,21 @@ mod tests {
 
     #[test]
     fn the_redactor_removes_raw_and_escaped_secrets() {
-        let redactor = Redactor::new(&["pa\"ss-word".into(), "abc".into()]);
+        let redactor = Redactor::new(&["pa\"ss-word".into(), "1234".into()]);
         assert_eq!(
-            redactor.apply(r#"raw pa"ss-word, json "pa\"ss-word", short abc"#),
-            r#"raw ***, json "***", short abc"#
+            redactor.apply(r#"raw pa"ss-word, json "pa\"ss-word", port 1234"#),
+            r#"raw ***, json "***", port 1234"#
         );
+    }
+
+    #[test]
+    fn color_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(color_allowed(true, None, Some("xterm-256color")));
+        assert!(color_allowed(true, Some(OsStr::new("")), None));
+        assert!(!color_allowed(true, Some(OsStr::new("1")), None));
+        assert!(!color_allowed(false, None, None));
+        assert!(!color_allowed(true, None, Some("dumb")));
     }
 
     #[test]
