@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use azbroker_proto::io::{read_message, write_message, Shared};
 use azbroker_proto::{
-    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Invalidate, LoggedIn, Login, Logout,
-    ManagedIdentityEndpoint, Reply, Request, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
+    ChainSpec, ClientFrame, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken, Hello, Invalidate,
+    LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request, StatusReport, TokenReply,
+    Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::BufReader;
@@ -147,6 +148,14 @@ impl Client {
         }
     }
 
+    /// Checks endpoints with the daemon's proxy and trust settings (`azbroker diagnose`).
+    pub async fn diagnose(&self, request: DiagnoseRequest) -> Result<Diagnosis, ClientError> {
+        match self.call(Request::Diagnose(request)).await? {
+            Reply::Diagnosis(diagnosis) => Ok(*diagnosis),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Asks the daemon to exit. Never starts one.
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         match self.call(Request::Shutdown).await? {
@@ -235,6 +244,7 @@ pub(crate) fn unexpected(reply: &Reply) -> ClientError {
         Reply::LoggedIn(_) => "LoggedIn",
         Reply::LoggedOut { .. } => "LoggedOut",
         Reply::ManagedIdentity(_) => "ManagedIdentity",
+        Reply::Diagnosis(_) => "Diagnosis",
     };
     ClientError::Protocol(format!("unexpected {name} reply"))
 }
@@ -283,19 +293,17 @@ impl Connection {
             }),
         };
         let handshake = async {
-            // A daemon that refuses us (another user) answers and closes at
-            // once, possibly before our Hello is written: read its answer
-            // even when the write failed, so a refusal is not taken for a
-            // broken connection worth retrying.
+            // A daemon that refuses this client (another user, another protocol
+            // version) answers and closes at once, possibly before the Hello is
+            // written: its refusal is still waiting to be read, and it is the
+            // error to report (a failed write alone would be retried in vain).
             let sent = write_message(&mut writer, &hello).await;
             let mut buf = Vec::new();
-            match (
-                sent,
-                read_message::<DaemonFrame, _>(&mut reader, &mut buf).await,
-            ) {
-                (_, Ok(frame)) => Ok(frame),
-                (Err(e), Err(_)) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
+            let reply = read_message::<DaemonFrame, _>(&mut reader, &mut buf).await;
+            match (sent, reply) {
                 (Ok(()), Err(e)) => Err(ClientError::Protocol(format!("reading Welcome: {e}"))),
+                (Err(e), Err(_)) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
+                (_, Ok(frame)) => Ok(frame),
             }
         };
         let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {

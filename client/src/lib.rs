@@ -4,6 +4,9 @@
 //!   runs), sends the chain this process's environment selects, and pipelines
 //!   requests over one connection, reconnecting once if the daemon went away.
 //! - [`connect`] finds the socket, and starts `azbrokerd` race-free when needed.
+//! - [`advice`] explains a failure (network: dns, certificate, timeout,
+//!   refused, proxy; Entra ID: MFA, conditional access, bad secret...) with the
+//!   remedy, for every client's error messages and for `azbroker diagnose`.
 //! - [`BrokerCredential`] (feature `credential`) is an `azure_core`
 //!   `TokenCredential`, so any Azure SDK for Rust client can use the broker.
 //! - [`blocking`] asks one thing without an async runtime (the `az` shim's path).
@@ -17,6 +20,7 @@ compile_error!(
     "the azbroker client supports Unix (Linux, macOS) only for now; Windows support is future work"
 );
 
+pub mod advice;
 pub mod blocking;
 mod client;
 pub mod connect;

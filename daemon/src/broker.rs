@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
     CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
     LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusReport, TokenReply,
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::actors::credential::{cache_entry, CredentialMsg};
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
+use crate::actors::ActorDeps;
 use crate::cache::{CacheKey, CachedToken, TokenCache};
 use crate::identity::{chain_fingerprint, CredentialId};
 use crate::login::{AccountKey, Accounts};
@@ -38,6 +40,8 @@ const ACQUIRE_BACKSTOP: Duration = Duration::from_secs(15 * 60);
 pub struct Broker {
     pub cache: TokenCache,
     pub stats: Arc<Stats>,
+    /// The proxy and trust settings of the shared HTTP client (for diagnostics).
+    pub network: Arc<NetworkSettings>,
     registry: Arc<Registry>,
     supervisor: ActorRef<SupervisorMsg>,
     accounts: Arc<Accounts>,
@@ -64,21 +68,22 @@ pub struct Prepared {
 }
 
 impl Broker {
+    /// The broker over what the credential actors share (`deps`: cache,
+    /// counters, HTTP client, accounts) and the actor tree.
     pub fn new(
-        cache: TokenCache,
-        stats: Arc<Stats>,
+        deps: &ActorDeps,
         registry: Arc<Registry>,
         supervisor: ActorRef<SupervisorMsg>,
-        accounts: Arc<Accounts>,
         socket_path: String,
         shutdown: watch::Sender<bool>,
     ) -> Broker {
         Broker {
-            cache,
-            stats,
+            cache: deps.cache.clone(),
+            stats: deps.stats.clone(),
+            network: deps.http.network.clone(),
             registry,
             supervisor,
-            accounts,
+            accounts: deps.accounts.clone(),
             started: Instant::now(),
             socket_path,
             shutdown,

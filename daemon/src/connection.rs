@@ -206,6 +206,22 @@ async fn requests(
                 Ok(removed) => send_reply(writer, id, Reply::Invalidated { removed }).await,
                 Err(e) => error_reply(broker, writer, id, e).await,
             },
+            Request::Diagnose(diagnose) => {
+                // Seconds of network checks: run beside the connection, like a miss.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let (broker, writer) = (broker.clone(), writer.clone());
+                tokio::spawn(async move {
+                    match crate::diagnose::run(broker.network.clone(), diagnose).await {
+                        Ok(found) => {
+                            send_reply(&writer, id, Reply::Diagnosis(Box::new(found))).await
+                        }
+                        Err(e) => error_reply(&broker, &writer, id, e).await,
+                    }
+                    drop(permit);
+                });
+            }
             Request::Shutdown => {
                 tracing::info!(client = %session.client, pid = session.pid, "shutdown requested");
                 send_reply(writer, id, Reply::ShuttingDown).await;

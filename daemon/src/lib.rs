@@ -9,6 +9,7 @@
 //! - [`sources`] adapts each credential kind (mostly thin wrappers over `azure_identity`).
 //! - [`login`] runs browser and device-code logins and persists their accounts'
 //!   refresh tokens; one account actor per account owns each refresh token.
+//! - [`diagnose`] answers `azbroker diagnose`: endpoint checks with the daemon's own network settings.
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
 //! - [`mi_endpoint`] (optional) serves the App Service managed-identity protocol on
 //!   127.0.0.1 from the daemon's own chain; [`tcp_owner`] finds who owns a loopback peer.
@@ -25,6 +26,7 @@ pub mod broker;
 pub mod cache;
 pub mod clock;
 pub mod connection;
+pub mod diagnose;
 pub mod identity;
 pub mod login;
 pub mod mi_endpoint;

@@ -103,16 +103,16 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     let cache = TokenCache::new(MAX_CACHE_ENTRIES);
     let registry = Arc::new(Registry::default());
     let deps = ActorDeps {
-        cache: cache.clone(),
-        stats: stats.clone(),
+        cache,
+        stats,
         http,
-        accounts: accounts.clone(),
+        accounts,
     };
     let (supervisor, supervisor_done) = Actor::spawn(
         None,
         Supervisor,
         SupervisorArgs {
-            deps,
+            deps: deps.clone(),
             registry: registry.clone(),
         },
     )
@@ -120,11 +120,9 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     .map_err(|e| format!("cannot start the supervisor: {e}"))?;
     let (shutdown_tx, mut shutdown) = watch::channel(false);
     let broker = Arc::new(Broker::new(
-        cache,
-        stats,
+        &deps,
         registry,
         supervisor.clone(),
-        accounts,
         socket.display().to_string(),
         shutdown_tx,
     ));

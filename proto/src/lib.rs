@@ -14,6 +14,8 @@
 //! anything else needs a new [`PROTOCOL_VERSION`].
 
 pub mod chain;
+pub mod cloud;
+pub mod diagnose;
 pub mod error;
 pub mod frame;
 #[cfg(feature = "tokio")]
@@ -25,6 +27,7 @@ pub mod secret;
 pub mod shim;
 
 pub use chain::{ChainError, ChainSpec, CredentialKind, CredentialSpec};
+pub use diagnose::{DiagnoseRequest, Diagnosis, Endpoint, NetworkProblem};
 pub use error::{CredentialReason, ErrorKind, WireError};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use message::*;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainSpec;
+use crate::diagnose::{DiagnoseRequest, Diagnosis};
 use crate::error::WireError;
 use crate::secret::Secret;
 
@@ -45,6 +46,8 @@ pub enum Request {
     /// Where the daemon serves the managed-identity endpoint; answered by
     /// [`Reply::ManagedIdentity`].
     ManagedIdentity,
+    /// Checks endpoints with the daemon's proxy and trust settings; answered by [`Reply::Diagnosis`].
+    Diagnose(DiagnoseRequest),
 }
 
 /// What the daemon answers. Append-only.
@@ -72,6 +75,8 @@ pub enum Reply {
     },
     /// `None` when the daemon was started without its managed-identity endpoint.
     ManagedIdentity(Option<ManagedIdentityEndpoint>),
+    /// Answers [`Request::Diagnose`].
+    Diagnosis(Box<Diagnosis>),
 }
 
 /// How [`Request::Login`] signs the user in. Append-only.

@@ -79,7 +79,9 @@ async fn ten_clients_at_once_share_one_browser_login() {
         "each rotation kills the previous refresh token"
     );
     assert!(
-        browser.pages().contains("You can close this window"),
+        browser
+            .wait_for_pages()
+            .contains("You can close this window"),
         "{}",
         browser.pages()
     );
@@ -143,7 +145,7 @@ fn a_redirect_with_the_wrong_state_is_rejected_and_its_code_never_redeemed() {
         "the forged response's code was redeemed"
     );
     assert!(
-        browser.pages().starts_with("400 Bad Request"),
+        browser.wait_for_pages().starts_with("400 Bad Request"),
         "{}",
         browser.pages()
     );

@@ -43,6 +43,17 @@ impl TestBrowser {
     pub fn pages(&self) -> String {
         std::fs::read_to_string(self.dir.join("pages")).unwrap_or_default()
     }
+
+    /// [`TestBrowser::pages`] once the browser has written one: it records the
+    /// page after the daemon has already answered, so a test must wait for it.
+    pub fn wait_for_pages(&self) -> String {
+        crate::harness::wait_until(
+            std::time::Duration::from_secs(10),
+            "the browser to record its page",
+            || !self.pages().is_empty(),
+        );
+        self.pages()
+    }
 }
 
 /// A sandbox whose chain is InteractiveBrowser alone, against an Entra double.

@@ -7,6 +7,7 @@ mod login_support;
 mod cache_and_chain;
 mod credentials;
 mod device_code;
+mod diagnose;
 mod interactive_browser;
 mod lifecycle;
 mod logout_and_persistence;

@@ -10,11 +10,14 @@
 //! - [`certs`]: a service principal's certificate as PEM, encrypted PEM and PFX files.
 //! - [`forward_proxy`]: a counting CONNECT / absolute-form HTTP proxy.
 //! - [`jwt`]: JWT-shaped, unverifiable access tokens shared by the doubles.
+//! - [`diagnose_doubles`]: an HTTPS endpoint, a silent server, a closed port and
+//!   a forward (CONNECT) proxy, for the network checks of `azbroker diagnose`.
 //!
 //! Everything listens on or talks to loopback only.
 
 pub mod certs;
 pub mod client_assertion;
+pub mod diagnose_doubles;
 pub mod entra_double;
 pub mod entra_user;
 pub mod fake_az;

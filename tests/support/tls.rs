@@ -44,7 +44,14 @@ impl TestPki {
     /// # Panics
     /// On any failure: this is test setup, and a broken fixture must stop the test loudly.
     pub fn generate(dir: &Path) -> TestPki {
-        let (ca_cert, ca_key) = new_ca("azbroker test CA");
+        Self::generate_named(dir, "azbroker test CA")
+    }
+
+    /// Like [`TestPki::generate`], with another name for the CA. Two CAs of one
+    /// name make a verifier pick the wrong one (a signature error instead of
+    /// "unknown issuer"), so a second, independent PKI needs its own name.
+    pub fn generate_named(dir: &Path, ca_name: &str) -> TestPki {
+        let (ca_cert, ca_key) = new_ca(ca_name);
         let ca_pem = ca_cert.pem();
         let ca_pem_path = dir.join("ca.pem");
         std::fs::write(&ca_pem_path, &ca_pem)
@@ -77,6 +84,12 @@ impl TestPki {
     /// Server configuration with a valid certificate for `127.0.0.1` and `localhost`.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.server_config)
+    }
+
+    /// Server configuration with a valid certificate, signed by this CA, for
+    /// other names (e.g. a `.invalid` host that only a proxy double resolves).
+    pub fn server_config_for(&self, names: &[&str]) -> Arc<ServerConfig> {
+        issue_server_config(&self.ca_cert, &self.ca_key, names, valid_now())
     }
 
     /// Server configuration whose certificate is signed by this (trusted) CA

@@ -2,18 +2,20 @@
 //! proxy and trust settings.
 //!
 //! Trust: the platform's roots, plus every certificate in `AZBROKER_CA_FILE`,
-//! `SSL_CERT_FILE` and `SSL_CERT_DIR` (a corporate CA is *added*, never a
-//! replacement). Proxy: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the daemon's
-//! environment, for every call except the VM metadata endpoint (IMDS), which
-//! is link-local and must never go through a proxy. Retries are off in
-//! `azure_identity`'s pipeline: a broker retries on its own schedule, and an
-//! untrusted certificate must fail at once with its real cause instead of
-//! after a minute of silent retries.
+//! `SSL_CERT_FILE` and `SSL_CERT_DIR`. Proxy: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
+//! from the daemon's environment, for every call except the VM metadata endpoint
+//! (IMDS), which is link-local and must never go through a proxy. Both are read
+//! by `azbroker_netcheck`'s `NetworkSettings`, which `azbroker diagnose` checks
+//! endpoints with.
+//!
+//! Retries are off in `azure_identity`'s pipeline: a broker retries on its own
+//! schedule, and an untrusted certificate must fail at once with its real cause
+//! instead of after a minute of silent retries.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use azbroker_netcheck::NetworkSettings;
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 
 /// The VM metadata endpoint's token URL (Azure's fixed link-local address).
@@ -30,6 +32,9 @@ pub struct HttpClient {
     /// No proxy and a short connect timeout: for IMDS only.
     imds: reqwest::Client,
     imds_url: Arc<str>,
+    /// The proxy and trust settings this client was built from; `azbroker
+    /// diagnose` checks endpoints with the very same ones.
+    pub network: Arc<NetworkSettings>,
     /// Where extra roots came from, for status and diagnostics.
     pub extra_roots: Arc<Vec<String>>,
 }
@@ -39,39 +44,15 @@ impl HttpClient {
     /// `imds_url` replaces [`IMDS_TOKEN_URL`] (tests only: the daemon accepts
     /// nothing but a loopback URL there, from its own command line).
     pub fn from_env(imds_url: Option<String>) -> Result<HttpClient, String> {
-        let mut certs = Vec::new();
-        let mut sources = Vec::new();
-        for var in ["AZBROKER_CA_FILE", "SSL_CERT_FILE"] {
-            if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-                let loaded = load_pem_file(Path::new(&path)).map_err(|e| format!("{var}: {e}"))?;
-                sources.push(format!(
-                    "{var}={} ({} certificates)",
-                    Path::new(&path).display(),
-                    loaded.len()
-                ));
-                certs.extend(loaded);
-            }
-        }
-        if let Some(dir) = std::env::var_os("SSL_CERT_DIR").filter(|p| !p.is_empty()) {
-            let mut count = 0;
-            for entry in std::fs::read_dir(&dir).map_err(|e| format!("SSL_CERT_DIR: {e}"))? {
-                let path = entry.map_err(|e| format!("SSL_CERT_DIR: {e}"))?.path();
-                let is_cert = matches!(
-                    path.extension().and_then(|e| e.to_str()),
-                    Some("pem" | "crt" | "cer")
-                );
-                if is_cert {
-                    if let Ok(loaded) = load_pem_file(&path) {
-                        count += loaded.len();
-                        certs.extend(loaded);
-                    }
-                }
-            }
-            sources.push(format!(
-                "SSL_CERT_DIR={} ({count} certificates)",
-                Path::new(&dir).display()
-            ));
-        }
+        let network = NetworkSettings::from_env()?;
+        let certs = network
+            .extra_roots()
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("an extra root certificate: {e}"))?;
+        // No explicit proxy: reqwest applies the environment's proxy rules with
+        // the same matcher `network` uses.
         let build_error =
             |e: reqwest::Error| format!("cannot build the HTTP client: {}", super::error_chain(&e));
         let client = reqwest::Client::builder()
@@ -92,7 +73,8 @@ impl HttpClient {
             client,
             imds,
             imds_url: imds_url.unwrap_or_else(|| IMDS_TOKEN_URL.into()).into(),
-            extra_roots: Arc::new(sources),
+            extra_roots: Arc::new(network.report().extra_roots.clone()),
+            network: Arc::new(network),
         })
     }
 
@@ -171,22 +153,6 @@ pub fn check_test_imds_url(url: &str) -> Result<String, String> {
     }
     Ok(parsed.to_string())
 }
-
-fn load_pem_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    const MAX_BUNDLE: u64 = 16 * 1024 * 1024;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_BUNDLE {
-        return Err(format!("{} is larger than 16 MiB", path.display()));
-    }
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

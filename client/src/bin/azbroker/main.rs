@@ -3,13 +3,14 @@
 //! Runs on a current-thread runtime: a CLI on the hot path of scripts should
 //! not pay for starting worker threads it does not need.
 
+mod diagnose;
 mod output;
 mod shim;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use azbroker_client::{Client, ClientError, ClientOptions};
+use azbroker_client::{advice, Client, ClientError, ClientOptions};
 use azbroker_proto::{GetToken, Login, LoginMethod, Logout};
 use clap::{Parser, Subcommand};
 
@@ -70,6 +71,8 @@ enum Command {
     },
     /// Stop the daemon.
     Stop,
+    /// Check the environment, daemon, network and credentials, and say what to fix.
+    Diagnose(diagnose::DiagnoseArgs),
     /// The `az` token shim: existing tools get the broker's tokens through `az`.
     Shim {
         #[command(subcommand)]
@@ -129,6 +132,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // Diagnose reads the environment itself: a broken one is what it reports on.
+    let cli = match cli.command {
+        Command::Diagnose(args) => return diagnose::run(args).await,
+        command => Cli { command },
+    };
     let options = match ClientOptions::from_env("azbroker-cli") {
         Ok(options) => options,
         Err(e) => return fail(&e.to_string(), 2),
@@ -218,6 +226,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => client_error(&e),
             }
         }
+        Command::Diagnose(_) => unreachable!("handled above"),
         Command::Stop => {
             let client = Client::new(ClientOptions {
                 autostart: false,
@@ -326,13 +335,22 @@ fn read_identity_header(path: &Path) -> Result<String, String> {
     Ok(header.to_string())
 }
 
-/// One line for the error, then one per credential reason.
+/// One line for the error, one per credential reason, then what to do about
+/// the network or Entra ID causes among them.
 fn client_error(e: &ClientError) -> ExitCode {
     match e {
         ClientError::Daemon(wire) => {
             eprintln!("azbroker: error: {} ({})", wire.message, wire.kind.as_str());
             for reason in &wire.reasons {
                 eprintln!("  - {}: {}", reason.credential, reason.reason);
+            }
+            let advice = advice::explain_error(e);
+            for advice in &advice {
+                let whose = advice.credential.as_deref().unwrap_or("hint");
+                eprintln!("  {whose}: {} {}", advice.summary, advice.remedy);
+            }
+            if !advice.is_empty() {
+                eprintln!("  {}", advice::RUN_DIAGNOSE);
             }
             ExitCode::from(1)
         }

@@ -5,7 +5,7 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-fn rfc3339(epoch: i64) -> String {
+pub fn rfc3339(epoch: i64) -> String {
     OffsetDateTime::from_unix_timestamp(epoch)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
