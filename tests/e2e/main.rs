@@ -5,6 +5,7 @@ mod harness;
 
 mod cache_and_chain;
 mod lifecycle;
+mod mcp;
 mod refresh;
 mod robustness;
 mod security;

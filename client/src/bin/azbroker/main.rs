@@ -3,6 +3,7 @@
 //! Runs on a current-thread runtime: a CLI on the hot path of scripts should
 //! not pay for starting worker threads it does not need.
 
+mod mcp_config;
 mod output;
 
 use std::process::ExitCode;
@@ -46,6 +47,12 @@ enum Command {
     },
     /// Stop the daemon.
     Stop,
+    /// Print the JSON that registers azbroker-mcp with an MCP client.
+    McpConfig {
+        /// The client whose configuration format to print.
+        #[arg(long, value_enum, default_value = "generic")]
+        client: mcp_config::McpClient,
+    },
 }
 
 /// Exit codes: 0 success, 1 the broker answered with an error, 2 usage
@@ -63,6 +70,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Command::McpConfig { client } = cli.command {
+        // Needs no daemon and no credential chain.
+        let snippet = mcp_config::snippet(client);
+        println!("{}", serde_json::to_string_pretty(&snippet).expect("JSON"));
+        return ExitCode::SUCCESS;
+    }
     let options = match ClientOptions::from_env("azbroker-cli") {
         Ok(options) => options,
         Err(e) => return fail(&e.to_string(), 2),
@@ -120,6 +133,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => client_error(&e),
             }
         }
+        Command::McpConfig { .. } => unreachable!("handled before the broker options"),
     }
 }
 
