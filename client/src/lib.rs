@@ -7,7 +7,11 @@
 //! - [`BrokerCredential`] (feature `credential`) is an `azure_core`
 //!   `TokenCredential`, so any Azure SDK for Rust client can use the broker.
 //!
-//! The library is light on purpose: no clap, no MCP; those live in the binaries.
+//! The library is light on purpose: no clap, no MCP; those live in the
+//! binaries, behind the default features `cli` (`azbroker`) and `mcp`
+//! (`azbroker-mcp`: rmcp and an HTTP client). A program that only wants
+//! tokens depends on this crate with `default-features = false, features =
+//! ["credential"]` and compiles none of them.
 
 mod client;
 pub mod connect;

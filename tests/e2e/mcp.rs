@@ -19,6 +19,7 @@ use azbroker_e2e::fake_az::{
 };
 use azbroker_e2e::jwt::{self, AppClaims};
 use azbroker_e2e::{ArmDouble, ArmSubscription, Azurite, Mode};
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::harness::{bin, wait_until, Sandbox};
@@ -344,7 +345,7 @@ impl World {
                 "prefix": "2024/",
                 "with_prefix": ["2024/q1.csv", "2024/q2.csv"],
             },
-            "claims": CAE_CLAIMS,
+            "claims_base64": base64::engine::general_purpose::STANDARD.encode(CAE_CLAIMS),
         })
     }
 

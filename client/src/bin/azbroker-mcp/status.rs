@@ -60,7 +60,8 @@ pub async fn auth_status(ctx: &Context, tenant: Option<&str>) -> Result<Value, T
 fn broker_json(status: &StatusReport) -> Value {
     let c = &status.counters;
     json!({
-        "healthy": true,
+        // It answered this status request.
+        "running": true,
         "pid": status.daemon_pid,
         "version": status.daemon_version,
         "protocolVersion": status.protocol_version,
