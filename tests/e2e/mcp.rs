@@ -489,12 +489,25 @@ fn mcp_python_sdk_drives_every_tool() {
 }
 
 #[test]
-fn mcp_missing_credentials_are_a_readable_tool_error_and_the_daemon_autostarts() {
-    let world = World::new();
-    world.sandbox.az.set_mode(Mode::NotLoggedIn);
-    assert!(world.sandbox.daemon_pids().is_empty());
+fn mcp_broker_and_credential_failures_are_readable_tool_errors() {
+    let mut world = World::new();
+    // No daemon and autostart off: the server still answers, with the reason.
+    world.sandbox.set("AZBROKER_NO_AUTOSTART", "1");
     let config = world.config(json!({}));
-    world.python("tools_test.py", &config, &["schemas", "not_logged_in"]);
+    world.python("tools_test.py", &config, &["schemas", "broker_unavailable"]);
+    world.sandbox.unset("AZBROKER_NO_AUTOSTART");
+    // A typo in the chain selection is reported, not guessed around.
+    world
+        .sandbox
+        .set("AZURE_TOKEN_CREDENTIALS", "AzureCliCredentail");
+    let config = world.config(json!({}));
+    world.python("tools_test.py", &config, &["bad_chain"]);
+    world.sandbox.set("AZURE_TOKEN_CREDENTIALS", "dev");
+    assert!(world.sandbox.daemon_pids().is_empty());
+    // Nobody signed in: the first tool call starts the daemon, which says so.
+    world.sandbox.az.set_mode(Mode::NotLoggedIn);
+    let config = world.config(json!({}));
+    world.python("tools_test.py", &config, &["not_logged_in"]);
     assert_eq!(
         world.sandbox.daemon_pids().len(),
         1,

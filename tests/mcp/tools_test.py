@@ -208,6 +208,20 @@ async def not_logged_in(s, tools, expect, out):
     out["not_logged_in"] = body["status"]
 
 
+async def broker_unavailable(s, tools, expect, out):
+    body = await call_error(s, "subscription_list", {}, 503, "BrokerUnavailableException")
+    check(body["message"].startswith("Cannot reach the token broker (azbrokerd)"), f"message: {body}")
+    check("AZBROKER_NO_AUTOSTART" in body["message"], f"the reason: {body}")
+
+
+async def bad_chain(s, tools, expect, out):
+    # A typo in AZURE_TOKEN_CREDENTIALS must not fall back to anything: it is
+    # reported, with the valid values, when a tool needs a token.
+    body = await call_error(s, "auth_status", {}, 422, "InvalidOperationException")
+    check("AZURE_TOKEN_CREDENTIALS" in body["message"], f"names the variable: {body}")
+    check("AzureCliCredential" in body["message"], f"lists the valid values: {body}")
+
+
 async def measure(s, tools, expect, out):
     """Cold (the broker acquires the token) and warm (cached) subscription_list."""
     started = time.perf_counter()
@@ -220,7 +234,23 @@ async def measure(s, tools, expect, out):
     out["warm_subscription_list_ms"] = round(warm * 1000, 1)
 
 
-CHECKS = {f.__name__: f for f in [schemas, auth_status, subscriptions, groups, storage, argument_errors, concurrency, claims, not_logged_in, measure]}
+CHECKS = {
+    f.__name__: f
+    for f in [
+        schemas,
+        auth_status,
+        subscriptions,
+        groups,
+        storage,
+        argument_errors,
+        concurrency,
+        claims,
+        not_logged_in,
+        broker_unavailable,
+        bad_chain,
+        measure,
+    ]
+}
 
 
 async def main(config):
