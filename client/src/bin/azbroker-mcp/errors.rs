@@ -13,6 +13,7 @@ use std::time::Duration;
 use azbroker_client::ClientError;
 use azbroker_proto::ErrorKind;
 use rmcp::model::{CallToolResult, ContentBlock};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// Where the credential chain and its switches are documented.
@@ -186,35 +187,32 @@ impl ToolError {
             detail,
         )
     }
-
-    /// The response JSON, without `duration`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "status": self.status,
-            "message": self.message,
-            "results": {"message": self.detail, "type": self.kind},
-        })
-    }
 }
 
-impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.kind, self.message)
-    }
+/// The response body, fields in the Azure MCP Server's order.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    status: u16,
+    message: &'a str,
+    results: &'a Value,
+    duration: u64,
 }
 
 /// Wraps a tool's outcome in the response envelope.
 pub fn tool_result(outcome: Result<Value, ToolError>, elapsed: Duration) -> CallToolResult {
     let duration = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let text = |status, message: &str, results: &Value| {
+        let envelope = Envelope {
+            status,
+            message,
+            results,
+            duration,
+        };
+        serde_json::to_string(&envelope).expect("the envelope serializes")
+    };
     match outcome {
         Ok(results) => {
-            let body = json!({
-                "status": 200,
-                "message": "Success",
-                "results": results,
-                "duration": duration,
-            });
-            CallToolResult::success(vec![ContentBlock::text(body.to_string())])
+            CallToolResult::success(vec![ContentBlock::text(text(200, "Success", &results))])
         }
         Err(error) => {
             tracing::info!(
@@ -223,9 +221,12 @@ pub fn tool_result(outcome: Result<Value, ToolError>, elapsed: Duration) -> Call
                 "tool failed: {}",
                 error.message
             );
-            let mut body = error.to_json();
-            body["duration"] = json!(duration);
-            CallToolResult::error(vec![ContentBlock::text(body.to_string())])
+            let results = json!({"message": error.detail, "type": error.kind});
+            CallToolResult::error(vec![ContentBlock::text(text(
+                error.status,
+                &error.message,
+                &results,
+            ))])
         }
     }
 }
@@ -268,6 +269,10 @@ mod tests {
     fn success_and_failure_envelopes() {
         let ok = tool_result(Ok(json!({"subscriptions": []})), Duration::from_millis(12));
         assert_eq!(ok.is_error, Some(false));
+        assert_eq!(
+            ok.content[0].as_text().unwrap().text,
+            r#"{"status":200,"message":"Success","results":{"subscriptions":[]},"duration":12}"#
+        );
         assert_eq!(
             text(&ok),
             json!({"status": 200, "message": "Success", "results": {"subscriptions": []}, "duration": 12})
