@@ -11,7 +11,11 @@
 //!   `TokenCredential`, so any Azure SDK for Rust client can use the broker.
 //! - [`blocking`] asks one thing without an async runtime (the `az` shim's path).
 //!
-//! The library is light on purpose: no clap, no MCP; those live in the binaries.
+//! The library is light on purpose: no clap, no MCP; those live in the
+//! binaries, behind the default features `cli` (`azbroker`) and `mcp`
+//! (`azbroker-mcp`: rmcp and an HTTP client). A program that only wants
+//! tokens depends on this crate with `default-features = false, features =
+//! ["credential"]` and compiles none of them.
 
 // Unix sockets, peer credentials, process groups and file modes are used
 // directly; Windows (named pipes, SID checks) is not implemented yet.

@@ -147,6 +147,8 @@ pub struct GetToken {
     /// Tenant to authenticate in, when not the credential's own.
     pub tenant: Option<String>,
     /// A claims challenge (continuous access evaluation); bypasses the cache.
+    /// The JSON itself, decoded from the challenge's base64 `claims` (what
+    /// Azure.Identity's `TokenRequestContext.Claims` holds).
     pub claims: Option<String>,
     /// The token must stay valid at least this long; 0 means the default (5 minutes).
     pub min_validity_secs: u32,

@@ -182,6 +182,26 @@ impl Sandbox {
         self.dir.path().join("azbrokerd.log")
     }
 
+    /// The whole environment of a process started from here (nothing is inherited).
+    pub fn env(&self) -> Vec<(String, OsString)> {
+        let mut env: Vec<(String, OsString)> = vec![
+            ("PATH".into(), self.path_with_az()),
+            ("HOME".into(), self.dir.path().into()),
+            (
+                "XDG_STATE_HOME".into(),
+                self.dir.path().join("state").into(),
+            ),
+            ("AZBROKER_SOCKET".into(), self.socket.clone().into()),
+            ("SSL_CERT_FILE".into(), self.pki.ca_pem_path().into()),
+            ("AZBROKER_LOG".into(), "debug".into()),
+        ];
+        for (name, value) in &self.vars {
+            env.retain(|(n, _)| n != name);
+            env.push((name.clone(), value.clone()));
+        }
+        env
+    }
+
     /// A command for one of our binaries with a clean, sandboxed environment.
     pub fn command(&self, name: &str) -> Command {
         self.command_for(bin(name))
@@ -190,18 +210,7 @@ impl Sandbox {
     /// A command for any program with the sandboxed environment.
     pub fn command_for(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new(program);
-        command
-            .env_clear()
-            .env("PATH", self.path_with_az())
-            .env("HOME", self.dir.path())
-            .env("XDG_STATE_HOME", self.dir.path().join("state"))
-            .env("AZBROKER_SOCKET", &self.socket)
-            .env("SSL_CERT_FILE", self.pki.ca_pem_path())
-            .env("AZBROKER_LOG", "debug");
-        for (name, value) in &self.vars {
-            command.env(name, value);
-        }
-        command.stdin(Stdio::null());
+        command.env_clear().envs(self.env()).stdin(Stdio::null());
         command
     }
 

@@ -12,6 +12,7 @@ mod interactive_browser;
 mod lifecycle;
 mod logout_and_persistence;
 mod managed_identity;
+mod mcp;
 mod network;
 mod refresh;
 mod robustness;

@@ -12,9 +12,16 @@
 //! - [`jwt`]: JWT-shaped, unverifiable access tokens shared by the doubles.
 //! - [`diagnose_doubles`]: an HTTPS endpoint, a silent server, a closed port and
 //!   a forward (CONNECT) proxy, for the network checks of `azbroker diagnose`.
+//! - [`arm_double`]: a local HTTPS Azure Resource Manager (subscriptions,
+//!   resource groups, claims challenges, wrong-tenant errors).
+//! - [`azurite`]: the real Azure Storage emulator (npm), started with HTTPS and
+//!   bearer-token checks.
+//! - [`https_server`]: the small HTTPS server the ARM double runs on.
 //!
 //! Everything listens on or talks to loopback only.
 
+pub mod arm_double;
+pub mod azurite;
 pub mod certs;
 pub mod client_assertion;
 pub mod diagnose_doubles;
@@ -25,10 +32,13 @@ pub mod fake_azd;
 pub mod fake_pwsh;
 pub mod fake_tool;
 pub mod forward_proxy;
+pub mod https_server;
 pub mod jwt;
 pub mod managed_identity_double;
 pub mod tls;
 
+pub use arm_double::{ArmDouble, ArmSubscription};
+pub use azurite::Azurite;
 pub use entra_double::{EntraDouble, RecordedRequest};
 pub use fake_az::{FakeAz, Mode};
 pub use tls::TestPki;

@@ -92,6 +92,15 @@ impl TestPki {
         issue_server_config(&self.ca_cert, &self.ca_key, names, valid_now())
     }
 
+    /// A fresh server certificate for `127.0.0.1` and `localhost`, signed by
+    /// this CA, and its private key, both PEM-encoded: for servers that are
+    /// not Rust (Azurite takes `--cert` and `--key` files).
+    pub fn server_cert_pem(&self) -> (String, String) {
+        let (cert, key) =
+            issue_server_cert(&self.ca_cert, &self.ca_key, &SERVER_NAMES, valid_now());
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// Server configuration whose certificate is signed by this (trusted) CA
     /// but expired yesterday: a client must fail with an expiry error.
     pub fn expired_server_config(&self) -> Arc<ServerConfig> {
@@ -150,12 +159,12 @@ fn new_ca(common_name: &str) -> (Certificate, KeyPair) {
     (cert, key)
 }
 
-fn issue_server_config(
+fn issue_server_cert(
     ca_cert: &Certificate,
     ca_key: &KeyPair,
     names: &[&str],
     (not_before, not_after): (OffsetDateTime, OffsetDateTime),
-) -> Arc<ServerConfig> {
+) -> (Certificate, KeyPair) {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names.clone()).expect("server certificate names");
     params
@@ -171,7 +180,16 @@ fn issue_server_config(
     let cert = params
         .signed_by(&key, ca_cert, ca_key)
         .expect("signing the server certificate");
+    (cert, key)
+}
 
+fn issue_server_config(
+    ca_cert: &Certificate,
+    ca_key: &KeyPair,
+    names: &[&str],
+    validity: (OffsetDateTime, OffsetDateTime),
+) -> Arc<ServerConfig> {
+    let (cert, key) = issue_server_cert(ca_cert, ca_key, names, validity);
     let private_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
@@ -201,5 +219,8 @@ mod tests {
         let _ = pki.expired_server_config();
         let _ = pki.wrong_host_server_config();
         let _ = TestPki::untrusted_server_config();
+        let (cert, key) = pki.server_cert_pem();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use azbroker_proto::Secret;
 use azure_core::credentials::TokenCredential;
 use azure_identity::{AzureCliCredential, AzureCliCredentialOptions};
+use base64::Engine as _;
 
 use super::process::BoundedExecutor;
 use super::{SourceError, SourceRequest, Token, TokenSource};
@@ -35,8 +36,11 @@ impl TokenSource for AzureCliSource {
         };
         let scope = scopes::to_default_scope(scope);
         if let Some(claims) = &request.claims {
+            // Requests carry claims decoded (Azure.Identity's convention);
+            // `az login --claims-challenge` takes them base64-encoded.
+            let encoded = base64::engine::general_purpose::STANDARD.encode(claims);
             return Err(SourceError::failed(format!(
-                "the Azure CLI cannot satisfy a claims challenge by itself; run: az login --claims-challenge \"{claims}\" --scope {scope}"
+                "the Azure CLI cannot satisfy a claims challenge by itself; run: az login --claims-challenge \"{encoded}\" --scope {scope}"
             )));
         }
         // One credential object per acquisition: it carries the tenant, and it

@@ -4,6 +4,7 @@
 //! not pay for starting worker threads it does not need.
 
 mod diagnose;
+mod mcp_config;
 mod output;
 mod shim;
 
@@ -71,6 +72,12 @@ enum Command {
     },
     /// Stop the daemon.
     Stop,
+    /// Print the JSON that registers azbroker-mcp with an MCP client.
+    McpConfig {
+        /// The client whose configuration format to print.
+        #[arg(long, value_enum, default_value = "generic")]
+        client: mcp_config::McpClient,
+    },
     /// Check the environment, daemon, network and credentials, and say what to fix.
     Diagnose(diagnose::DiagnoseArgs),
     /// The `az` token shim: existing tools get the broker's tokens through `az`.
@@ -132,6 +139,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    if let Command::McpConfig { client } = cli.command {
+        // Needs no daemon and no credential chain.
+        let snippet = mcp_config::snippet(client);
+        println!("{}", serde_json::to_string_pretty(&snippet).expect("JSON"));
+        return ExitCode::SUCCESS;
+    }
     // Diagnose reads the environment itself: a broken one is what it reports on.
     let cli = match cli.command {
         Command::Diagnose(args) => return diagnose::run(args).await,
@@ -270,6 +283,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Shim { .. } => unreachable!("handled before the runtime starts"),
+        Command::McpConfig { .. } => unreachable!("handled before the broker options"),
     }
 }
 
