@@ -9,7 +9,7 @@ use azure_core::credentials::TokenCredential;
 use azure_identity::{AzureCliCredential, AzureCliCredentialOptions};
 use base64::Engine as _;
 
-use super::process::BoundedExecutor;
+use super::process::{classify_tool_error, BoundedExecutor, ToolNames};
 use super::{SourceError, SourceRequest, Token, TokenSource};
 use crate::scopes;
 
@@ -70,27 +70,15 @@ impl TokenSource for AzureCliSource {
     }
 }
 
-/// The Azure CLI's own messages are clear; keep them, minus the crate's
-/// boilerplate, and decide whether the chain should treat it as "not set up".
+const NAMES: ToolNames = ToolNames {
+    product: "Azure CLI",
+    executable: "az",
+    login: "az login",
+    command: "az account get-access-token",
+};
+
 fn classify(message: &str) -> SourceError {
-    let text = super::tidy(message);
-    let not_installed = text.contains("not found on PATH") || text.contains("wasn't found on PATH");
-    if not_installed {
-        return SourceError::Unavailable("Azure CLI (az) not found on PATH".into());
-    }
-    // "Please run 'az login' to setup account." is the CLI's not-logged-in
-    // marker; an AADSTS error (expired session, MFA) is a real failure, even
-    // though its advice also mentions az login.
-    if text.contains("az login") && !text.contains("AADSTS") {
-        return SourceError::Unavailable(format!(
-            "Azure CLI is not logged in: run 'az login' ({text})"
-        ));
-    }
-    SourceError::failed(if text.is_empty() {
-        "az account get-access-token failed without a message".to_string()
-    } else {
-        text
-    })
+    classify_tool_error(message, &NAMES)
 }
 
 #[cfg(test)]

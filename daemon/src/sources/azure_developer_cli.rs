@@ -10,7 +10,7 @@ use azbroker_proto::Secret;
 use azure_core::credentials::TokenCredential;
 use azure_identity::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialOptions};
 
-use super::process::BoundedExecutor;
+use super::process::{classify_tool_error, BoundedExecutor, ToolNames};
 use super::{SourceError, SourceRequest, Token, TokenSource};
 
 /// The Azure MCP Server's limit for `azd` (spec section 3).
@@ -63,25 +63,15 @@ impl TokenSource for AzureDeveloperCliSource {
     }
 }
 
-/// Keeps azd's own message and decides whether the chain should treat it as
-/// "not set up here".
+const NAMES: ToolNames = ToolNames {
+    product: "Azure Developer CLI",
+    executable: "azd",
+    login: "azd auth login",
+    command: "azd auth token",
+};
+
 fn classify(message: &str) -> SourceError {
-    let text = super::tidy(message);
-    if text.contains("not found on PATH") || text.contains("wasn't found on PATH") {
-        return SourceError::Unavailable("Azure Developer CLI (azd) not found on PATH".into());
-    }
-    // "ERROR: not logged in, run `azd auth login` to login" is azd's marker;
-    // an AADSTS error (expired session, MFA) is a real failure.
-    if text.contains("azd auth login") && !text.contains("AADSTS") {
-        return SourceError::Unavailable(format!(
-            "Azure Developer CLI is not logged in: run 'azd auth login' ({text})"
-        ));
-    }
-    SourceError::failed(if text.is_empty() {
-        "azd auth token failed without a message".to_string()
-    } else {
-        text
-    })
+    classify_tool_error(message, &NAMES)
 }
 
 #[cfg(test)]

@@ -120,3 +120,42 @@ impl Drop for GroupGuard {
         }
     }
 }
+
+/// How a developer tool (az, azd) names itself, for [`classify_tool_error`].
+pub struct ToolNames {
+    /// e.g. "Azure CLI".
+    pub product: &'static str,
+    /// The executable, e.g. "az".
+    pub executable: &'static str,
+    /// The command that signs in, e.g. "az login".
+    pub login: &'static str,
+    /// The command that was run, e.g. "az account get-access-token".
+    pub command: &'static str,
+}
+
+/// The tools' own messages are clear: keep them, minus `azure_identity`'s
+/// boilerplate, and decide whether the chain should treat the failure as "not
+/// set up here". The tool's not-logged-in marker names its login command; an
+/// AADSTS error (expired session, MFA) is a real failure even though its advice
+/// also names the login command.
+pub fn classify_tool_error(message: &str, tool: &ToolNames) -> super::SourceError {
+    use super::SourceError;
+    let text = super::tidy(message);
+    if text.contains("not found on PATH") || text.contains("wasn't found on PATH") {
+        return SourceError::Unavailable(format!(
+            "{} ({}) not found on PATH",
+            tool.product, tool.executable
+        ));
+    }
+    if text.contains(tool.login) && !text.contains("AADSTS") {
+        return SourceError::Unavailable(format!(
+            "{} is not logged in: run '{}' ({text})",
+            tool.product, tool.login
+        ));
+    }
+    SourceError::failed(if text.is_empty() {
+        format!("{} failed without a message", tool.command)
+    } else {
+        text
+    })
+}
