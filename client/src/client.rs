@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use azbroker_proto::io::{read_message, write_message, Shared};
+use azbroker_proto::io::{read_message, write_message, write_message_with};
 use azbroker_proto::{
-    ChainSpec, ClientFrame, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken, Hello, Invalidate,
-    LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request, StatusReport, TokenReply,
-    Welcome, PROTOCOL_VERSION,
+    ChainSpec, ClientFrame, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken,
+    Hello, Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request,
+    StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::BufReader;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::{connect, ClientError};
@@ -24,7 +25,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A login waits for a person: a device code lives up to 15 minutes.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// Connection attempts when a handshake breaks (see `Client::connection`).
-const CONNECT_ATTEMPTS: u64 = 3;
+pub(crate) const CONNECT_ATTEMPTS: u64 = 3;
 
 /// How to reach the daemon and what to tell it.
 #[derive(Debug, Clone)]
@@ -184,13 +185,13 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let connection = self.connection().await?;
         let reply = match connection
-            .request(request.clone(), timeout, progress.clone())
+            .request(&request, timeout, progress.clone())
             .await
         {
             Err(Broken(_)) if !matches!(request, Request::Shutdown) => {
                 self.forget(&connection).await;
                 let connection = self.connection().await?;
-                connection.request(request, timeout, progress).await
+                connection.request(&request, timeout, progress).await
             }
             other => other,
         };
@@ -264,12 +265,26 @@ type Pending = Arc<StdMutex<Option<HashMap<u64, Waiter>>>>;
 /// One open connection: a writer shared by callers and a reader task that
 /// routes each reply to the caller waiting on its id.
 struct Connection {
-    writer: Mutex<Shared<Stream>>,
+    writer: Mutex<FrameWriter>,
     /// `None` once the reader has seen the connection end.
     pending: Pending,
     next_id: AtomicU64,
     welcome: Welcome,
     reader: tokio::task::JoinHandle<()>,
+}
+
+/// The write half and the buffer each request is encoded into (reused).
+struct FrameWriter {
+    stream: OwnedWriteHalf,
+    buf: Vec<u8>,
+}
+
+/// tokio's own halves of the socket. Their reads skip the extra `recvfrom`
+/// (answered EAGAIN) that reading through interprocess's `&Stream` costs after
+/// every frame.
+fn split(stream: Stream) -> (OwnedReadHalf, OwnedWriteHalf) {
+    let Stream::UdSocket(stream) = stream;
+    tokio::net::UnixStream::from(stream).into_split()
 }
 
 impl Drop for Connection {
@@ -280,9 +295,8 @@ impl Drop for Connection {
 
 impl Connection {
     async fn open(stream: Stream, options: &ClientOptions) -> Result<Connection, ClientError> {
-        let stream = Arc::new(stream);
-        let mut writer = Shared(stream.clone());
-        let mut reader = BufReader::with_capacity(16 * 1024, Shared(stream));
+        let (read, mut writer) = split(stream);
+        let mut reader = BufReader::with_capacity(16 * 1024, read);
         let hello = ClientFrame {
             id: 0,
             request: Request::Hello(Hello {
@@ -321,7 +335,10 @@ impl Connection {
         let pending: Pending = Arc::new(StdMutex::new(Some(HashMap::new())));
         let reader = tokio::spawn(route_replies(reader, pending.clone()));
         Ok(Connection {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(FrameWriter {
+                stream: writer,
+                buf: Vec::new(),
+            }),
             pending,
             next_id: AtomicU64::new(1),
             welcome,
@@ -335,7 +352,7 @@ impl Connection {
 
     async fn request(
         &self,
-        request: Request,
+        request: &Request,
         timeout: Duration,
         progress: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Reply, Broken> {
@@ -348,7 +365,8 @@ impl Connection {
         };
         let written = {
             let mut writer = self.writer.lock().await;
-            write_message(&mut *writer, &ClientFrame { id, request }).await
+            let FrameWriter { stream, buf } = &mut *writer;
+            write_message_with(stream, buf, &ClientFrameRef { id, request }).await
         };
         if let Err(e) = written {
             self.cancel(id);
@@ -379,7 +397,7 @@ impl Connection {
     }
 }
 
-async fn route_replies(mut reader: BufReader<Shared<Stream>>, pending: Pending) {
+async fn route_replies(mut reader: BufReader<OwnedReadHalf>, pending: Pending) {
     let mut buf = Vec::new();
     loop {
         match read_message::<DaemonFrame, _>(&mut reader, &mut buf).await {

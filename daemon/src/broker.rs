@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
     CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
-    LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusReport, TokenReply,
+    LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusReport, TokenReplyRef,
     WireError, PROTOCOL_VERSION,
 };
 use ractor::rpc::CallResult;
@@ -60,11 +60,22 @@ pub struct Session {
     pub pid: u32,
 }
 
-/// A validated token request.
+/// A validated token request. The key holds its normalized scopes and tenant;
+/// a [`SourceRequest`] is built from it only on a miss.
 pub struct Prepared {
     key: CacheKey,
-    request: SourceRequest,
+    claims: Option<String>,
     min_validity: i64,
+}
+
+impl Prepared {
+    fn source_request(&self) -> SourceRequest {
+        SourceRequest {
+            scopes: self.key.scopes.clone(),
+            tenant: self.key.tenant.clone(),
+            claims: self.claims.clone(),
+        }
+    }
 }
 
 impl Broker {
@@ -136,11 +147,17 @@ impl Broker {
     /// Validates a request and builds its cache key.
     pub fn prepare(&self, session: &Session, request: GetToken) -> Result<Prepared, WireError> {
         let invalid = |e: String| WireError::new(ErrorKind::InvalidRequest, e);
-        let scopes = scopes::normalize_scopes(&request.scopes).map_err(invalid)?;
-        if let Some(tenant) = &request.tenant {
+        let GetToken {
+            scopes,
+            tenant,
+            claims,
+            min_validity_secs,
+        } = request;
+        let scopes = scopes::normalize_owned(scopes).map_err(invalid)?;
+        if let Some(tenant) = &tenant {
             scopes::validate_tenant(tenant).map_err(invalid)?;
         }
-        if let Some(claims) = &request.claims {
+        if let Some(claims) = &claims {
             if claims.len() > scopes::MAX_CLAIMS_LEN {
                 return Err(invalid(format!(
                     "claims longer than {} bytes",
@@ -148,28 +165,24 @@ impl Broker {
                 )));
             }
         }
-        let min_validity = match request.min_validity_secs {
+        let min_validity = match min_validity_secs {
             0 => DEFAULT_MIN_VALIDITY_SECS,
             secs => secs as i64,
         };
         Ok(Prepared {
             key: CacheKey {
                 chain: session.chain_fingerprint,
-                tenant: request.tenant.clone(),
-                scopes: scopes.clone(),
-            },
-            request: SourceRequest {
+                tenant,
                 scopes,
-                tenant: request.tenant,
-                claims: request.claims,
             },
+            claims,
             min_validity,
         })
     }
 
     /// The fast path: a cached token, or `None` for a miss.
-    pub async fn lookup(&self, prepared: &Prepared) -> Option<TokenReply> {
-        if prepared.request.claims.is_some() {
+    pub async fn lookup(&self, prepared: &Prepared) -> Option<Arc<CachedToken>> {
+        if prepared.claims.is_some() {
             return None;
         }
         let token = self
@@ -177,22 +190,22 @@ impl Broker {
             .get_fresh(&prepared.key, prepared.min_validity)
             .await?;
         Stats::bump(&self.stats.cache_hits);
-        Some(reply(&token, true))
+        Some(token)
     }
 
     /// The slow path: one acquisition per key, however many callers wait.
+    /// Returns the token and whether it came from the cache after all.
     pub async fn acquire(
         &self,
         session: &Session,
         prepared: Prepared,
-    ) -> Result<TokenReply, WireError> {
+    ) -> Result<(Arc<CachedToken>, bool), WireError> {
         Stats::bump(&self.stats.cache_misses);
-        if prepared.request.claims.is_some() {
+        let request = prepared.source_request();
+        if prepared.claims.is_some() {
             // A claims challenge asks for a token the cached one is not: bypass the cache.
-            let token = self
-                .resolve(&session.chain, None, &prepared.request)
-                .await?;
-            return Ok(reply(&token, false));
+            let token = self.resolve(&session.chain, None, &request).await?;
+            return Ok((token, false));
         }
         let ran_here = AtomicBool::new(false);
         let key = prepared.key.clone();
@@ -200,12 +213,11 @@ impl Broker {
             .cache
             .get_or_acquire(prepared.key, prepared.min_validity, async {
                 ran_here.store(true, Relaxed);
-                self.resolve(&session.chain, Some(key), &prepared.request)
-                    .await
+                self.resolve(&session.chain, Some(key), &request).await
             })
             .await;
         match result {
-            Ok(token) => Ok(reply(&token, !ran_here.load(Relaxed))),
+            Ok(token) => Ok((token, !ran_here.load(Relaxed))),
             Err(shared) => Err(WireError::clone(&shared)),
         }
     }
@@ -427,14 +439,15 @@ impl Broker {
     }
 }
 
-fn reply(token: &CachedToken, cached: bool) -> TokenReply {
-    TokenReply {
-        access_token: token.access_token.clone(),
-        token_type: "Bearer".into(),
+/// The reply for `token`, borrowing from it (see [`TokenReplyRef`]).
+pub fn token_reply(token: &CachedToken, cached: bool) -> TokenReplyRef<'_> {
+    TokenReplyRef {
+        access_token: token.access_token.expose(),
+        token_type: "Bearer",
         expires_on: token.expires_on,
         refresh_on: token.refresh_on,
-        tenant: token.tenant.clone(),
-        credential: token.credential.name().into(),
+        tenant: token.tenant.as_deref(),
+        credential: token.credential.name(),
         cached,
     }
 }

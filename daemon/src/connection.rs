@@ -6,21 +6,29 @@
 //! pipelined: a cache hit is answered inline, a miss runs as its own task and
 //! answers when done, tagged with its request id. Any malformed input closes
 //! this connection only.
+//!
+//! A hit is the hot path of the whole broker: it is encoded straight from the
+//! cached token into the connection's one write buffer, with no copy of the
+//! token and no allocation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_proto::io::{read_body, write_message, ReadError, Shared};
+use azbroker_proto::io::{read_body, ReadError};
 use azbroker_proto::{
     frame, peek_hello_version, ClientFrame, DaemonFrame, ErrorKind, Reply, Request, RequestId,
-    Welcome, WireError, PROTOCOL_VERSION,
+    TokenFrameRef, Welcome, WireError, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use zeroize::Zeroizing;
 
-use crate::broker::{version_mismatch, Broker, Session};
+use crate::broker::{token_reply, version_mismatch, Broker, Session};
+use crate::cache::CachedToken;
 use crate::stats::Stats;
 
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,7 +36,15 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// Misses one connection may have in flight; more wait (backpressure).
 const MAX_IN_FLIGHT: usize = 256;
 
-type Writer = Arc<Mutex<Shared<Stream>>>;
+/// The write half of a connection and the buffer every frame it sends is
+/// encoded into; the buffer holds tokens, so it is wiped when dropped.
+struct FrameWriter {
+    stream: OwnedWriteHalf,
+    buf: Zeroizing<Vec<u8>>,
+}
+
+type Writer = Arc<Mutex<FrameWriter>>;
+type Reader = BufReader<OwnedReadHalf>;
 
 pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphorePermit) {
     let stats = broker.stats.clone();
@@ -37,8 +53,11 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphoreP
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let refusal = check_peer(&stream);
-    let stream = Arc::new(stream);
-    let writer: Writer = Arc::new(Mutex::new(Shared(stream.clone())));
+    let (read, write) = split(stream);
+    let writer: Writer = Arc::new(Mutex::new(FrameWriter {
+        stream: write,
+        buf: Zeroizing::new(Vec::new()),
+    }));
     match refusal {
         Some(refusal) => {
             Stats::bump(&stats.connections_refused);
@@ -46,7 +65,7 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphoreP
             send_reply(&writer, 0, Reply::Error(refusal)).await;
             // Let the peer finish sending its Hello before we close, so its
             // write does not fail before it reads why it was refused.
-            let mut reader = BufReader::with_capacity(1024, Shared(stream));
+            let mut reader = BufReader::with_capacity(1024, read);
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
                 read_body(&mut reader, &mut Vec::new()),
@@ -54,7 +73,7 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphoreP
             .await;
         }
         None => {
-            let mut reader = BufReader::with_capacity(16 * 1024, Shared(stream));
+            let mut reader = BufReader::with_capacity(16 * 1024, read);
             if let Some(session) = handshake(&broker, &mut reader, &writer).await {
                 tracing::debug!(client = %session.client, pid = session.pid, "client connected");
                 requests(&broker, Arc::new(session), &mut reader, &writer).await;
@@ -64,6 +83,14 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphoreP
     stats
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// tokio's own halves of the socket. Their reads skip the extra `recvfrom`
+/// (answered EAGAIN) that reading through interprocess's `&Stream` costs after
+/// every frame, and they need no shared `Arc`.
+fn split(stream: Stream) -> (OwnedReadHalf, OwnedWriteHalf) {
+    let Stream::UdSocket(stream) = stream;
+    tokio::net::UnixStream::from(stream).into_split()
 }
 
 /// Refuses any peer that is not this daemon's own user, whatever the socket's mode.
@@ -82,11 +109,7 @@ fn check_peer(stream: &Stream) -> Option<WireError> {
     }
 }
 
-async fn handshake(
-    broker: &Broker,
-    reader: &mut BufReader<Shared<Stream>>,
-    writer: &Writer,
-) -> Option<Session> {
+async fn handshake(broker: &Broker, reader: &mut Reader, writer: &Writer) -> Option<Session> {
     let mut buf = Vec::new();
     match tokio::time::timeout(HELLO_TIMEOUT, read_body(reader, &mut buf)).await {
         Ok(Ok(())) => {}
@@ -139,11 +162,14 @@ async fn handshake(
 async fn requests(
     broker: &Arc<Broker>,
     session: Arc<Session>,
-    reader: &mut BufReader<Shared<Stream>>,
+    reader: &mut Reader,
     writer: &Writer,
 ) {
     let mut buf = Vec::new();
     let mut shutdown = broker.shutdown_signal();
+    // One wait for the whole connection, not one per request.
+    let stopping = shutdown.changed();
+    tokio::pin!(stopping);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         // Idle connections may wait as long as they like for their next frame.
@@ -152,7 +178,7 @@ async fn requests(
                 Ok(bytes) if !bytes.is_empty() => {}
                 _ => return,
             },
-            _ = shutdown.changed() => return,
+            _ = &mut stopping => return,
         }
         let frame = match tokio::time::timeout(FRAME_TIMEOUT, read_body(reader, &mut buf)).await {
             Ok(Ok(())) => frame::decode::<ClientFrame>(&buf),
@@ -184,7 +210,7 @@ async fn requests(
                     }
                 };
                 if let Some(token) = broker.lookup(&prepared).await {
-                    send_reply(writer, id, Reply::Token(token)).await;
+                    send_token(writer, id, &token, true).await;
                     continue;
                 }
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -193,7 +219,7 @@ async fn requests(
                 let (broker, session, writer) = (broker.clone(), session.clone(), writer.clone());
                 tokio::spawn(async move {
                     match broker.acquire(&session, prepared).await {
-                        Ok(token) => send_reply(&writer, id, Reply::Token(token)).await,
+                        Ok((token, cached)) => send_token(&writer, id, &token, cached).await,
                         Err(e) => error_reply(&broker, &writer, id, e).await,
                     }
                     drop(permit);
@@ -291,12 +317,41 @@ async fn reject(writer: &Writer, id: RequestId, message: String) {
     .await;
 }
 
-/// Best effort: a client that went away loses its reply, nothing else.
 async fn send_reply(writer: &Writer, id: RequestId, reply: Reply) {
+    send(writer, id, &DaemonFrame { id, reply }).await;
+}
+
+async fn send_token(writer: &Writer, id: RequestId, token: &CachedToken, cached: bool) {
+    let frame = TokenFrameRef {
+        id,
+        token: token_reply(token, cached),
+    };
+    send(writer, id, &frame).await;
+}
+
+/// Best effort: a client that went away loses its reply, nothing else. A reply
+/// that cannot be encoded (larger than a frame may be) becomes an error reply,
+/// so the client is never left waiting for it.
+async fn send<T: Serialize>(writer: &Writer, id: RequestId, frame: &T) {
     let mut writer = writer.lock().await;
-    let _ = tokio::time::timeout(
-        FRAME_TIMEOUT,
-        write_message(&mut *writer, &DaemonFrame { id, reply }),
-    )
+    let FrameWriter { stream, buf } = &mut *writer;
+    if let Err(e) = frame::encode_into(buf, frame) {
+        tracing::error!(error = %e, "cannot encode a reply");
+        let error = WireError::new(
+            ErrorKind::Internal,
+            format!("the reply cannot be sent: {e}"),
+        );
+        let fallback = DaemonFrame {
+            id,
+            reply: Reply::Error(error),
+        };
+        if frame::encode_into(buf, &fallback).is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(FRAME_TIMEOUT, async {
+        stream.write_all(buf).await?;
+        stream.flush().await
+    })
     .await;
 }

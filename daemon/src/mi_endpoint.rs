@@ -35,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::broker::{Broker, Session};
+use crate::cache::CachedToken;
 use crate::stats::Stats;
 
 /// The path `IDENTITY_ENDPOINT` names (App Service uses the same one).
@@ -286,7 +287,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 "access_token": reply.access_token.expose(),
                 "expires_on": reply.expires_on.to_string(),
                 "resource": query.resource,
-                "token_type": reply.token_type,
+                "token_type": "Bearer",
             }),
         ),
         Err(e) => {
@@ -361,7 +362,7 @@ fn resource_scope(resource: &str) -> String {
     format!("{}/.default", resource.trim_end_matches('/'))
 }
 
-async fn token(state: &State, resource: &str) -> Result<azbroker_proto::TokenReply, WireError> {
+async fn token(state: &State, resource: &str) -> Result<Arc<CachedToken>, WireError> {
     let prepared = state.broker.prepare(
         &state.session,
         GetToken {
@@ -374,7 +375,8 @@ async fn token(state: &State, resource: &str) -> Result<azbroker_proto::TokenRep
     if let Some(token) = state.broker.lookup(&prepared).await {
         return Ok(token);
     }
-    state.broker.acquire(&state.session, prepared).await
+    let (token, _cached) = state.broker.acquire(&state.session, prepared).await?;
+    Ok(token)
 }
 
 /// App Service's error shape, which the SDKs read (`statusCode`, `message`).

@@ -9,6 +9,14 @@ pub const DEFAULT_MIN_VALIDITY_SECS: i64 = 5 * 60;
 /// Lifetimes at or above this refresh at half-life instead of 5 minutes before expiry.
 const HALF_LIFE_THRESHOLD_SECS: i64 = 2 * 60 * 60;
 
+/// How long before a token drops below [`DEFAULT_MIN_VALIDITY_SECS`] its refresh
+/// starts. Refreshing exactly at the floor would make every client that asks
+/// while the new token is being acquired (half a second for a warm `az`, over
+/// ten on a slow machine) miss the cache and wait. A minute covers a slow
+/// acquisition, and a quick failure still gets one retry (30-36 s later)
+/// before clients notice.
+pub const REFRESH_LEAD_SECS: i64 = 60;
+
 /// Failed refreshes are retried no more often than this.
 pub const MIN_RETRY: Duration = Duration::from_secs(30);
 
@@ -17,15 +25,17 @@ const MAX_RETRY: Duration = Duration::from_secs(10 * 60);
 
 /// The refresh point, in epoch seconds: the server's `refresh_in` when given;
 /// otherwise half the lifetime for tokens living 2 h or more; otherwise
-/// 5 minutes before expiry (never before `now`).
+/// 5 minutes before expiry. Never later than [`REFRESH_LEAD_SECS`] before the
+/// 5-minute floor, and never before `now`.
 pub fn refresh_on(now: i64, expires_on: i64, server_refresh_in: Option<i64>) -> i64 {
     let lifetime = expires_on - now;
+    let latest = expires_on - DEFAULT_MIN_VALIDITY_SECS - REFRESH_LEAD_SECS;
     let point = match server_refresh_in {
         Some(refresh_in) if refresh_in > 0 => now + refresh_in,
         _ if lifetime >= HALF_LIFE_THRESHOLD_SECS => now + lifetime / 2,
-        _ => expires_on - DEFAULT_MIN_VALIDITY_SECS,
+        _ => latest,
     };
-    point.clamp(now, expires_on)
+    point.min(latest).clamp(now, expires_on)
 }
 
 /// Delay before retry number `attempt` (1-based) of a failed refresh:
@@ -58,15 +68,21 @@ mod tests {
     }
 
     #[test]
-    fn short_lived_tokens_refresh_five_minutes_before_expiry() {
-        assert_eq!(refresh_on(NOW, NOW + 3599, None), NOW + 3599 - 300);
-        assert_eq!(refresh_on(NOW, NOW + 310, None), NOW + 10);
+    fn short_lived_tokens_refresh_a_lead_before_the_five_minute_floor() {
+        assert_eq!(refresh_on(NOW, NOW + 3599, None), NOW + 3599 - 300 - 60);
+        assert_eq!(refresh_on(NOW, NOW + 370, None), NOW + 10);
     }
 
     #[test]
-    fn refresh_point_is_never_in_the_past_or_after_expiry() {
+    fn a_late_server_hint_still_leaves_the_lead() {
+        assert_eq!(refresh_on(NOW, NOW + 3600, Some(3500)), NOW + 3600 - 360);
+    }
+
+    #[test]
+    fn refresh_point_is_never_in_the_past() {
         assert_eq!(refresh_on(NOW, NOW + 60, None), NOW);
-        assert_eq!(refresh_on(NOW, NOW + 60, Some(600)), NOW + 60);
+        assert_eq!(refresh_on(NOW, NOW + 310, None), NOW);
+        assert_eq!(refresh_on(NOW, NOW + 60, Some(600)), NOW);
     }
 
     #[test]

@@ -14,29 +14,43 @@ pub const MAX_CLAIMS_LEN: usize = 16 * 1024;
 /// Checks a request's scopes and returns them normalized, sorted and deduplicated,
 /// so that the same set in any order is one cache key.
 pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>, String> {
+    normalize_owned(scopes.to_vec())
+}
+
+/// [`normalize_scopes`] on a request's own strings: the hot path of every
+/// token request, so it allocates only to rewrite a bare resource.
+pub fn normalize_owned(mut scopes: Vec<String>) -> Result<Vec<String>, String> {
     if scopes.is_empty() {
         return Err("at least one scope is required".into());
     }
     if scopes.len() > MAX_SCOPES {
         return Err(format!("at most {MAX_SCOPES} scopes per request"));
     }
-    let mut out = Vec::with_capacity(scopes.len());
-    for scope in scopes {
+    for scope in &mut scopes {
         validate_scope(scope)?;
-        out.push(bare_resource_to_default(scope));
+        if let Some(default) = bare_resource_to_default(scope) {
+            *scope = default;
+        }
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    if scopes.len() > 1 {
+        scopes.sort();
+        scopes.dedup();
+    }
+    Ok(scopes)
 }
 
 fn validate_scope(scope: &str) -> Result<(), String> {
     if scope.is_empty() || scope.len() > MAX_SCOPE_LEN {
         return Err(format!("a scope must have 1 to {MAX_SCOPE_LEN} characters"));
     }
-    let ok = scope
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_.:/+%=~".contains(c));
+    // Bytes, not chars: anything outside ASCII fails either way.
+    let ok = scope.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'%' | b'=' | b'~'
+            )
+    });
     if !ok {
         return Err(format!(
             "scope {scope:?} has characters outside [A-Za-z0-9-_.:/+%=~]"
@@ -46,18 +60,16 @@ fn validate_scope(scope: &str) -> Result<(), String> {
 }
 
 /// `https://management.azure.com` or `https://management.azure.com/` (a bare
-/// resource) means `https://management.azure.com/.default`; anything else is kept.
-fn bare_resource_to_default(scope: &str) -> String {
-    if let Some(rest) = scope
+/// resource) means `https://management.azure.com/.default`; `None` keeps the scope.
+fn bare_resource_to_default(scope: &str) -> Option<String> {
+    let rest = scope
         .strip_prefix("https://")
-        .or_else(|| scope.strip_prefix("http://"))
-    {
-        let rest = rest.trim_end_matches('/');
-        if !rest.is_empty() && !rest.contains('/') {
-            return format!("{}/.default", scope.trim_end_matches('/'));
-        }
+        .or_else(|| scope.strip_prefix("http://"))?;
+    let rest = rest.trim_end_matches('/');
+    if !rest.is_empty() && !rest.contains('/') {
+        return Some(format!("{}/.default", scope.trim_end_matches('/')));
     }
-    scope.to_string()
+    None
 }
 
 /// For credentials that take a resource (CLI tools, managed identity): a scope

@@ -46,17 +46,54 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// Room a new frame buffer starts with: a token reply fits without regrowing.
+const INITIAL_CAPACITY: usize = 2 * 1024;
+
 /// Encodes `message` as one whole frame (prefix and body), ready for a single write.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![0u8; HEADER_LEN];
-    let mut out = postcard::to_extend(message, std::mem::take(&mut out))
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let mut out = Vec::with_capacity(INITIAL_CAPACITY);
+    encode_into(&mut out, message)?;
+    Ok(out)
+}
+
+/// Encodes `message` as one whole frame into `out`, replacing what it held and
+/// reusing its allocation (a connection encodes every reply into one buffer).
+pub fn encode_into<T: Serialize>(out: &mut Vec<u8>, message: &T) -> Result<(), FrameError> {
+    out.clear();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    if let Err(e) = postcard::serialize_with_flavor(message, AppendTo(out)) {
+        out.clear();
+        return Err(FrameError::Malformed(e.to_string()));
+    }
     let body_len = out.len() - HEADER_LEN;
     if body_len > MAX_FRAME_LEN {
+        out.clear();
         return Err(FrameError::TooLarge(body_len));
     }
     out[..HEADER_LEN].copy_from_slice(&(body_len as u32).to_be_bytes());
-    Ok(out)
+    Ok(())
+}
+
+/// A postcard output that appends to a `Vec`, copying each string in one go
+/// (postcard's own `to_extend` goes through `Extend`, a byte at a time).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Validates a length prefix and returns the body length it announces.

@@ -69,9 +69,19 @@ pub async fn write_message<T: Serialize, W: AsyncWrite + Unpin>(
     writer: &mut W,
     message: &T,
 ) -> std::io::Result<()> {
-    let bytes = frame::encode(message)
+    write_message_with(writer, &mut Vec::new(), message).await
+}
+
+/// [`write_message`] encoding into `buf`, whose allocation is reused from one
+/// message to the next (the bytes stay in it until the next message).
+pub async fn write_message_with<T: Serialize, W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    buf: &mut Vec<u8>,
+    message: &T,
+) -> std::io::Result<()> {
+    frame::encode_into(buf, message)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    writer.write_all(&bytes).await?;
+    writer.write_all(buf).await?;
     writer.flush().await
 }
 

@@ -1,7 +1,8 @@
 //! Requests and replies. Every frame from a client is a [`ClientFrame`]; every
 //! frame from the daemon is a [`DaemonFrame`] whose `id` echoes the request it answers.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::chain::ChainSpec;
 use crate::diagnose::{DiagnoseRequest, Diagnosis};
@@ -178,6 +179,55 @@ pub struct ManagedIdentityEndpoint {
     pub endpoint: String,
     /// The file holding the value for `IDENTITY_HEADER`.
     pub header_file: String,
+}
+
+/// A [`ClientFrame`] that borrows its request: encodes to the same bytes, so a
+/// client can keep the request (to resend it once on a broken connection)
+/// without copying it for every send.
+#[derive(Debug, Serialize)]
+pub struct ClientFrameRef<'a> {
+    pub id: RequestId,
+    pub request: &'a Request,
+}
+
+/// A [`TokenReply`] that borrows its strings, so the daemon answers a cache hit
+/// straight from the cached token instead of copying the token (and wiping the
+/// copy) for every reply. Field order is [`TokenReply`]'s.
+#[derive(Debug, Serialize)]
+pub struct TokenReplyRef<'a> {
+    pub access_token: &'a str,
+    pub token_type: &'a str,
+    pub expires_on: i64,
+    pub refresh_on: i64,
+    pub tenant: Option<&'a str>,
+    pub credential: &'a str,
+    pub cached: bool,
+}
+
+/// Encodes exactly as `DaemonFrame { id, reply: Reply::Token(..) }` does
+/// (checked by a test in `tests/wire.rs`).
+#[derive(Debug)]
+pub struct TokenFrameRef<'a> {
+    pub id: RequestId,
+    pub token: TokenReplyRef<'a>,
+}
+
+/// Position of [`Reply::Token`] among [`Reply`]'s variants.
+const REPLY_TOKEN_VARIANT: u32 = 1;
+
+impl Serialize for TokenFrameRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct AsReplyToken<'b, 'a>(&'b TokenReplyRef<'a>);
+        impl Serialize for AsReplyToken<'_, '_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_newtype_variant("Reply", REPLY_TOKEN_VARIANT, "Token", self.0)
+            }
+        }
+        let mut frame = serializer.serialize_struct("DaemonFrame", 2)?;
+        frame.serialize_field("id", &self.id)?;
+        frame.serialize_field("reply", &AsReplyToken(&self.token))?;
+        frame.end()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -317,3 +317,80 @@ fn display_of_error_lists_each_reason() {
         "no credential; AzureCliCredential: az not found"
     );
 }
+
+#[test]
+fn borrowed_token_frames_encode_like_owned_ones() {
+    for (tenant, cached) in [(None, true), (Some("t-1"), false)] {
+        let owned = DaemonFrame {
+            id: 300,
+            reply: Reply::Token(TokenReply {
+                access_token: Secret::new("eyJ0eXAi.payload.signature"),
+                token_type: "Bearer".into(),
+                expires_on: 1_700_000_000,
+                refresh_on: 1_699_999_000,
+                tenant: tenant.map(String::from),
+                credential: "EnvironmentCredential".into(),
+                cached,
+            }),
+        };
+        let borrowed = TokenFrameRef {
+            id: 300,
+            token: TokenReplyRef {
+                access_token: "eyJ0eXAi.payload.signature",
+                token_type: "Bearer",
+                expires_on: 1_700_000_000,
+                refresh_on: 1_699_999_000,
+                tenant,
+                credential: "EnvironmentCredential",
+                cached,
+            },
+        };
+        assert_eq!(
+            frame::encode(&borrowed).unwrap(),
+            frame::encode(&owned).unwrap()
+        );
+    }
+}
+
+#[test]
+fn borrowed_client_frames_encode_like_owned_ones() {
+    for request in sample_requests() {
+        let borrowed = frame::encode(&ClientFrameRef {
+            id: 9,
+            request: &request,
+        })
+        .unwrap();
+        let owned = frame::encode(&ClientFrame { id: 9, request }).unwrap();
+        assert_eq!(borrowed, owned);
+    }
+}
+
+#[test]
+fn encoding_into_a_buffer_replaces_its_contents() {
+    let mut buf = vec![0xAA; 100];
+    frame::encode_into(
+        &mut buf,
+        &ClientFrame {
+            id: 1,
+            request: Request::Status,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        buf,
+        frame::encode(&ClientFrame {
+            id: 1,
+            request: Request::Status
+        })
+        .unwrap()
+    );
+    let huge = "x".repeat(MAX_FRAME_LEN + 1);
+    let too_large = ClientFrame {
+        id: 2,
+        request: Request::Invalidate(Invalidate { scopes: vec![huge] }),
+    };
+    assert!(matches!(
+        frame::encode_into(&mut buf, &too_large),
+        Err(FrameError::TooLarge(_))
+    ));
+}

@@ -1,5 +1,6 @@
-//! Proactive refresh: tokens living just over 5 minutes reach their refresh
-//! point (5 minutes before expiry) 10 s after they are minted.
+//! Proactive refresh: tokens living just over 6 minutes reach their refresh
+//! point (5 minutes before expiry, less the daemon's 60 s refresh lead) 10 s
+//! after they are minted.
 
 use std::time::Duration;
 
@@ -26,13 +27,13 @@ fn dev_chain() -> [(&'static str, &'static str); 1] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_refreshed_before_expiry_without_a_client_waiting() {
     let mut sandbox = Sandbox::new();
-    sandbox.az.set_lifetime(310);
+    sandbox.az.set_lifetime(370);
     sandbox.start_daemon();
     let client = sandbox.client(&dev_chain());
 
     let first = client.get_token(request(0)).await.unwrap();
     assert!(!first.cached);
-    assert_eq!(first.refresh_on, first.expires_on - 300);
+    assert_eq!(first.refresh_on, first.expires_on - 360);
     // A hit: the key is in use, so it is worth refreshing.
     assert!(client.get_token(request(0)).await.unwrap().cached);
 
@@ -67,7 +68,7 @@ async fn tokens_are_refreshed_before_expiry_without_a_client_waiting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_refresh_keeps_serving_the_valid_token() {
     let mut sandbox = Sandbox::new();
-    sandbox.az.set_lifetime(310);
+    sandbox.az.set_lifetime(370);
     sandbox.start_daemon();
     let client = sandbox.client(&dev_chain());
 
@@ -87,7 +88,7 @@ async fn a_failed_refresh_keeps_serving_the_valid_token() {
         )
     });
 
-    // The old token still has ~5 minutes: a client content with 60 s of validity gets it from the cache.
+    // The old token still has ~6 minutes: a client content with 60 s of validity gets it from the cache.
     let kept = client.get_token(request(60)).await.unwrap();
     assert!(kept.cached);
     assert_eq!(kept.access_token, first.access_token);
@@ -101,7 +102,7 @@ async fn a_failed_refresh_keeps_serving_the_valid_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keys_are_not_refreshed() {
     let mut sandbox = Sandbox::new();
-    sandbox.az.set_lifetime(305);
+    sandbox.az.set_lifetime(365);
     sandbox.start_daemon();
     let client = sandbox.client(&dev_chain());
     client.get_token(request(0)).await.unwrap();

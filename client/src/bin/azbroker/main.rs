@@ -1,17 +1,19 @@
 //! `azbroker`: the command line of the token broker.
 //!
-//! Runs on a current-thread runtime: a CLI on the hot path of scripts should
-//! not pay for starting worker threads it does not need.
+//! `azbroker token`, the hot path of scripts, asks through the blocking
+//! client and starts no async runtime; the other commands run on a
+//! current-thread runtime (no worker threads they would not use).
 
-mod diagnose;
 mod mcp_config;
 mod output;
 mod shim;
 
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use azbroker_client::{advice, Client, ClientError, ClientOptions};
+use azbroker_client::{advice, blocking, Client, ClientError, ClientOptions};
 use azbroker_proto::{GetToken, Login, LoginMethod, Logout};
 use clap::{Parser, Subcommand};
 
@@ -78,8 +80,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "generic")]
         client: mcp_config::McpClient,
     },
-    /// Check the environment, daemon, network and credentials, and say what to fix.
-    Diagnose(diagnose::DiagnoseArgs),
+    /// Check the environment, daemon, network and credentials, and say what to fix
+    /// (`azbroker diagnose --help` lists its options).
+    #[command(disable_help_flag = true)]
+    Diagnose {
+        /// Passed to azbroker-diagnose.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// The `az` token shim: existing tools get the broker's tokens through `az`.
     Shim {
         #[command(subcommand)]
@@ -128,6 +136,26 @@ fn main() -> ExitCode {
         // for. Still single-threaded here, so changing the environment is sound.
         std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
     }
+    // Diagnose reads the environment itself: a broken one is what it reports on.
+    if let Command::Diagnose { args } = cli.command {
+        return diagnose(args);
+    }
+    if let Command::Token {
+        scope,
+        tenant,
+        raw,
+        min_validity,
+        claims,
+    } = cli.command
+    {
+        let request = GetToken {
+            scopes: scope,
+            tenant,
+            claims,
+            min_validity_secs: min_validity.unwrap_or(0),
+        };
+        return token(request, raw);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,6 +166,52 @@ fn main() -> ExitCode {
     runtime.block_on(run(cli))
 }
 
+/// The program behind `azbroker diagnose`.
+const DIAGNOSE_BINARY: &str = "azbroker-diagnose";
+
+/// A companion program installed beside this `azbroker`.
+pub fn beside_this_program(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| format!("cannot find this program's location: {e}"))?;
+    let binary = exe.with_file_name(name);
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "{} is missing: install it beside {} (cargo build/install builds all of azbroker's programs)",
+            binary.display(),
+            exe.display()
+        ))
+    }
+}
+
+/// Runs `azbroker-diagnose` (beside this program) in this process's place.
+fn diagnose(args: Vec<OsString>) -> ExitCode {
+    let binary = match beside_this_program(DIAGNOSE_BINARY) {
+        Ok(binary) => binary,
+        Err(e) => return fail(&e, 3),
+    };
+    let e = std::process::Command::new(&binary).args(args).exec();
+    fail(&format!("cannot run {}: {e}", binary.display()), 3)
+}
+
+/// The hot path of scripts: one blocking exchange (Hello and request in one
+/// write), no async runtime to start.
+fn token(request: GetToken, raw: bool) -> ExitCode {
+    let options = match ClientOptions::from_env("azbroker-cli") {
+        Ok(options) => options,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    match blocking::get_token(&options, request) {
+        Ok(token) => {
+            output::token(&token, raw);
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_error(&e),
+    }
+}
+
 async fn run(cli: Cli) -> ExitCode {
     if let Command::McpConfig { client } = cli.command {
         // Needs no daemon and no credential chain.
@@ -145,38 +219,12 @@ async fn run(cli: Cli) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&snippet).expect("JSON"));
         return ExitCode::SUCCESS;
     }
-    // Diagnose reads the environment itself: a broken one is what it reports on.
-    let cli = match cli.command {
-        Command::Diagnose(args) => return diagnose::run(args).await,
-        command => Cli { command },
-    };
     let options = match ClientOptions::from_env("azbroker-cli") {
         Ok(options) => options,
         Err(e) => return fail(&e.to_string(), 2),
     };
     match cli.command {
-        Command::Token {
-            scope,
-            tenant,
-            raw,
-            min_validity,
-            claims,
-        } => {
-            let client = Client::new(options);
-            let request = GetToken {
-                scopes: scope,
-                tenant,
-                claims,
-                min_validity_secs: min_validity.unwrap_or(0),
-            };
-            match client.get_token(request).await {
-                Ok(token) => {
-                    output::token(&token, raw);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => client_error(&e),
-            }
-        }
+        Command::Token { .. } => unreachable!("handled in main"),
         Command::Status { json } => {
             let client = Client::new(ClientOptions {
                 autostart: false,
@@ -239,7 +287,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => client_error(&e),
             }
         }
-        Command::Diagnose(_) => unreachable!("handled above"),
+        Command::Diagnose { .. } => unreachable!("handled in main"),
         Command::Stop => {
             let client = Client::new(ClientOptions {
                 autostart: false,

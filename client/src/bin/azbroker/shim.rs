@@ -22,7 +22,7 @@ pub fn default_dir() -> Result<PathBuf, String> {
 /// Creates `dir/az` and the marker; returns the directory (absolute) and the
 /// shim binary `az` points at. Refuses to replace an `az` it did not put there.
 pub fn install(dir: &Path, copy: bool) -> Result<(PathBuf, PathBuf), String> {
-    let binary = shim_binary()?;
+    let binary = crate::beside_this_program(SHIM_BINARY)?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let az = dir.join("az");
@@ -51,23 +51,6 @@ pub fn install(dir: &Path, copy: bool) -> Result<(PathBuf, PathBuf), String> {
             format!("cannot create {}: {e}", az.display())
         })?;
     Ok((dir, binary))
-}
-
-/// `azbroker-az-shim` beside this `azbroker`.
-fn shim_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe()
-        .and_then(std::fs::canonicalize)
-        .map_err(|e| format!("cannot find this program's location: {e}"))?;
-    let binary = exe.with_file_name(SHIM_BINARY);
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} is missing: install it beside {} (cargo build/install builds both)",
-            binary.display(),
-            exe.display()
-        ))
-    }
 }
 
 /// The shell line that puts `dir` first on `PATH`.

@@ -1,6 +1,10 @@
 //! `azbroker diagnose`: the troubleshooting half of the Azure MCP Server's
 //! authentication guide, run by the tool instead of by hand.
 //!
+//! A binary of its own, which `azbroker diagnose` executes: it carries a
+//! network and TLS stack (the in-process checks when no daemon answers) that
+//! the `azbroker` on the hot path of scripts should not have to load.
+//!
 //! One job per file:
 //! - [`env`]: this process's variables (secrets masked), the chain they select, the cloud;
 //! - [`daemon`]: is azbrokerd reachable, its version, socket and store;
@@ -24,10 +28,12 @@ mod render;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use serde::Serialize;
 
 /// Check the environment, the daemon, the network and each credential, and say what to fix.
-#[derive(clap::Args, Debug)]
+#[derive(Parser, Debug)]
+#[command(name = "azbroker diagnose", bin_name = "azbroker diagnose", version)]
 pub struct DiagnoseArgs {
     /// Print JSON (for scripts) instead of text.
     #[arg(long, conflicts_with = "admin_request")]
@@ -115,7 +121,21 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
-pub async fn run(args: DiagnoseArgs) -> ExitCode {
+fn main() -> ExitCode {
+    let args = DiagnoseArgs::parse();
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(e) => {
+            eprintln!("azbroker diagnose: cannot start the runtime: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(args: DiagnoseArgs) -> ExitCode {
     let env = env::gather(&|name: &str| std::env::var(name).ok());
     let planned = match network::plan(&env, &args.resource_endpoints, args.no_cloud_endpoints) {
         Ok(planned) => planned,

@@ -215,7 +215,7 @@ fn judge(
             result.outcome = "token";
             result.token = Some(TokenInfo {
                 expires_on: token.expires_on,
-                expires: crate::output::rfc3339(token.expires_on),
+                expires: rfc3339(token.expires_on),
                 cached: token.cached,
                 identity: identity_of(token.access_token.expose()),
             });
@@ -447,6 +447,17 @@ pub fn problems(report: &CredentialsReport, out: &mut Vec<Problem>) {
             remedy: "Sign in with a developer tool (`az login`, `azd auth login`, `Connect-AzAccount`), or set a service principal (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET); each credential's reason is listed above.".into(),
         });
     }
+}
+
+/// Epoch seconds as RFC 3339, the form people read.
+fn rfc3339(epoch: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,0 +1,47 @@
+//! Figure 1: a cached token through the client library, one connection,
+//! sequential, beside the bare round trip of the same sizes. Blocks of the
+//! two alternate so that both see the same machine, and both run in a task on
+//! the runtime's worker threads, as a program's request handlers would.
+
+use std::time::Duration;
+
+use crate::measure::{Latency, Samples};
+
+use super::{bare_block, broker_block, Ctx};
+
+pub struct Cached {
+    pub broker: Latency,
+    pub bare: Latency,
+}
+
+pub async fn run(ctx: &Ctx) -> Result<Cached, String> {
+    let (rounds, per_round) = ctx.pick((10, 1_000), (20, 5_000));
+    let client = ctx.main.client(&ctx.chain);
+    let bare = ctx.bare_client().await?;
+    tokio::spawn(alternate(client, bare, rounds, per_round))
+        .await
+        .map_err(|e| format!("task: {e}"))?
+}
+
+async fn alternate(
+    client: azbroker_client::Client,
+    mut bare: crate::bare::BareClient,
+    rounds: usize,
+    per_round: usize,
+) -> Result<Cached, String> {
+    let mut ignored = Samples::default();
+    broker_block(&client, 1_000, &mut ignored).await?;
+    bare_block(&mut bare, 1_000, &mut ignored).await?;
+
+    let mut broker = Samples::with_capacity(rounds * per_round);
+    let mut baseline = Samples::with_capacity(rounds * per_round);
+    let (mut broker_time, mut bare_time) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        broker_time += broker_block(&client, per_round, &mut broker).await?;
+        bare_time += bare_block(&mut bare, per_round, &mut baseline).await?;
+    }
+    Ok(Cached {
+        broker: broker.summary(broker_time),
+        bare: baseline.summary(bare_time),
+    })
+}
