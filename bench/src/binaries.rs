@@ -11,15 +11,17 @@ use std::process::Command;
 pub struct Binaries {
     pub azbrokerd: PathBuf,
     pub azbroker: PathBuf,
+    pub az_shim: PathBuf,
     pub oneshot: PathBuf,
     pub bare_server: PathBuf,
     /// Whether they are optimized builds (timings of debug builds mean nothing).
     pub release: bool,
 }
 
-const NAMES: [&str; 4] = [
+const NAMES: [&str; 5] = [
     "azbrokerd",
     "azbroker",
+    "azbroker-az-shim",
     "bench-oneshot",
     "bench-bare-server",
 ];
@@ -49,12 +51,22 @@ impl Binaries {
         Ok(Binaries {
             azbrokerd: find(NAMES[0])?,
             azbroker: find(NAMES[1])?,
-            oneshot: find(NAMES[2])?,
-            bare_server: find(NAMES[3])?,
+            az_shim: find(NAMES[2])?,
+            oneshot: find(NAMES[3])?,
+            bare_server: find(NAMES[4])?,
             release,
         })
     }
 }
+
+/// Variables `cargo run` sets for the program it runs (prefixes).
+const RUN_ONLY_VARIABLES: [&str; 5] = [
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+];
 
 fn build(cargo: &Path, release: bool) -> Result<(), String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,6 +74,15 @@ fn build(cargo: &Path, release: bool) -> Result<(), String> {
         .ok_or("no workspace directory")?;
     let mut command = Command::new(cargo);
     command.current_dir(workspace).arg("build").arg("--quiet");
+    // `cargo run` describes this package to us in CARGO_PKG_*, CARGO_MANIFEST_*
+    // and the like; build scripts that watch such variables would otherwise
+    // see a change and rebuild half the tree on every run.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if RUN_ONLY_VARIABLES.iter().any(|v| name.starts_with(v)) {
+            command.env_remove(&*name);
+        }
+    }
     if release {
         command.arg("--release");
     }

@@ -172,6 +172,16 @@ impl Results {
             ),
         ]);
         row(&[
+            s("1. the same, daemon alone (prebuilt frames, no client library), p50 / p99 (µs)"),
+            format!("{:.1} / {:.1}", c.daemon_only.p50_us, c.daemon_only.p99_us),
+            format!("{:.1} / {:.1}", c.bare.p50_us, c.bare.p99_us),
+            format!(
+                "{:.2}x / {:.2}x",
+                ratio(c.daemon_only.p50_us, c.bare.p50_us),
+                ratio(c.daemon_only.p99_us, c.bare.p99_us)
+            ),
+        ]);
+        row(&[
             s("1. cached token, in-process, requests/s"),
             thousands(c.broker.per_sec),
             thousands(c.bare.per_sec),
@@ -204,10 +214,19 @@ impl Results {
             ]);
         }
         row(&[
-            format!("3. whole process, median of {} runs (ms)", self.cli.runs),
+            format!(
+                "3. `azbroker token --raw`, whole process, median of {} runs (ms)",
+                self.cli.runs
+            ),
             format!("{:.2}", self.cli.azbroker_ms),
             format!("{:.2}", self.cli.oneshot_ms),
             format!("{:.2}x", ratio(self.cli.azbroker_ms, self.cli.oneshot_ms)),
+        ]);
+        row(&[
+            s("3. the az shim, `az account get-access-token`, whole process (ms)"),
+            format!("{:.2}", self.cli.az_shim_ms),
+            format!("{:.2}", self.cli.oneshot_ms),
+            format!("{:.2}x", ratio(self.cli.az_shim_ms, self.cli.oneshot_ms)),
         ]);
         let st = &self.storm;
         row(&[
@@ -337,6 +356,7 @@ impl Results {
             "cached_in_process": {
                 "broker": latency(&self.cached.broker),
                 "bare": latency(&self.cached.bare),
+                "daemon_only": latency(&self.cached.daemon_only),
             },
             "concurrency": self.concurrency.iter().map(|l| json!({
                 "connections": l.connections,
@@ -348,6 +368,7 @@ impl Results {
             "whole_process": {
                 "runs": self.cli.runs,
                 "azbroker_token_median_ms": self.cli.azbroker_ms,
+                "az_shim_median_ms": self.cli.az_shim_ms,
                 "oneshot_median_ms": self.cli.oneshot_ms,
             },
             "cold_storm": {

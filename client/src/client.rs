@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use azbroker_proto::io::{read_message, write_message, write_message_with};
+use azbroker_proto::io::{read_message, write_message, write_message_with, ReadError};
 use azbroker_proto::{
-    ChainSpec, ClientFrame, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken,
-    Hello, Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request,
+    frame, ChainSpec, ClientFrame, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis,
+    GetToken, Hello, Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request,
     StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
-use tokio::io::BufReader;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -400,7 +400,7 @@ impl Connection {
 async fn route_replies(mut reader: BufReader<OwnedReadHalf>, pending: Pending) {
     let mut buf = Vec::new();
     loop {
-        match read_message::<DaemonFrame, _>(&mut reader, &mut buf).await {
+        match next_frame(&mut reader, &mut buf).await {
             Ok(frame) => {
                 let mut pending = pending.lock().expect("pending lock");
                 let Some(waiters) = pending.as_mut() else {
@@ -424,5 +424,23 @@ async fn route_replies(mut reader: BufReader<OwnedReadHalf>, pending: Pending) {
                 return;
             }
         }
+    }
+}
+
+/// The next reply; decoded where it lies in the read buffer when it came whole
+/// (the common case), else read into `buf` first.
+async fn next_frame(
+    reader: &mut BufReader<OwnedReadHalf>,
+    buf: &mut Vec<u8>,
+) -> Result<DaemonFrame, ReadError> {
+    reader.fill_buf().await.map_err(ReadError::Io)?;
+    match frame::whole_frame_len(reader.buffer()) {
+        Some(Ok(len)) => {
+            let decoded = frame::decode(&reader.buffer()[frame::HEADER_LEN..len]);
+            reader.consume(len);
+            Ok(decoded?)
+        }
+        Some(Err(e)) => Err(e.into()),
+        None => read_message(reader, buf).await,
     }
 }

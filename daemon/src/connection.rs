@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use azbroker_proto::frame::HEADER_LEN;
 use azbroker_proto::io::{read_body, ReadError};
 use azbroker_proto::{
     frame, peek_hello_version, ClientFrame, DaemonFrame, ErrorKind, Reply, Request, RequestId,
@@ -159,6 +160,38 @@ async fn handshake(broker: &Broker, reader: &mut Reader, writer: &Writer) -> Opt
     }
 }
 
+/// What reading a connection's next frame came to.
+enum Incoming {
+    Frame(ClientFrame),
+    Closed,
+    Bad(String),
+}
+
+/// Reads and decodes the next frame, which has [`FRAME_TIMEOUT`] to arrive whole.
+async fn next_frame(reader: &mut Reader, buf: &mut Vec<u8>) -> Incoming {
+    let decoded = |body: &[u8]| match frame::decode::<ClientFrame>(body) {
+        Ok(frame) => Incoming::Frame(frame),
+        Err(e) => Incoming::Bad(format!("bad frame: {e}")),
+    };
+    // The common case: the whole frame came in one read. Decode it where it
+    // is, with no copy and no deadline to arm.
+    match frame::whole_frame_len(reader.buffer()) {
+        Some(Ok(len)) => {
+            let frame = decoded(&reader.buffer()[HEADER_LEN..len]);
+            reader.consume(len);
+            return frame;
+        }
+        Some(Err(e)) => return Incoming::Bad(format!("bad frame: {e}")),
+        None => {}
+    }
+    match tokio::time::timeout(FRAME_TIMEOUT, read_body(reader, buf)).await {
+        Ok(Ok(())) => decoded(buf),
+        Ok(Err(ReadError::Closed)) => Incoming::Closed,
+        Ok(Err(e)) => Incoming::Bad(format!("bad frame: {e}")),
+        Err(_) => Incoming::Bad("frame not completed within 5 s".into()),
+    }
+}
+
 async fn requests(
     broker: &Arc<Broker>,
     session: Arc<Session>,
@@ -180,22 +213,11 @@ async fn requests(
             },
             _ = &mut stopping => return,
         }
-        let frame = match tokio::time::timeout(FRAME_TIMEOUT, read_body(reader, &mut buf)).await {
-            Ok(Ok(())) => frame::decode::<ClientFrame>(&buf),
-            Ok(Err(ReadError::Closed)) => return,
-            Ok(Err(e)) => {
-                reject(writer, 0, format!("bad frame: {e}")).await;
-                return;
-            }
-            Err(_) => {
-                reject(writer, 0, "frame not completed within 5 s".into()).await;
-                return;
-            }
-        };
-        let ClientFrame { id, request } = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                reject(writer, 0, format!("bad frame: {e}")).await;
+        let ClientFrame { id, request } = match next_frame(reader, &mut buf).await {
+            Incoming::Frame(frame) => frame,
+            Incoming::Closed => return,
+            Incoming::Bad(message) => {
+                reject(writer, 0, message).await;
                 return;
             }
         };

@@ -96,6 +96,18 @@ impl postcard::ser_flavors::Flavor for AppendTo<'_> {
     }
 }
 
+/// The length, prefix included, of the frame at the start of `bytes` when all
+/// of it is there, so a reader can decode it in place; `None` when more must
+/// be read, an error when the prefix is invalid.
+pub fn whole_frame_len(bytes: &[u8]) -> Option<Result<usize, FrameError>> {
+    let header: [u8; HEADER_LEN] = bytes.get(..HEADER_LEN)?.try_into().ok()?;
+    match body_len(header) {
+        Ok(len) if bytes.len() >= HEADER_LEN + len => Some(Ok(HEADER_LEN + len)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// Validates a length prefix and returns the body length it announces.
 pub fn body_len(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;

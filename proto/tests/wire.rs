@@ -394,3 +394,24 @@ fn encoding_into_a_buffer_replaces_its_contents() {
         Err(FrameError::TooLarge(_))
     ));
 }
+
+#[test]
+fn a_frame_is_whole_only_when_all_of_it_is_there() {
+    let whole = frame::encode(&ClientFrame {
+        id: 7,
+        request: Request::Status,
+    })
+    .unwrap();
+    assert!(frame::whole_frame_len(&whole[..2]).is_none());
+    assert!(frame::whole_frame_len(&whole[..whole.len() - 1]).is_none());
+    assert_eq!(
+        frame::whole_frame_len(&whole).unwrap().unwrap(),
+        whole.len()
+    );
+    // A second frame behind the first does not change the first's length.
+    let two = [whole.clone(), whole.clone()].concat();
+    assert_eq!(frame::whole_frame_len(&two).unwrap().unwrap(), whole.len());
+    // A prefix announcing more than a frame may hold is an error at once.
+    let too_large = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
+    assert!(frame::whole_frame_len(&too_large).unwrap().is_err());
+}

@@ -3,8 +3,9 @@
 //! two alternate so that both see the same machine, and both run in a task on
 //! the runtime's worker threads, as a program's request handlers would.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::bare::RawBrokerClient;
 use crate::measure::{Latency, Samples};
 
 use super::{bare_block, broker_block, Ctx};
@@ -12,13 +13,22 @@ use super::{bare_block, broker_block, Ctx};
 pub struct Cached {
     pub broker: Latency,
     pub bare: Latency,
+    /// The same request as prebuilt frames on a plain socket: the daemon's
+    /// part of the distance between `broker` and `bare`.
+    pub daemon_only: Latency,
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Cached, String> {
     let (rounds, per_round) = ctx.pick((10, 1_000), (20, 5_000));
     let client = ctx.main.client(&ctx.chain);
     let bare = ctx.bare_client().await?;
-    tokio::spawn(alternate(client, bare, rounds, per_round))
+    let raw = RawBrokerClient::connect(
+        &ctx.main.socket,
+        &ctx.chain,
+        super::token_request(super::ARM),
+    )
+    .await?;
+    tokio::spawn(alternate(client, bare, raw, rounds, per_round))
         .await
         .map_err(|e| format!("task: {e}"))?
 }
@@ -26,6 +36,7 @@ pub async fn run(ctx: &Ctx) -> Result<Cached, String> {
 async fn alternate(
     client: azbroker_client::Client,
     mut bare: crate::bare::BareClient,
+    mut raw: RawBrokerClient,
     rounds: usize,
     per_round: usize,
 ) -> Result<Cached, String> {
@@ -33,15 +44,35 @@ async fn alternate(
     broker_block(&client, 1_000, &mut ignored).await?;
     bare_block(&mut bare, 1_000, &mut ignored).await?;
 
+    raw_block(&mut raw, 1_000, &mut ignored).await?;
+
     let mut broker = Samples::with_capacity(rounds * per_round);
     let mut baseline = Samples::with_capacity(rounds * per_round);
-    let (mut broker_time, mut bare_time) = (Duration::ZERO, Duration::ZERO);
+    let mut daemon_only = Samples::with_capacity(rounds * per_round);
+    let (mut broker_time, mut bare_time, mut raw_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
         broker_time += broker_block(&client, per_round, &mut broker).await?;
         bare_time += bare_block(&mut bare, per_round, &mut baseline).await?;
+        raw_time += raw_block(&mut raw, per_round, &mut daemon_only).await?;
     }
     Ok(Cached {
         broker: broker.summary(broker_time),
         bare: baseline.summary(bare_time),
+        daemon_only: daemon_only.summary(raw_time),
     })
+}
+
+async fn raw_block(
+    raw: &mut RawBrokerClient,
+    n: usize,
+    samples: &mut Samples,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        raw.round_trip().await?;
+        samples.push(t.elapsed());
+    }
+    Ok(started.elapsed())
 }
