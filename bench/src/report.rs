@@ -161,26 +161,26 @@ impl Results {
         row(&[s("figure"), s("azbroker"), s("baseline"), s("ratio")]);
         row(&[s("---"), s("---:"), s("---:"), s("---:")]);
         let c = &self.cached;
-        row(&[
-            s("1. cached token, in-process, p50 / p99 (µs)"),
-            format!("{:.1} / {:.1}", c.broker.p50_us, c.broker.p99_us),
-            format!("{:.1} / {:.1}", c.bare.p50_us, c.bare.p99_us),
-            format!(
-                "{:.2}x / {:.2}x",
-                ratio(c.broker.p50_us, c.bare.p50_us),
-                ratio(c.broker.p99_us, c.bare.p99_us)
-            ),
-        ]);
-        row(&[
-            s("1. the same, daemon alone (prebuilt frames, no client library), p50 / p99 (µs)"),
-            format!("{:.1} / {:.1}", c.daemon_only.p50_us, c.daemon_only.p99_us),
-            format!("{:.1} / {:.1}", c.bare.p50_us, c.bare.p99_us),
-            format!(
-                "{:.2}x / {:.2}x",
-                ratio(c.daemon_only.p50_us, c.bare.p50_us),
-                ratio(c.daemon_only.p99_us, c.bare.p99_us)
-            ),
-        ]);
+        let percentiles = |label: &str, measured: &Latency| {
+            [
+                s(label),
+                format!("{:.1} / {:.1}", measured.p50_us, measured.p99_us),
+                format!("{:.1} / {:.1}", c.bare.p50_us, c.bare.p99_us),
+                format!(
+                    "{:.2}x / {:.2}x",
+                    ratio(measured.p50_us, c.bare.p50_us),
+                    ratio(measured.p99_us, c.bare.p99_us)
+                ),
+            ]
+        };
+        row(&percentiles(
+            "1. cached token, in-process, p50 / p99 (µs)",
+            &c.broker,
+        ));
+        row(&percentiles(
+            "1. the same, daemon alone (prebuilt frames, no client library), p50 / p99 (µs)",
+            &c.daemon_only,
+        ));
         row(&[
             s("1. cached token, in-process, requests/s"),
             thousands(c.broker.per_sec),

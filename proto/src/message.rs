@@ -193,7 +193,7 @@ pub struct ClientFrameRef<'a> {
 /// A [`TokenReply`] that borrows its strings, so the daemon answers a cache hit
 /// straight from the cached token instead of copying the token (and wiping the
 /// copy) for every reply. Field order is [`TokenReply`]'s.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct TokenReplyRef<'a> {
     pub access_token: &'a str,
     pub token_type: &'a str,
@@ -202,6 +202,21 @@ pub struct TokenReplyRef<'a> {
     pub tenant: Option<&'a str>,
     pub credential: &'a str,
     pub cached: bool,
+}
+
+/// Like [`Secret`](crate::Secret)'s: the token itself is never shown.
+impl std::fmt::Debug for TokenReplyRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenReplyRef")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_on", &self.expires_on)
+            .field("refresh_on", &self.refresh_on)
+            .field("tenant", &self.tenant)
+            .field("credential", &self.credential)
+            .field("cached", &self.cached)
+            .finish()
+    }
 }
 
 /// Encodes exactly as `DaemonFrame { id, reply: Reply::Token(..) }` does

@@ -415,3 +415,22 @@ fn a_frame_is_whole_only_when_all_of_it_is_there() {
     let too_large = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
     assert!(frame::whole_frame_len(&too_large).unwrap().is_err());
 }
+
+#[test]
+fn a_borrowed_token_reply_never_shows_the_token() {
+    let frame = TokenFrameRef {
+        id: 1,
+        token: TokenReplyRef {
+            access_token: "eyJ0eXAi.secret-payload.signature",
+            token_type: "Bearer",
+            expires_on: 1_700_000_000,
+            refresh_on: 1_699_999_000,
+            tenant: None,
+            credential: "AzureCliCredential",
+            cached: true,
+        },
+    };
+    let shown = format!("{frame:?}");
+    assert!(!shown.contains("secret-payload"), "{shown}");
+    assert!(shown.contains("AzureCliCredential"), "{shown}");
+}
