@@ -10,6 +10,8 @@
 //! - [`BrokerCredential`] (feature `credential`) is an `azure_core`
 //!   `TokenCredential`, so any Azure SDK for Rust client can use the broker.
 //! - [`blocking`] asks one thing without an async runtime (the `az` shim's path).
+//! - `azure_cli_profile` (features `shim`, `mcp`) reads the Azure CLI's
+//!   subscriptions and default subscription.
 //!
 //! The library is light on purpose: no clap, no MCP; those live in the
 //! binaries, behind the default features `cli` (`azbroker`) and `mcp`
@@ -25,6 +27,8 @@ compile_error!(
 );
 
 pub mod advice;
+#[cfg(any(feature = "shim", feature = "mcp"))]
+pub mod azure_cli_profile;
 pub mod blocking;
 mod client;
 pub mod connect;

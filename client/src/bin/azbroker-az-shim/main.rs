@@ -13,13 +13,13 @@
 
 mod args;
 mod output;
-mod profile;
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
+use azbroker_client::azure_cli_profile as profile;
 use azbroker_client::{blocking, ClientError, ClientOptions};
 use azbroker_proto::{shim, ErrorKind, GetToken, TokenReply};
 

@@ -2,8 +2,7 @@
 //! `nextLink` pages, with ARM's errors turned into tool errors (a wrong-tenant
 //! token becomes the tenant remedy).
 
-use std::path::PathBuf;
-
+use azbroker_client::azure_cli_profile;
 use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::Url;
 use serde_json::{json, Value};
@@ -16,8 +15,6 @@ const SUBSCRIPTIONS_API: &str = "2022-12-01";
 const RESOURCE_GROUPS_API: &str = "2021-04-01";
 /// A listing stops here rather than follow a server that pages forever.
 const MAX_PAGES: usize = 100;
-/// Largest Azure CLI profile read (it lists every subscription of every login).
-const MAX_PROFILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// `GET /subscriptions`, shaped like the Azure MCP Server's `subscription list`:
 /// `subscriptionId`, `displayName`, `state`, `tenantId`, `isDefault`, the default first.
@@ -215,36 +212,14 @@ fn required_tenant(response: &Response, message: &str) -> Option<String> {
 /// The default subscription as the Azure MCP Server resolves it: the Azure
 /// CLI profile's (`az account set`), else `AZURE_SUBSCRIPTION_ID`.
 pub fn default_subscription(env: impl Fn(&str) -> Option<String>) -> Option<String> {
-    let set = |name: &str| {
-        env(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let config_dir = set("AZURE_CONFIG_DIR")
-        .map(PathBuf::from)
-        .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".azure")));
-    config_dir
-        .and_then(|dir| profile_default(&dir.join("azureProfile.json")))
-        .or_else(|| set("AZURE_SUBSCRIPTION_ID"))
-}
-
-/// `subscriptions[isDefault].id` of an Azure CLI profile; best effort.
-fn profile_default(path: &std::path::Path) -> Option<String> {
-    use std::io::Read as _;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(MAX_PROFILE_BYTES)
-        .read_to_string(&mut text)
-        .ok()?;
-    // The CLI writes the profile with a byte order mark.
-    let profile: Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).ok()?;
-    profile["subscriptions"]
-        .as_array()?
-        .iter()
-        .find(|s| s["isDefault"] == Value::Bool(true))
-        .and_then(|s| s["id"].as_str())
-        .map(str::to_string)
+    let profile = azure_cli_profile::load_with(&env);
+    azure_cli_profile::default(&profile)
+        .map(|s| s.id.clone())
+        .or_else(|| {
+            env("AZURE_SUBSCRIPTION_ID")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
 }
 
 fn text<'a>(value: &'a Value, field: &str) -> &'a str {

@@ -1,8 +1,8 @@
 //! The Azure CLI's profile (`$AZURE_CONFIG_DIR/azureProfile.json`, else
 //! `~/.azure/azureProfile.json`): which subscriptions exist, in which tenant,
-//! and which is the default. Read only for the `subscription` field of the
-//! output and to resolve `--subscription NAME`; any problem reading it means
-//! "no profile".
+//! and which is the default (`az account set`). The `az` shim reads it for its
+//! `subscription` field and `--subscription NAME`, `azbroker-mcp` for the
+//! default subscription. Best effort: any problem reading it means "no profile".
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -18,15 +18,25 @@ pub struct Subscription {
     pub is_default: bool,
 }
 
+/// The profile of this process's environment.
 pub fn load() -> Vec<Subscription> {
-    path()
+    load_with(|name| std::env::var(name).ok())
+}
+
+/// The profile that the variables `env` looks up point at.
+pub fn load_with(env: impl Fn(&str) -> Option<String>) -> Vec<Subscription> {
+    path(env)
         .and_then(|p| read_bounded(&p))
         .map(|text| parse(&text))
         .unwrap_or_default()
 }
 
-fn path() -> Option<PathBuf> {
-    let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+fn path(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let non_empty = |name| {
+        env(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     if let Some(dir) = non_empty("AZURE_CONFIG_DIR") {
         return Some(PathBuf::from(dir).join("azureProfile.json"));
     }
