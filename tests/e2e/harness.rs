@@ -34,16 +34,19 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The Python interpreter that drives real Azure SDK clients:
-/// `$AZBROKER_TEST_PYTHON`, else `python3` on `PATH`, resolved to its real
+/// `$AZBROKER_TEST_PYTHON`, else the project's venv `target/test-python` that
+/// `scripts/setup-tests` makes, else `python3` on `PATH`; resolved to its real
 /// executable (sandboxes clear the environment a pyenv shim would need). It
 /// must have the packages of `tests/python/requirements.txt`.
 pub fn python() -> PathBuf {
     static PYTHON: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     let found = PYTHON.get_or_init(|| {
-        let requested =
-            std::env::var_os("AZBROKER_TEST_PYTHON").unwrap_or_else(|| "python3".into());
-        let install = "install them with: python3 -m pip install -r tests/python/requirements.txt \
-                       (.ci/run does), or point AZBROKER_TEST_PYTHON at a Python that has them";
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-python/bin/python");
+        let requested = std::env::var_os("AZBROKER_TEST_PYTHON")
+            .or_else(|| venv.is_file().then(|| venv.into_os_string()))
+            .unwrap_or_else(|| "python3".into());
+        let install = "install them with scripts/setup-tests (scripts/test runs it), \
+                       or point AZBROKER_TEST_PYTHON at a Python that has them";
         let out = Command::new(&requested)
             .args(["-c", "import sys, azure.identity; print(sys.executable)"])
             .output()

@@ -208,19 +208,16 @@ fn azbroker_login_opens_the_browser_in_the_daemon() {
 /// The same login through a real browser: headless Chromium from Debian's
 /// packages follows the authorize redirect to the loopback listener. It trusts
 /// the double's test CA only through `--ignore-certificate-errors`, which this
-/// loopback-only test allows. `.ci/run` installs Chromium; elsewhere the test
-/// is skipped (and says so) when it is missing.
+/// loopback-only test allows. `scripts/setup-tests` installs Chromium; without
+/// it the test fails and says how to install it.
 #[test]
 fn headless_chromium_completes_a_browser_login() {
     let chromium = std::path::Path::new("/usr/bin/chromium");
-    if !chromium.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install chromium (.ci/run)"
-        );
-        eprintln!("skipped: /usr/bin/chromium is not installed (apt-get install chromium)");
-        return;
-    }
+    assert!(
+        chromium.is_file(),
+        "/usr/bin/chromium is not installed: run scripts/setup-tests (scripts/test does), \
+         or apt-get install chromium"
+    );
     let (mut sandbox, entra) = login_sandbox();
     let profile = sandbox.dir.path().join("chromium-profile");
     let browser = [

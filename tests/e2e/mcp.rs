@@ -4,7 +4,7 @@
 //! Manager double, with tokens from the real daemon and the fake `az`.
 //!
 //! The clients' scripts live in `tests/mcp/`; `tests/mcp/install` installs
-//! their pinned dependencies (CI's `.ci/run` does). Nothing is skipped: a
+//! their pinned dependencies (`scripts/setup-tests`, which `scripts/test` runs, does). Nothing is skipped: a
 //! missing dependency fails the test with the command that installs it.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -41,7 +41,7 @@ fn mcp_dir() -> PathBuf {
 }
 
 const INSTALL_HINT: &str =
-    "run tests/mcp/install to install the MCP test dependencies (CI's .ci/run does)";
+    "run scripts/setup-tests (scripts/test does) to install the MCP test dependencies";
 
 /// The interpreter of the venv with the MCP Python SDK; fails if it is missing.
 fn python() -> PathBuf {
