@@ -1,4 +1,4 @@
-//! When to refresh a token and how to back off after a failed refresh (spec section 4).
+//! When to refresh a token and how to back off after a failed refresh (`docs/spec/authentication.md`, "Tokens").
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The chain-selection table of the spec (section 2), row by row.
+//! The chain-selection table of `docs/spec/authentication.md` ("The chain"), row by row.
 
 use azbroker_proto::chain::{ChainError, ChainSpec, CredentialKind, CredentialSpec};
 use azbroker_proto::CredentialKind::*;

@@ -6,7 +6,7 @@
 //! `grant_type=client_credentials` and `scope` (no discovery or metadata GET
 //! comes first). Replies, errors included, reproduce the real service's JSON
 //! and headers byte for byte where the shape is known (see
-//! `/work/shared/spec/wire-formats.md`).
+//! `docs/spec/wire-formats.md`).
 //!
 //! The server runs on its own thread and Tokio runtime, so it keeps answering
 //! while a test blocks (e.g. on `std::process::Command::output`) or runs on a

@@ -13,7 +13,7 @@ use super::process::{classify_tool_error, BoundedExecutor, ToolNames};
 use super::{SourceError, SourceRequest, Token, TokenSource};
 use crate::scopes;
 
-/// The Azure MCP Server's limit for `az` (spec section 3).
+/// The Azure MCP Server's limit for `az` (`docs/spec/authentication.md`, "Each credential").
 pub const TIMEOUT: Duration = Duration::from_secs(13);
 
 pub struct AzureCliSource {

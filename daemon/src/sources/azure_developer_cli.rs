@@ -13,7 +13,7 @@ use azure_identity::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialOpt
 use super::process::{classify_tool_error, BoundedExecutor, ToolNames};
 use super::{SourceError, SourceRequest, Token, TokenSource};
 
-/// The Azure MCP Server's limit for `azd` (spec section 3).
+/// The Azure MCP Server's limit for `azd` (`docs/spec/authentication.md`, "Each credential").
 pub const TIMEOUT: Duration = Duration::from_secs(13);
 
 pub struct AzureDeveloperCliSource {

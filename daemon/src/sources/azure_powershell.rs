@@ -22,7 +22,7 @@ use super::process::BoundedExecutor;
 use super::{SourceError, SourceRequest, Token, TokenSource};
 use crate::scopes;
 
-/// The Azure MCP Server's limit for PowerShell (spec section 3).
+/// The Azure MCP Server's limit for PowerShell (`docs/spec/authentication.md`, "Each credential").
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest piece of pwsh's stderr kept in an error.
 const MAX_MESSAGE: usize = 600;
