@@ -8,6 +8,7 @@ mod cache_and_chain;
 mod credentials;
 mod device_code;
 mod diagnose;
+mod install;
 mod interactive_browser;
 mod lifecycle;
 mod logout_and_persistence;

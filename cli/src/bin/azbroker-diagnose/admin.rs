@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use azbroker_client::advice::private_dns_zone;
+use azbroker_cli::advice::private_dns_zone;
 use azbroker_proto::cloud::Cloud;
 
 use super::credentials::serving_identity;

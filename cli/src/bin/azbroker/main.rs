@@ -13,7 +13,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use azbroker_client::{advice, blocking, Client, ClientError, ClientOptions};
+use azbroker_cli::advice;
+use azbroker_client::{blocking, Client, ClientError, ClientOptions};
 use azbroker_proto::{GetToken, Login, LoginMethod, Logout};
 use clap::{Parser, Subcommand};
 

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_client::advice::{self, Target};
+use azbroker_cli::advice::{self, Target};
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::diagnose::{
     AddressScope, DiagnoseRequest, EndpointCheck, NetworkSettingsReport, StepOutcome, MAX_ENDPOINTS,

@@ -14,7 +14,7 @@
 
 use azbroker_proto::{CredentialKind, NetworkProblem};
 
-use crate::ClientError;
+use azbroker_client::ClientError;
 
 /// Appended to every remedy a client shows: the full check is one command away.
 pub const RUN_DIAGNOSE: &str = "Run `azbroker diagnose` for a full check.";

@@ -7,7 +7,7 @@
 //! the daemon answers with that credential's own reason. Interactive
 //! credentials are never started: a diagnosis must not open a browser.
 
-use azbroker_client::advice;
+use azbroker_cli::advice;
 use azbroker_client::{Client, ClientError};
 use azbroker_proto::{
     ChainSpec, CredentialKind, CredentialState, ErrorKind, GetToken, StatusReport, TokenReply,

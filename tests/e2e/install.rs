@@ -1,0 +1,81 @@
+//! `scripts/install`: every program lands side by side, and the installed CLI
+//! starts the installed daemon beside it (not one found elsewhere).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::harness::{bin, wait_until, Sandbox};
+
+const PROGRAMS: [&str; 5] = [
+    "azbrokerd",
+    "azbroker",
+    "azbroker-diagnose",
+    "azbroker-az-shim",
+    "azbroker-mcp",
+];
+
+#[test]
+fn install_puts_every_program_side_by_side_and_the_cli_starts_the_daemon_beside_it() {
+    let mut sandbox = Sandbox::new();
+    let prefix = sandbox.dir.path().join("prefix");
+    let built = bin("azbroker").parent().unwrap().to_path_buf();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install");
+    let out = sandbox
+        .command_for(&script)
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--from")
+        .arg(&built)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = prefix.join("bin");
+    for program in PROGRAMS {
+        let path = installed.join(program);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "{}", path.display());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(built.join(program)).unwrap(),
+            "{program} is not the built program"
+        );
+    }
+    // The installed CLI autostarts the daemon beside it (PATH has no azbrokerd).
+    sandbox.unset("AZBROKER_NO_AUTOSTART");
+    let out = sandbox
+        .command_for(installed.join("azbroker"))
+        .args(["token", "--scope", "https://management.azure.com/.default"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sandbox.log()
+    );
+    wait_until(std::time::Duration::from_secs(10), "the daemon", || {
+        !sandbox.daemon_pids().is_empty()
+    });
+    let pid = sandbox.daemon_pids()[0];
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, installed.join("azbrokerd"));
+    // The installed diagnose is the one `azbroker diagnose` runs.
+    let out = sandbox
+        .command_for(installed.join("azbroker"))
+        .args(["diagnose", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sandbox.cli(&["stop"]);
+}
