@@ -79,3 +79,31 @@ fn install_puts_every_program_side_by_side_and_the_cli_starts_the_daemon_beside_
     );
     sandbox.cli(&["stop"]);
 }
+
+#[test]
+fn completions_are_scripts_of_each_shell_that_know_the_commands() {
+    let sandbox = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sandbox.cli(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for command in ["token", "status", "diagnose", "completions"] {
+            assert!(script.contains(command), "{shell} lacks {command}");
+        }
+    }
+    // The bash script is valid bash.
+    let script = sandbox.dir.path().join("azbroker.bash");
+    std::fs::write(&script, sandbox.cli(&["completions", "bash"]).stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // An unknown shell is a usage error.
+    assert_eq!(sandbox.cli(&["completions", "tcsh"]).status.code(), Some(2));
+}

@@ -104,6 +104,11 @@ enum Command {
         #[arg(long)]
         plain: bool,
     },
+    /// Print a shell completion script, e.g. `azbroker completions bash > ~/.local/share/bash-completion/completions/azbroker`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +136,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Shim { command } = &cli.command {
         return shim_command(command);
+    }
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "azbroker",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
     }
     if matches!(cli.command, Command::Env { .. }) {
         // A daemon this command has to start must serve the endpoint it asks
@@ -333,6 +348,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Shim { .. } => unreachable!("handled before the runtime starts"),
         Command::McpConfig { .. } => unreachable!("handled before the broker options"),
+        Command::Completions { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 
