@@ -20,18 +20,13 @@ fn install_puts_every_program_side_by_side_and_the_cli_starts_the_daemon_beside_
     let prefix = sandbox.dir.path().join("prefix");
     let built = bin("azbroker").parent().unwrap().to_path_buf();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install");
-    let out = sandbox
-        .command_for(&script)
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--from")
-        .arg(&built)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        sandbox
+            .command_for(&script)
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--from")
+            .arg(&built),
     );
     let installed = prefix.join("bin");
     for program in PROGRAMS {
@@ -67,15 +62,10 @@ fn install_puts_every_program_side_by_side_and_the_cli_starts_the_daemon_beside_
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, installed.join("azbrokerd"));
     // The installed diagnose is the one `azbroker diagnose` runs.
-    let out = sandbox
-        .command_for(installed.join("azbroker"))
-        .args(["diagnose", "--help"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        sandbox
+            .command_for(installed.join("azbroker"))
+            .args(["diagnose", "--help"]),
     );
     sandbox.cli(&["stop"]);
 }
@@ -94,16 +84,17 @@ fn completions_are_scripts_of_each_shell_that_know_the_commands() {
     // The bash script is valid bash.
     let script = sandbox.dir.path().join("azbroker.bash");
     std::fs::write(&script, sandbox.cli(&["completions", "bash"]).stdout).unwrap();
-    let check = std::process::Command::new("bash")
-        .arg("-n")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    succeeds(std::process::Command::new("bash").arg("-n").arg(&script));
     // An unknown shell is a usage error.
     assert_eq!(sandbox.cli(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+/// Runs `command` to completion; it must succeed.
+fn succeeds(command: &mut std::process::Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
