@@ -10,6 +10,7 @@ mod device_code;
 mod diagnose;
 mod interactive_browser;
 mod lifecycle;
+mod login_hijack;
 mod logout_and_persistence;
 mod managed_identity;
 mod mcp;
