@@ -36,7 +36,6 @@ pub mod scopes;
 pub mod server;
 pub mod sources;
 pub mod stats;
-#[cfg(target_os = "linux")]
 pub mod tcp_owner;
 
 /// The daemon's version, reported in Welcome and status.

@@ -5,17 +5,22 @@
 //!
 //! Off by default (`azbrokerd --managed-identity-endpoint`). Guards, in order:
 //! on Linux the connecting socket must belong to the daemon's user (found in
-//! the kernel's socket table, see [`crate::tcp_owner`]), else 403; every
-//! request must carry `X-IDENTITY-HEADER` equal to a secret that is random per
-//! daemon and stored only in a 0600 file beside the socket (compared in
-//! constant time), else 401 and nothing else. Tokens come from the chain the
-//! daemon's own environment selects, through the normal cache.
+//! the kernel's socket table, see [`crate::tcp_owner`]), else 403 before a
+//! byte is read; every request must carry `X-IDENTITY-HEADER` equal to a
+//! secret that is random per daemon and stored only in a 0600 file beside the
+//! socket (compared in constant time), else 401 and nothing else. A 401 or
+//! 403 closes its connection, idle keep-alive connections close after
+//! [`HEADER_TIMEOUT`] and busy ones after [`MAX_REQUESTS_PER_CONNECTION`], so
+//! clients without the secret cannot keep the slots from clients with it.
+//! Tokens come from the chain the daemon's own environment selects, through
+//! the normal cache.
 
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +31,13 @@ use azbroker_proto::{
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::{Broker, Session};
 use crate::cache::CachedToken;
@@ -47,10 +52,16 @@ pub const SECRET_HEADER: &str = "x-identity-header";
 /// Connections served at once; the next accept waits for a slot.
 const MAX_CONNECTIONS: usize = 64;
 /// A request head (line and headers) must arrive within this time, and an
-/// idle keep-alive connection is closed after it.
+/// idle keep-alive connection is closed after it (hyper starts this timer
+/// whenever it waits for a head, the first or the next).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests one connection may make; the last answer closes it, so a busy
+/// client takes its turn at `accept` with everyone else.
+const MAX_REQUESTS_PER_CONNECTION: usize = 100;
 /// Largest request head accepted (hyper's minimum is 8 KiB).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// How long a refused connection's input is drained before it is closed.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// Backstop for one connection, however slow the acquisition behind it.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
@@ -143,10 +154,7 @@ impl BoundEndpoint {
                 match accepted {
                     Ok((stream, peer)) => {
                         let (state, shutdown) = (state.clone(), shutdown.clone());
-                        tokio::spawn(async move {
-                            serve_connection(state, stream, peer, shutdown).await;
-                            drop(permit);
-                        });
+                        tokio::spawn(serve_connection(state, stream, peer, permit, shutdown));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "managed-identity endpoint: accept failed");
@@ -191,22 +199,37 @@ fn write_secret_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Serves one connection, holding `slot` until it ends (a refused one gives
+/// it back at once: its linger must not keep the user's clients waiting).
 async fn serve_connection(
     state: Arc<State>,
     stream: TcpStream,
     peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
     mut shutdown: watch::Receiver<bool>,
 ) {
     Stats::bump(&state.broker.stats.connections_accepted);
-    if let Err(why) = check_peer_owner(&stream, peer).await {
+    if let Err(why) = crate::tcp_owner::require_own_user(&stream).await {
         Stats::bump(&state.broker.stats.connections_refused);
         tracing::warn!(%peer, reason = %why, "managed-identity endpoint: connection refused");
+        drop(slot);
         refuse_connection(stream).await;
         return;
     }
+    let served = Arc::new(AtomicUsize::new(0));
     let service = hyper::service::service_fn(move |request| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state, request).await) }
+        let (state, served) = (state.clone(), served.clone());
+        async move {
+            let mut response = handle(&state, request).await;
+            let count = served.fetch_add(1, Ordering::Relaxed) + 1;
+            if ends_connection(response.status(), count) {
+                // hyper closes the connection after a response that says so.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -219,32 +242,20 @@ async fn serve_connection(
     }
 }
 
-/// Linux: the connecting socket must belong to this daemon's user.
-#[cfg(target_os = "linux")]
-async fn check_peer_owner(stream: &TcpStream, peer: SocketAddr) -> Result<(), String> {
-    let local = stream.local_addr().map_err(|e| e.to_string())?;
-    let me = nix::unistd::geteuid().as_raw();
-    let owner = tokio::task::spawn_blocking(move || crate::tcp_owner::owner_uid(peer, local))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot read the kernel's socket table: {e}"))?;
-    match owner {
-        Some(uid) if uid == me => Ok(()),
-        Some(uid) => Err(format!("the peer belongs to uid {uid}, not to uid {me}")),
-        None => Err("the peer's socket is not in the kernel's socket table".into()),
-    }
-}
-
-/// Elsewhere there is no socket table to read; the header secret is the guard.
-#[cfg(not(target_os = "linux"))]
-async fn check_peer_owner(_: &TcpStream, _: SocketAddr) -> Result<(), String> {
-    Ok(())
+/// Whether the answer to a connection's `count`th request is its last: a
+/// refusal (a client without the secret gets nothing more from a connection,
+/// and its slot goes back), or the connection's request allowance is spent.
+fn ends_connection(status: StatusCode, count: usize) -> bool {
+    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        || count >= MAX_REQUESTS_PER_CONNECTION
 }
 
 /// A fixed 403 written straight to the socket, then close: no request of a
-/// foreign user is even parsed.
+/// foreign user is even parsed. Closing a socket with unread input sends a
+/// reset, which can destroy the 403 before the peer reads it; so whatever the
+/// peer sent is first read and thrown away, bounded in size and time.
 async fn refuse_connection(mut stream: TcpStream) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = error_body(StatusCode::FORBIDDEN, "azbrokerd serves only its own user");
     let head = format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -254,6 +265,17 @@ async fn refuse_connection(mut stream: TcpStream) {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
         stream.shutdown().await
+    })
+    .await;
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        let mut sink = [0u8; 1024];
+        let mut left = MAX_HEAD_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     })
     .await;
 }
@@ -449,6 +471,19 @@ mod tests {
             resource_scope("https://graph.microsoft.com/.default"),
             "https://graph.microsoft.com/.default"
         );
+    }
+
+    #[test]
+    fn refusals_and_the_last_allowed_request_end_the_connection() {
+        assert!(ends_connection(StatusCode::UNAUTHORIZED, 1));
+        assert!(ends_connection(StatusCode::FORBIDDEN, 1));
+        assert!(!ends_connection(StatusCode::OK, 1));
+        assert!(!ends_connection(StatusCode::NOT_FOUND, 1));
+        assert!(!ends_connection(
+            StatusCode::OK,
+            MAX_REQUESTS_PER_CONNECTION - 1
+        ));
+        assert!(ends_connection(StatusCode::OK, MAX_REQUESTS_PER_CONNECTION));
     }
 
     #[test]

@@ -1,17 +1,57 @@
-//! Which user owns the other end of a loopback TCP connection (Linux).
+//! Which user owns the other end of a loopback TCP connection, and the one
+//! rule every loopback listener of the daemon applies with it: a connection
+//! is served only when its socket belongs to the daemon's own user.
 //!
 //! A TCP listener, unlike a Unix socket, tells nothing about its peer. But on
-//! loopback both ends live in this kernel, and `/proc/net/tcp` (and `tcp6`)
-//! lists every socket of this network namespace with its owner's uid: the
-//! client's socket is the row whose local address is our peer's and whose
+//! loopback both ends live in this kernel, and on Linux `/proc/net/tcp` (and
+//! `tcp6`) lists every socket of this network namespace with its owner's uid:
+//! the client's socket is the row whose local address is our peer's and whose
 //! remote address is our own.
+//!
+//! Elsewhere (macOS) there is no such table, so no connection can be refused
+//! by owner; each listener's own secret is the guard there (the
+//! managed-identity header; the login's `state`, which macOS shows only to the
+//! process's own user and root, unlike Linux's world-readable
+//! `/proc/*/cmdline`).
 
+#[cfg(target_os = "linux")]
 use std::io::{self, BufRead, BufReader};
+#[cfg(target_os = "linux")]
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+#[cfg(target_os = "linux")]
 use std::path::Path;
+
+use tokio::net::TcpStream;
+
+/// `Ok` when the peer of `stream` belongs to this process's (effective) user;
+/// else why not, in words without anything the peer chose (uids only).
+/// Call it before reading a byte of the connection.
+#[cfg(target_os = "linux")]
+pub async fn require_own_user(stream: &TcpStream) -> Result<(), String> {
+    let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let me = nix::unistd::geteuid().as_raw();
+    // Reading /proc is blocking file I/O, and the table can be long.
+    let owner = tokio::task::spawn_blocking(move || owner_uid(peer, local))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot read the kernel's socket table: {e}"))?;
+    match owner {
+        Some(uid) if uid == me => Ok(()),
+        Some(uid) => Err(format!("the peer belongs to uid {uid}, not to uid {me}")),
+        None => Err("the peer's socket is not in the kernel's socket table".into()),
+    }
+}
+
+/// Without a socket table every peer passes (see the module's note).
+#[cfg(not(target_os = "linux"))]
+pub async fn require_own_user(_: &TcpStream) -> Result<(), String> {
+    Ok(())
+}
 
 /// The uid owning the socket at `peer` that is connected to `local`, or
 /// `None` when no such socket is listed (the peer already went away).
+#[cfg(target_os = "linux")]
 pub fn owner_uid(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>> {
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         match find_in_table(Path::new(table), peer, local) {
@@ -25,6 +65,7 @@ pub fn owner_uid(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>>
     Ok(None)
 }
 
+#[cfg(target_os = "linux")]
 fn find_in_table(table: &Path, peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>> {
     let reader = BufReader::new(std::fs::File::open(table)?);
     // The first line is the column header.
@@ -36,6 +77,7 @@ fn find_in_table(table: &Path, peer: SocketAddr, local: SocketAddr) -> io::Resul
     Ok(None)
 }
 
+#[cfg(target_os = "linux")]
 /// A row is `sl local rem st tx:rx tr:when retrnsmt uid ...`; returns the uid
 /// when `local` and `rem` are `peer` and `ours`.
 fn match_row(row: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
@@ -49,6 +91,7 @@ fn match_row(row: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     fields.nth(4)?.parse().ok()
 }
 
+#[cfg(target_os = "linux")]
 /// `0100007F:1F90` (IPv4) or 32 hex digits `:PORT` (IPv6). The kernel prints
 /// each 32-bit word of the address as a native-endian integer, so the bytes
 /// come back with `to_ne_bytes`; the port is printed in host order.
@@ -72,6 +115,7 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+#[cfg(target_os = "linux")]
 /// Equal addresses, counting an IPv4-mapped IPv6 address as its IPv4 one.
 fn same(a: SocketAddr, b: SocketAddr) -> bool {
     fn canonical(ip: IpAddr) -> IpAddr {
@@ -86,7 +130,7 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

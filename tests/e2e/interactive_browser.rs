@@ -135,9 +135,11 @@ fn a_redirect_with_the_wrong_state_is_rejected_and_its_code_never_redeemed() {
     let (mut sandbox, entra) = login_sandbox();
     let browser = TestBrowser::install(&mut sandbox);
     browser.set_mode("tamper-state");
+    // A wrong state no longer ends the login (issue 11): it waits for its own until the timeout.
+    sandbox.set("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS", "3");
     sandbox.start_daemon();
     let stderr = cli_error(&sandbox, &["token", "--scope", ARM]);
-    assert!(stderr.contains("state does not match"), "{stderr}");
+    assert!(stderr.contains("did not complete within 3 s"), "{stderr}");
     assert_eq!(entra.authorize_requests(), 1);
     assert_eq!(
         entra.token_requests(),

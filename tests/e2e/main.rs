@@ -11,6 +11,7 @@ mod diagnose;
 mod install;
 mod interactive_browser;
 mod lifecycle;
+mod login_hijack;
 mod logout_and_persistence;
 mod managed_identity;
 mod mcp;

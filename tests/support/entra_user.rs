@@ -179,6 +179,16 @@ impl EntraDouble {
     pub fn device_code_polls(&self) -> Vec<Instant> {
         self.shared.config().user.device_polls.clone()
     }
+
+    /// Whether the authorization code `code` was redeemed; `None` if this double never issued it.
+    pub fn code_redeemed(&self, code: &str) -> Option<bool> {
+        self.shared
+            .config()
+            .user
+            .codes
+            .get(code)
+            .map(|c| c.redeemed)
+    }
 }
 
 /// `GET .../authorize`: the redirect a user's browser would follow after "accept".

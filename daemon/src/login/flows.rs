@@ -16,7 +16,9 @@ pub const DEVICE_CODE_HINT: &str =
     "set BROWSER, or log in from a terminal with `azbroker login --device-code`";
 
 /// Opens the browser at the authorize URL and waits for the redirect, then
-/// redeems the code. One of these runs per account at a time.
+/// redeems the code. Only a response with this login's `state`, from the
+/// user's own socket, ends the wait early; else `timeout` does. One of these
+/// runs per account at a time.
 pub async fn browser(
     oauth: &OAuth,
     scopes: &[String],
@@ -73,11 +75,10 @@ pub async fn browser(
                 "the sign-in failed"
             };
             let description = description.split_whitespace().collect::<Vec<_>>().join(" ");
-            Err(SourceError::failed(format!("{what}: {error}: {description}")))
+            Err(SourceError::failed(format!(
+                "{what}: {error}: {description}"
+            )))
         }
-        Outcome::StateMismatch => Err(SourceError::failed(
-            "the browser returned a sign-in response for another login (its state does not match); it was rejected. Sign in again",
-        )),
     }
 }
 
