@@ -393,7 +393,7 @@ impl Broker {
             secs => secs,
         };
         let device_code = login.method == LoginMethod::DeviceCode;
-        tracing::info!(account = %key, device_code, client = %session.client, "login requested");
+        tracing::info!(account = %crate::log_escape::Escaped(&key), device_code, client = %crate::log_escape::Escaped(&session.client), "login requested");
         let done = self
             .accounts
             .login(

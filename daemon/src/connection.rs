@@ -76,7 +76,7 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphoreP
         None => {
             let mut reader = BufReader::with_capacity(16 * 1024, read);
             if let Some(session) = handshake(&broker, &mut reader, &writer).await {
-                tracing::debug!(client = %session.client, pid = session.pid, "client connected");
+                tracing::debug!(client = %crate::log_escape::Escaped(&session.client), pid = session.pid, "client connected");
                 requests(&broker, Arc::new(session), &mut reader, &writer).await;
             }
         }
@@ -271,7 +271,7 @@ async fn requests(
                 });
             }
             Request::Shutdown => {
-                tracing::info!(client = %session.client, pid = session.pid, "shutdown requested");
+                tracing::info!(client = %crate::log_escape::Escaped(&session.client), pid = session.pid, "shutdown requested");
                 send_reply(writer, id, Reply::ShuttingDown).await;
                 broker.request_shutdown();
             }
@@ -330,7 +330,7 @@ async fn error_reply(broker: &Broker, writer: &Writer, id: RequestId, error: Wir
 }
 
 async fn reject(writer: &Writer, id: RequestId, message: String) {
-    tracing::debug!(%message, "closing connection");
+    tracing::debug!(message = %crate::log_escape::Escaped(&message), "closing connection");
     send_reply(
         writer,
         id,

@@ -24,10 +24,13 @@ compile_error!(
 pub mod actors;
 pub mod broker;
 pub mod cache;
+pub mod child_env;
 pub mod clock;
 pub mod connection;
 pub mod diagnose;
+pub mod harden;
 pub mod identity;
+pub mod log_escape;
 pub mod login;
 pub mod mi_endpoint;
 pub mod paths;

@@ -33,6 +33,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: no dumps, no tracing, no secrets
+    // of the starter's environment.
+    let hardening = azbroker_daemon::harden::at_start();
     let args = Args::parse();
     let uid = nix::unistd::geteuid().as_raw();
     let socket_path = args
@@ -49,6 +52,8 @@ fn main() -> ExitCode {
         eprintln!("azbrokerd: {e}");
         return ExitCode::FAILURE;
     }
+    // The managed-identity endpoint serves the daemon's own chain, which reads them.
+    hardening.finish(managed_identity);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -80,7 +80,8 @@ impl BoundEndpoint {
     /// Binds 127.0.0.1 on a port the kernel chooses, makes the secret and
     /// writes it to `<socket>.identity-header` (0600).
     pub async fn bind(socket: &Path) -> Result<BoundEndpoint, String> {
-        let chain = ChainSpec::from_env()
+        // Secret variables were scrubbed from the environment at start; own_var keeps them.
+        let chain = ChainSpec::from_lookup(crate::harden::own_var)
             .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await

@@ -21,14 +21,33 @@ impl TestBrowser {
     pub fn install(sandbox: &mut Sandbox) -> TestBrowser {
         let dir = sandbox.dir.path().join("browser");
         std::fs::create_dir_all(&dir).unwrap();
-        sandbox.set("BROWSER", bin("azbroker-test-browser"));
-        sandbox.set("AZBROKER_TEST_BROWSER_DIR", &dir);
+        // The directory is an argument: the daemon passes a browser no test variable.
+        let browser = format!(
+            "{} {}",
+            bin("azbroker-test-browser").display(),
+            dir.display()
+        );
+        sandbox.set("BROWSER", browser);
         TestBrowser { dir }
     }
 
     /// `accept` (default), `tamper-state`, `ignore` or `fail`.
     pub fn set_mode(&self, mode: &str) {
         std::fs::write(self.dir.join("mode"), mode).unwrap();
+    }
+
+    /// The environment the browser was last started with, as `(name, value)` pairs.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let block = std::fs::read(self.dir.join("environment")).unwrap_or_default();
+        block
+            .split(|&b| b == 0)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let entry = String::from_utf8_lossy(entry);
+                let (name, value) = entry.split_once('=').unwrap_or((&entry, ""));
+                (name.to_owned(), value.to_owned())
+            })
+            .collect()
     }
 
     /// How many times the daemon opened the browser.

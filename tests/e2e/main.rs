@@ -8,6 +8,8 @@ mod cache_and_chain;
 mod credentials;
 mod device_code;
 mod diagnose;
+mod fuzz;
+mod hardening;
 mod install;
 mod interactive_browser;
 mod lifecycle;

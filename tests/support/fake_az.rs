@@ -200,6 +200,31 @@ impl FakeAz {
             .collect()
     }
 
+    /// From now on, every run records the environment it was started with
+    /// (see [`FakeAz::recorded_environment`]).
+    pub fn record_environment(&self) {
+        self.write_control("record_environment", "");
+    }
+
+    /// The environment of the latest run since [`FakeAz::record_environment`],
+    /// in order; `None` before such a run.
+    pub fn recorded_environment(&self) -> Option<Vec<(String, String)>> {
+        let block = std::fs::read(self.control.join("environ")).ok()?;
+        Some(
+            block
+                .split(|&b| b == 0)
+                .filter(|entry| !entry.is_empty())
+                .map(|entry| {
+                    let entry = String::from_utf8_lossy(entry);
+                    match entry.split_once('=') {
+                        Some((name, value)) => (name.to_owned(), value.to_owned()),
+                        None => (entry.into_owned(), String::new()),
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Replaces a control file atomically, so the script never reads half of it.
     fn write_control(&self, name: &str, contents: &str) {
         write_atomically(&self.control.join(name), contents);
@@ -281,6 +306,8 @@ AZ_CLI_APP_ID='04b07795-8ddb-461a-bbee-02f9e1bf7b46'
 # process find its own position in the log without a lock (appends are atomic).
 id="$$.$(date +%s%N)"
 printf '%s\t%s\n' "$id" "$(printf '%s' "$*" | tr '\n' ' ')" >>"$CTL/invocations.log"
+# A test may ask what the broker passed to its tools: this run's environment, as exec'd.
+if [ -e "$CTL/record_environment" ]; then cat /proc/$$/environ >"$CTL/environ"; fi
 
 delay_ms=$(cat "$CTL/delay_ms" 2>/dev/null)
 case $delay_ms in '' | *[!0-9]*) delay_ms=0 ;; esac

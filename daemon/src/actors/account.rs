@@ -135,7 +135,7 @@ impl AccountState {
                 Ok(token)
             }
             Err(GrantError::InvalidGrant(why)) => {
-                tracing::warn!(account = %self.key, reason = %why, "refresh token rejected; the account must log in again");
+                tracing::warn!(account = %crate::log_escape::Escaped(&self.key), reason = %crate::log_escape::Escaped(&why), "refresh token rejected; the account must log in again");
                 self.record = None;
                 if let Err(e) = self.store.remove(&self.key).await {
                     tracing::warn!(error = %e, "cannot remove the dead login from the store");
@@ -188,7 +188,7 @@ impl AccountState {
                 updated_at: 0,
             },
             (None, None) => {
-                tracing::warn!(account = %self.key, "the login returned no refresh token (offline_access not granted?); it will not be remembered");
+                tracing::warn!(account = %crate::log_escape::Escaped(&self.key), "the login returned no refresh token (offline_access not granted?); it will not be remembered");
                 return;
             }
         };
@@ -198,7 +198,7 @@ impl AccountState {
         };
         self.record = Some(record.clone());
         if let Err(e) = self.store.save(record).await {
-            tracing::error!(account = %self.key, error = %e, "cannot persist the refresh token; a daemon restart will need a new login");
+            tracing::error!(account = %crate::log_escape::Escaped(&self.key), error = %e, "cannot persist the refresh token; a daemon restart will need a new login");
         }
     }
 
@@ -223,7 +223,8 @@ impl AccountState {
         let oauth = self.oauth.clone();
         let me = myself.clone();
         let (task_scopes, task_claims) = (scopes.clone(), claims.clone());
-        let span = tracing::info_span!("login", account = %self.key, browser);
+        let span =
+            tracing::info_span!("login", account = %crate::log_escape::Escaped(&self.key), browser);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let result = match kind {
@@ -236,7 +237,9 @@ impl AccountState {
                 };
                 match &result {
                     Ok(_) => tracing::info!("login completed"),
-                    Err(e) => tracing::warn!(reason = %e.message(), "login failed"),
+                    Err(e) => {
+                        tracing::warn!(reason = %crate::log_escape::Escaped(e.message()), "login failed")
+                    }
                 }
                 let _ = me.send_message(AccountMsg::LoginDone { generation, result });
             },
@@ -305,12 +308,12 @@ impl Actor for AccountActor {
         let record = match args.store.load(&args.key).await {
             Ok(record) => record,
             Err(e) => {
-                tracing::warn!(account = %args.key, error = %e, "cannot read the account store");
+                tracing::warn!(account = %crate::log_escape::Escaped(&args.key), error = %e, "cannot read the account store");
                 None
             }
         };
         if let Some(record) = &record {
-            tracing::info!(account = %args.key, user = ?record.username, "restored a persisted login");
+            tracing::info!(account = %crate::log_escape::Escaped(&args.key), user = ?record.username, "restored a persisted login");
         }
         Ok(AccountState {
             oauth: OAuth::new(args.http, args.key.clone()),

@@ -160,8 +160,8 @@ impl CredentialState {
                     Stats::bump(&stats.upstream_acquisitions);
                     tracing::info!(expires_on = token.expires_on, "token acquired");
                 }
-                Err(SourceError::Unavailable(reason)) => tracing::debug!(%reason, "unavailable"),
-                Err(e) => tracing::warn!(reason = %e.message(), "acquisition failed"),
+                Err(SourceError::Unavailable(reason)) => tracing::debug!(reason = %crate::log_escape::Escaped(reason), "unavailable"),
+                Err(e) => tracing::warn!(reason = %crate::log_escape::Escaped(e.message()), "acquisition failed"),
             }
             result
         }
@@ -219,7 +219,7 @@ impl Actor for CredentialActor {
                 let remembered = negative_ttl(state.id.kind)
                     .and_then(|ttl| state.health.recently_unavailable(ttl));
                 if let Some(reason) = remembered {
-                    tracing::debug!(credential = %state.id, %reason, "still unavailable (remembered)");
+                    tracing::debug!(credential = %state.id, reason = %crate::log_escape::Escaped(&reason), "still unavailable (remembered)");
                     let _ = reply.send(Err(SourceError::Unavailable(reason)));
                     return Ok(());
                 }

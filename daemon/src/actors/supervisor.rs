@@ -134,7 +134,7 @@ impl Actor for Supervisor {
                 let Some(child) = state.children.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                tracing::error!(credential = %child.id, error = %err, "credential actor failed; restarting it");
+                tracing::error!(credential = %child.id, error = %crate::log_escape::Escaped(&err), "credential actor failed; restarting it");
                 state.registry.remove(&child.id);
                 if let Err(e) = Supervisor::start_child(&myself, state, child).await {
                     tracing::error!(error = %e, "restart failed");

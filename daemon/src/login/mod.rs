@@ -188,7 +188,7 @@ impl Accounts {
                 .map(|(id, _)| id.clone())
                 .collect();
             dropped += cache.invalidate_credentials(&users).await;
-            tracing::info!(account = %key, "logged out");
+            tracing::info!(account = %crate::log_escape::Escaped(&key), "logged out");
         }
         Ok((forgotten, dropped))
     }

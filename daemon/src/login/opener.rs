@@ -1,7 +1,9 @@
 //! Opens the authorize URL in the user's browser: `$BROWSER` (a `:`-separated
 //! list of commands, `%s` standing for the URL, as Python's `webbrowser` and
 //! `sensible-browser` read it), else the desktop opener (`xdg-open`, `open` on
-//! macOS). Commands run without a shell, so the URL is never interpreted.
+//! macOS). Commands run without a shell, so the URL is never interpreted, and
+//! with the browser's minimal environment ([`crate::child_env`]), so no secret
+//! of the daemon's environment reaches a long-lived browser.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -69,6 +71,8 @@ pub async fn open(url: &str) -> Result<(), OpenError> {
         }
         let spawned = tokio::process::Command::new(&path)
             .args(&args)
+            .env_clear()
+            .envs(crate::child_env::browser_env())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -7,10 +7,11 @@
 //! abandoned, e.g. by the caller's timeout. Output beyond a limit is an error,
 //! not an allocation.
 //!
-//! Every child gets a `PATH` without azbroker's `az` shim directories and the
-//! marker `AZBROKER_DAEMON_CHILD=1` (see `azbroker_proto::shim`): the daemon's
-//! AzureCli credential must reach the real Azure CLI, never the shim that
-//! would ask this very daemon.
+//! Every child gets an explicit minimal environment ([`crate::child_env`]),
+//! never the daemon's inherited one: a `PATH` without azbroker's `az` shim
+//! directories and the marker `AZBROKER_DAEMON_CHILD=1` (see
+//! `azbroker_proto::shim`), so the daemon's AzureCli credential reaches the
+//! real Azure CLI, never the shim that would ask this very daemon.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -20,6 +21,8 @@ use std::sync::OnceLock;
 use azbroker_proto::shim;
 
 use azure_identity::Executor;
+
+use crate::child_env;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// A tool's JSON answer is well under 16 KiB; anything bigger is not a token.
@@ -34,14 +37,12 @@ impl Executor for BoundedExecutor {
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
-            .env(shim::DAEMON_CHILD_ENV, "1")
+            .env_clear()
+            .envs(child_env::tool_env().iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(path) = child_path() {
-            command.env("PATH", path);
-        }
         #[cfg(unix)]
         command.process_group(0);
         let mut child = command.spawn()?;
@@ -78,9 +79,10 @@ pub fn child_path() -> Option<&'static OsStr> {
         .as_deref()
 }
 
-/// Computes [`child_path`] now (at startup), so its log line comes early.
+/// Computes [`child_path`] and the tools' environment now (at startup), so
+/// the log line comes early and no acquisition pays for it.
 pub fn prepare_child_path() {
-    let _ = child_path();
+    let _ = child_env::tool_env();
 }
 
 /// The shim binary installed beside this daemon, whose links mark a shim

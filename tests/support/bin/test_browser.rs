@@ -1,27 +1,31 @@
-//! `azbroker-test-browser URL`: a `$BROWSER` for end-to-end tests that behaves
+//! `azbroker-test-browser DIR URL`: a `$BROWSER` for end-to-end tests that behaves
 //! like a person who clicks "accept": it GETs the authorize URL from the Entra
 //! double (HTTPS, trusting only the CA in `SSL_CERT_FILE`), reads the redirect
 //! and follows it to the daemon's loopback listener.
 //!
-//! Driven by the directory in `AZBROKER_TEST_BROWSER_DIR`: every run appends
+//! Driven by a control directory, the first of two arguments (`$BROWSER` is
+//! `azbroker-test-browser DIR`: the daemon gives a browser only a minimal
+//! environment, so a variable would not reach it): every run appends
 //! its URL to `invocations`, and `mode` (if present) says how to behave:
 //! `accept` (default), `tamper-state` (follow the redirect with a forged
 //! `state`), `ignore` (do nothing, exit 0: the user never signs in), `fail`
-//! (exit 3 at once, as a broken browser command). The final page goes to `pages`.
+//! (exit 3 at once, as a broken browser command). The final page goes to `pages`,
+//! the environment the browser was started with to `environment` (`NAME=value`
+//! entries, NUL-separated).
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let Some(url) = std::env::args().nth(1) else {
-        eprintln!("usage: azbroker-test-browser URL");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [dir, url] = args.as_slice() else {
+        eprintln!("usage: azbroker-test-browser DIR URL");
         return ExitCode::from(2);
     };
-    let dir = PathBuf::from(
-        std::env::var_os("AZBROKER_TEST_BROWSER_DIR").expect("AZBROKER_TEST_BROWSER_DIR"),
-    );
+    let (dir, url) = (PathBuf::from(dir), url.clone());
     append(&dir.join("invocations"), &url);
+    record_environment(&dir.join("environment"));
     let mode = std::fs::read_to_string(dir.join("mode")).unwrap_or_default();
     let mode = mode.trim();
     match mode {
@@ -106,4 +110,17 @@ fn append(path: &std::path::Path, line: &str) {
         .open(path)
         .expect("test browser log");
     writeln!(file, "{}", line.replace('\n', " ")).expect("write log");
+}
+
+/// What the daemon passed to its browser, for tests of the child environment.
+fn record_environment(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut block = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        block.extend_from_slice(name.as_bytes());
+        block.push(b'=');
+        block.extend_from_slice(value.as_bytes());
+        block.push(0);
+    }
+    let _ = std::fs::write(path, block);
 }

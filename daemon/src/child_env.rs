@@ -1,0 +1,247 @@
+//! The environment of every process the daemon starts: credential tools (`az`,
+//! `azd`, `pwsh`) and the browser opener.
+//!
+//! Why an allowlist: the daemon inherits the whole environment of whoever
+//! started it (an editor, a CI job, a shell holding `AZURE_CLIENT_SECRET`), and a
+//! child needs none of that: a tool needs its profile, locale, proxy and trusted
+//! roots; a browser needs the display and desktop session. Anything not named
+//! here, secret or not, stays out, so a new secret variable cannot leak by
+//! default.
+//!
+//! [`build`] takes the variables to choose from as a parameter: today the
+//! daemon's own (see [`tool_env`], [`browser_env`]); a requester's environment
+//! can be passed instead without changing the rules.
+
+use std::ffi::{OsStr, OsString};
+use std::sync::OnceLock;
+
+use azbroker_proto::shim;
+
+/// What the child is, which decides the variables it may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    /// `az`, `azd`, `pwsh`: runs to completion, prints a token.
+    Tool,
+    /// `$BROWSER` or the desktop opener: shows the sign-in page to the user.
+    Browser,
+}
+
+/// Every child: who and where the user is, locale, temporary files.
+const COMMON: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TMP",
+    "TEMP",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "XDG_RUNTIME_DIR",
+    // Network: the same proxy and extra roots the daemon's own client uses.
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    // Python's requests (the Azure CLI) and curl read their own names.
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+];
+
+/// Prefixes every child keeps (locale categories).
+const COMMON_PREFIXES: &[&str] = &["LC_"];
+
+/// Credential tools: their profile locations and settings.
+const TOOL: &[&str] = &[
+    // Azure CLI: profile, extensions; `AZURE_<SECTION>_<OPTION>` overrides its config.
+    "AZURE_CONFIG_DIR",
+    "AZURE_EXTENSION_DIR",
+    "AZURE_CLOUD_NAME",
+    // Azure Developer CLI.
+    "AZD_CONFIG_DIR",
+    "AZURE_DEV_COLLECT_TELEMETRY",
+    // PowerShell and the .NET runtime under it.
+    "PSModulePath",
+    "POWERSHELL_TELEMETRY_OPTOUT",
+    "POWERSHELL_UPDATECHECK",
+    "DOTNET_ROOT",
+    "DOTNET_BUNDLE_EXTRACT_BASE_DIR",
+];
+
+/// The Azure CLI's `[core]` settings (telemetry, output, login experience).
+const TOOL_PREFIXES: &[&str] = &["AZURE_CORE_"];
+
+/// The browser: display, desktop session (xdg-open picks the opener from it), input methods.
+const BROWSER: &[&str] = &[
+    "BROWSER",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "XDG_CURRENT_DESKTOP",
+    "XDG_SESSION_TYPE",
+    "XDG_SESSION_DESKTOP",
+    "XDG_DATA_DIRS",
+    "XDG_CONFIG_DIRS",
+    "DESKTOP_SESSION",
+    "GNOME_DESKTOP_SESSION_ID",
+    "KDE_FULL_SESSION",
+    "KDE_SESSION_VERSION",
+    "XMODIFIERS",
+    "GTK_IM_MODULE",
+    "QT_IM_MODULE",
+    // WSL: wslview and xdg-open reach the Windows browser through these.
+    "WSL_DISTRO_NAME",
+    "WSL_INTEROP",
+    // macOS `open`.
+    "__CF_USER_TEXT_ENCODING",
+];
+
+/// Whether a child of `kind` may see the variable `name`. `PATH` is not
+/// decided here: [`build`] sets it.
+pub fn is_allowed(kind: ChildKind, name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    let (names, prefixes): (&[&str], &[&str]) = match kind {
+        ChildKind::Tool => (TOOL, TOOL_PREFIXES),
+        ChildKind::Browser => (BROWSER, &[]),
+    };
+    COMMON.contains(&name)
+        || names.contains(&name)
+        || COMMON_PREFIXES
+            .iter()
+            .chain(prefixes)
+            .any(|prefix| name.starts_with(prefix))
+}
+
+/// The whole environment of a child of `kind`: the allowed variables of
+/// `source`, then `path` as `PATH` (when there is one), and for tools the
+/// daemon-child marker that makes a stray `az` shim refuse (see
+/// `azbroker_proto::shim`).
+pub fn build(
+    kind: ChildKind,
+    source: impl IntoIterator<Item = (OsString, OsString)>,
+    path: Option<&OsStr>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = source
+        .into_iter()
+        .filter(|(name, _)| is_allowed(kind, name))
+        .collect();
+    if let Some(path) = path {
+        env.push(("PATH".into(), path.to_owned()));
+    }
+    if kind == ChildKind::Tool {
+        env.push((shim::DAEMON_CHILD_ENV.into(), "1".into()));
+    }
+    env
+}
+
+/// The environment of credential tools, from the daemon's own, with `PATH`
+/// cleaned of shim directories. Computed once: the daemon's environment does
+/// not change after start.
+pub fn tool_env() -> &'static [(OsString, OsString)] {
+    static ENV: OnceLock<Vec<(OsString, OsString)>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        build(
+            ChildKind::Tool,
+            std::env::vars_os(),
+            crate::sources::process::child_path(),
+        )
+    })
+}
+
+/// The environment of the browser opener, from the daemon's own (its `PATH`
+/// as is: a browser may be a script that needs it).
+pub fn browser_env() -> Vec<(OsString, OsString)> {
+    build(
+        ChildKind::Browser,
+        std::env::vars_os(),
+        std::env::var_os("PATH").as_deref(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Vec<(OsString, OsString)> {
+        [
+            ("HOME", "/home/u"),
+            ("LANG", "C.UTF-8"),
+            ("LC_TIME", "de_DE.UTF-8"),
+            ("https_proxy", "http://proxy:3128"),
+            ("AZURE_CONFIG_DIR", "/home/u/.azure-work"),
+            ("AZURE_CORE_COLLECT_TELEMETRY", "no"),
+            ("DISPLAY", ":0"),
+            ("PATH", "/should/not/pass/through"),
+            ("AZURE_CLIENT_SECRET", "s3cret"),
+            ("AZURE_CLIENT_CERTIFICATE_PASSWORD", "pw"),
+            ("IDENTITY_HEADER", "h"),
+            ("GITHUB_TOKEN", "t"),
+            ("AZBROKER_DAEMON_CHILD", "0"),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
+    }
+
+    fn names(env: &[(OsString, OsString)]) -> Vec<&str> {
+        env.iter().map(|(k, _)| k.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_tool_gets_only_allowed_variables_its_path_and_the_marker() {
+        let env = build(ChildKind::Tool, source(), Some(OsStr::new("/usr/bin:/bin")));
+        assert_eq!(
+            names(&env),
+            [
+                "HOME",
+                "LANG",
+                "LC_TIME",
+                "https_proxy",
+                "AZURE_CONFIG_DIR",
+                "AZURE_CORE_COLLECT_TELEMETRY",
+                "PATH",
+                "AZBROKER_DAEMON_CHILD",
+            ]
+        );
+        assert!(env.contains(&("PATH".into(), "/usr/bin:/bin".into())));
+        assert!(env.contains(&("AZBROKER_DAEMON_CHILD".into(), "1".into())));
+    }
+
+    #[test]
+    fn a_browser_gets_the_display_but_no_tool_settings_or_marker() {
+        let env = build(ChildKind::Browser, source(), None);
+        assert_eq!(
+            names(&env),
+            ["HOME", "LANG", "LC_TIME", "https_proxy", "DISPLAY"]
+        );
+    }
+
+    #[test]
+    fn no_secret_passes_for_any_kind() {
+        for kind in [ChildKind::Tool, ChildKind::Browser] {
+            for secret in [
+                "AZURE_CLIENT_SECRET",
+                "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+                "IDENTITY_HEADER",
+                "GITHUB_TOKEN",
+                "LD_PRELOAD",
+            ] {
+                assert!(!is_allowed(kind, OsStr::new(secret)), "{secret}");
+            }
+        }
+    }
+}
