@@ -605,10 +605,13 @@ mod tests {
             .unwrap()
             .to_offset(time::macros::offset!(+5:30));
         let text = json["expiresOn"].as_str().unwrap();
-        assert!(
-            text.starts_with(&format!("{} {}", local.date(), local.time())),
-            "{text} vs {local}"
-        );
+        // The CLI's zero-padded `%Y-%m-%d %H:%M:%S` (time's Display leaves the hour unpadded).
+        let expected = local
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .unwrap();
+        assert!(text.starts_with(&expected), "{text} vs {expected}");
         assert!(text.ends_with(".000000"));
     }
 
