@@ -3,7 +3,8 @@
 //! - [`Client`] talks to `azbrokerd`: connects (starting the daemon when none
 //!   runs), sends the chain this process's environment selects, and pipelines
 //!   requests over one connection, reconnecting once if the daemon went away.
-//! - [`connect`] finds the socket, and starts `azbrokerd` race-free when needed.
+//! - [`connect`] finds the socket, and starts `azbrokerd` race-free when needed;
+//!   [`trust`] checks the socket's directory, file and peer before a byte is sent.
 //! - [`advice`] explains a failure (network: dns, certificate, timeout,
 //!   refused, proxy; Entra ID: MFA, conditional access, bad secret...) with the
 //!   remedy, for every client's error messages and for `azbroker diagnose`.
@@ -35,6 +36,8 @@ pub mod connect;
 #[cfg(feature = "credential")]
 mod credential;
 mod error;
+mod reply_reader;
+pub mod trust;
 
 pub use azbroker_proto as proto;
 pub use client::{Client, ClientOptions};
