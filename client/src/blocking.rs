@@ -11,6 +11,7 @@ use azbroker_proto::frame::{self, HEADER_LEN};
 use azbroker_proto::{
     ClientFrame, DaemonFrame, GetToken, Hello, Reply, Request, TokenReply, PROTOCOL_VERSION,
 };
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::client::unexpected;
 use crate::{connect, ClientError, ClientOptions};
@@ -49,18 +50,14 @@ pub fn get_token(options: &ClientOptions, get: GetToken) -> Result<TokenReply, C
 
 fn connect_or_start(options: &ClientOptions) -> Result<UnixStream, ClientError> {
     let socket = &options.socket;
-    let failed = |e: io::Error| ClientError::Connect(format!("{}: {e}", socket.display()));
-    match UnixStream::connect(socket) {
-        Ok(stream) => Ok(stream),
-        Err(e) if connect::is_not_running(&e) => {
-            if !options.autostart {
-                return Err(connect::not_running_no_autostart(socket));
-            }
-            connect::start_locked(socket)?;
-            UnixStream::connect(socket).map_err(failed)
-        }
-        Err(e) => Err(failed(e)),
+    if let Some(stream) = connect::connect_blocking(socket)? {
+        return Ok(stream);
     }
+    if !options.autostart {
+        return Err(connect::not_running_no_autostart(socket));
+    }
+    connect::start_locked(socket)?;
+    connect::connect_blocking(socket)?.ok_or_else(|| connect::vanished(socket))
 }
 
 /// A failure worth another connection only while it is a broken handshake.
@@ -83,12 +80,17 @@ fn exchange(
             chain: options.chain.clone(),
         }),
     };
-    let mut bytes = frame::encode(&hello).map_err(|e| broken("encoding Hello", &e))?;
+    // The Hello carries the chain's secrets: both frames go into one buffer,
+    // wiped when it is dropped (the request is encoded straight after it).
+    let mut bytes =
+        Zeroizing::new(frame::encode(&hello).map_err(|e| broken("encoding Hello", &e))?);
     let ask = ClientFrame {
         id: 1,
         request: request.clone(),
     };
-    bytes.extend(frame::encode(&ask).map_err(|e| broken("encoding the request", &e))?);
+    let mut second = Zeroizing::new(Vec::new());
+    frame::encode_into(&mut second, &ask).map_err(|e| broken("encoding the request", &e))?;
+    bytes.extend_from_slice(&second);
     stream
         .set_write_timeout(Some(HELLO_TIMEOUT))
         .and_then(|()| stream.set_read_timeout(Some(HELLO_TIMEOUT)))
@@ -97,7 +99,8 @@ fn exchange(
     // its answer is still worth reading when the write failed.
     let sent = stream.write_all(&bytes);
 
-    let mut buf = Vec::new();
+    // Replies carry tokens: wiped when dropped.
+    let mut buf = Zeroizing::new(Vec::new());
     match read_frame(&mut stream, &mut buf) {
         Ok(DaemonFrame {
             reply: Reply::Welcome(_),
@@ -149,7 +152,8 @@ fn read_frame(stream: &mut UnixStream, buf: &mut Vec<u8>) -> io::Result<DaemonFr
     let mut header = [0u8; HEADER_LEN];
     stream.read_exact(&mut header)?;
     let len = frame::body_len(header).map_err(invalid)?;
-    buf.clear();
+    // Wiped before it may grow: a reallocation frees the old bytes unwiped.
+    buf.zeroize();
     buf.resize(len, 0);
     stream.read_exact(buf)?;
     frame::decode(buf).map_err(invalid)

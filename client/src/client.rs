@@ -6,17 +6,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use azbroker_proto::io::{read_message, write_message, write_message_with, ReadError};
+use azbroker_proto::io::{read_message, write_message_with, ReadError};
 use azbroker_proto::{
     frame, ChainSpec, ClientFrame, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis,
     GetToken, Hello, Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request,
     StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncBufReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot, Mutex};
+use zeroize::Zeroizing;
 
+use crate::reply_reader::ReplyReader;
 use crate::{connect, ClientError};
 
 /// Default limit for one request; a first `az` call or a browser login can be slow.
@@ -273,11 +275,15 @@ struct Connection {
     reader: tokio::task::JoinHandle<()>,
 }
 
-/// The write half and the buffer each request is encoded into (reused).
+/// The write half and the buffer each request is encoded into (reused,
+/// wiped when the connection goes).
 struct FrameWriter {
     stream: OwnedWriteHalf,
-    buf: Vec<u8>,
+    buf: Zeroizing<Vec<u8>>,
 }
+
+/// Replies, buffered in memory that is wiped when the connection goes.
+type Replies = ReplyReader<OwnedReadHalf>;
 
 /// tokio's own halves of the socket. Their reads skip the extra `recvfrom`
 /// (answered EAGAIN) that reading through interprocess's `&Stream` costs after
@@ -296,7 +302,7 @@ impl Drop for Connection {
 impl Connection {
     async fn open(stream: Stream, options: &ClientOptions) -> Result<Connection, ClientError> {
         let (read, mut writer) = split(stream);
-        let mut reader = BufReader::with_capacity(16 * 1024, read);
+        let mut reader = ReplyReader::with_capacity(16 * 1024, read);
         let hello = ClientFrame {
             id: 0,
             request: Request::Hello(Hello {
@@ -311,8 +317,10 @@ impl Connection {
             // version) answers and closes at once, possibly before the Hello is
             // written: its refusal is still waiting to be read, and it is the
             // error to report (a failed write alone would be retried in vain).
-            let sent = write_message(&mut writer, &hello).await;
-            let mut buf = Vec::new();
+            // The Hello carries the chain's secrets: encoded into a wiped buffer.
+            let mut out = Zeroizing::new(Vec::new());
+            let sent = write_message_with(&mut writer, &mut out, &hello).await;
+            let mut buf = Zeroizing::new(Vec::new());
             let reply = read_message::<DaemonFrame, _>(&mut reader, &mut buf).await;
             match (sent, reply) {
                 (Ok(()), Err(e)) => Err(ClientError::Protocol(format!("reading Welcome: {e}"))),
@@ -337,7 +345,7 @@ impl Connection {
         Ok(Connection {
             writer: Mutex::new(FrameWriter {
                 stream: writer,
-                buf: Vec::new(),
+                buf: Zeroizing::new(Vec::new()),
             }),
             pending,
             next_id: AtomicU64::new(1),
@@ -397,8 +405,9 @@ impl Connection {
     }
 }
 
-async fn route_replies(mut reader: BufReader<OwnedReadHalf>, pending: Pending) {
-    let mut buf = Vec::new();
+async fn route_replies(mut reader: Replies, pending: Pending) {
+    // Frames too big for the reader's buffer land here; tokens among them.
+    let mut buf = Zeroizing::new(Vec::new());
     loop {
         match next_frame(&mut reader, &mut buf).await {
             Ok(frame) => {
@@ -429,10 +438,7 @@ async fn route_replies(mut reader: BufReader<OwnedReadHalf>, pending: Pending) {
 
 /// The next reply; decoded where it lies in the read buffer when it came whole
 /// (the common case), else read into `buf` first.
-async fn next_frame(
-    reader: &mut BufReader<OwnedReadHalf>,
-    buf: &mut Vec<u8>,
-) -> Result<DaemonFrame, ReadError> {
+async fn next_frame(reader: &mut Replies, buf: &mut Vec<u8>) -> Result<DaemonFrame, ReadError> {
     reader.fill_buf().await.map_err(ReadError::Io)?;
     match frame::whole_frame_len(reader.buffer()) {
         Some(Ok(len)) => {

@@ -4,10 +4,13 @@
 //! `azbrokerd` detached; wait until it answers; release the lock. Twenty clients
 //! starting at once therefore make one daemon (and the daemon's own lock makes
 //! a stray second one exit at once).
+//!
+//! Every connection here passes `trust`'s checks before it is handed out, and
+//! a failed check ([`ClientError::Untrusted`]) never leads to starting a daemon.
 
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +20,7 @@ use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::tokio::Stream as _;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 
+use crate::trust::{self, Found};
 use crate::ClientError;
 
 /// How long a freshly started daemon may take to answer.
@@ -29,10 +33,41 @@ pub fn default_socket_path() -> PathBuf {
     azbroker_proto::paths::socket_path(nix::unistd::geteuid().as_raw())
 }
 
-/// Connects to the socket once.
-pub async fn connect(socket: &Path) -> io::Result<Stream> {
-    let name = socket.to_fs_name::<GenericFilePath>()?;
-    Stream::connect(name).await
+/// Connects to the socket once, after checking its directory and file and
+/// then the peer; `None` when no daemon is there.
+pub async fn connect(socket: &Path) -> Result<Option<Stream>, ClientError> {
+    if trust::check_path(socket)? == Found::Nothing {
+        return Ok(None);
+    }
+    let name = socket
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| connect_failed(socket, e))?;
+    let stream = match Stream::connect(name).await {
+        Ok(stream) => stream,
+        Err(e) if is_not_running(&e) => return Ok(None),
+        Err(e) => return Err(connect_failed(socket, e)),
+    };
+    let Stream::UdSocket(inner) = &stream;
+    trust::check_peer(inner, socket)?;
+    Ok(Some(stream))
+}
+
+/// [`connect`] without an async runtime.
+pub fn connect_blocking(socket: &Path) -> Result<Option<UnixStream>, ClientError> {
+    if trust::check_path(socket)? == Found::Nothing {
+        return Ok(None);
+    }
+    let stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e) if is_not_running(&e) => return Ok(None),
+        Err(e) => return Err(connect_failed(socket, e)),
+    };
+    trust::check_peer(&stream, socket)?;
+    Ok(Some(stream))
+}
+
+fn connect_failed(socket: &Path, e: io::Error) -> ClientError {
+    ClientError::Connect(format!("{}: {e}", socket.display()))
 }
 
 /// Whether a connect error means "no daemon is listening there".
@@ -45,15 +80,8 @@ pub fn is_not_running(e: &io::Error) -> bool {
 
 /// Connects, starting `azbrokerd` first when none is running and `autostart` is on.
 pub async fn connect_or_start(socket: &Path, autostart: bool) -> Result<Stream, ClientError> {
-    let first = match connect(socket).await {
-        Ok(stream) => return Ok(stream),
-        Err(e) => e,
-    };
-    if !is_not_running(&first) {
-        return Err(ClientError::Connect(format!(
-            "{}: {first}",
-            socket.display()
-        )));
+    if let Some(stream) = connect(socket).await? {
+        return Ok(stream);
     }
     if !autostart {
         return Err(not_running_no_autostart(socket));
@@ -63,9 +91,15 @@ pub async fn connect_or_start(socket: &Path, autostart: bool) -> Result<Stream, 
     tokio::task::spawn_blocking(move || start_locked(&path))
         .await
         .map_err(|e| ClientError::Connect(format!("autostart task failed: {e}")))??;
-    connect(socket)
-        .await
-        .map_err(|e| ClientError::Connect(format!("{}: {e}", socket.display())))
+    connect(socket).await?.ok_or_else(|| vanished(socket))
+}
+
+/// The daemon answered during the start and was gone at the next connect.
+pub(crate) fn vanished(socket: &Path) -> ClientError {
+    ClientError::Connect(format!(
+        "{}: azbrokerd stopped right after it started",
+        socket.display()
+    ))
 }
 
 pub(crate) fn not_running_no_autostart(socket: &Path) -> ClientError {
@@ -75,36 +109,31 @@ pub(crate) fn not_running_no_autostart(socket: &Path) -> ClientError {
     ))
 }
 
-/// Probes the socket without an async runtime (a bare connect, closed at once).
-fn answers(socket: &Path) -> io::Result<()> {
-    std::os::unix::net::UnixStream::connect(socket).map(drop)
+/// Whether this user's daemon answers there (a checked connect, closed at once).
+fn answers(socket: &Path) -> Result<bool, ClientError> {
+    connect_blocking(socket).map(|stream| stream.is_some())
 }
 
 /// Under the autostart lock: return once a daemon answers, spawning one if
 /// needed. Blocking; for clients without an async runtime.
 pub fn start_locked(socket: &Path) -> Result<(), ClientError> {
     let fail = |m: String| ClientError::Connect(m);
-    let dir = socket
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .ok_or_else(|| fail(format!("{} has no parent directory", socket.display())))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    let dir = trust::socket_dir(socket)?;
+    if trust::check_dir(dir)? == Found::Nothing {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    // Again after creating it: another user may have made it first.
+    trust::check_dir(dir)?;
     let lock_path = azbroker_proto::paths::sibling(socket, "autostart.lock");
-    let lock_file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| fail(format!("{}: {e}", lock_path.display())))?;
+    let lock_file = trust::open_lock_file(&lock_path)?;
     let _lock = lock_with_timeout(lock_file, LOCK_TIMEOUT)
         .map_err(|e| fail(format!("{}: {e}", lock_path.display())))?;
 
-    if answers(socket).is_ok() {
+    if answers(socket)? {
         return Ok(());
     }
     let daemon = find_daemon().ok_or_else(|| {
@@ -119,17 +148,11 @@ pub fn start_locked(socket: &Path) -> Result<(), ClientError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut pause = Duration::from_millis(2);
     loop {
-        match answers(socket) {
-            Ok(()) => {
-                // Reap the daemon when it eventually exits, so a long-lived
-                // client never leaves a zombie.
-                std::thread::spawn(move || child.wait());
-                return Ok(());
-            }
-            Err(e) if !is_not_running(&e) => {
-                return Err(fail(format!("{}: {e}", socket.display())))
-            }
-            Err(_) => {}
+        if answers(socket)? {
+            // Reap the daemon when it eventually exits, so a long-lived
+            // client never leaves a zombie.
+            std::thread::spawn(move || child.wait());
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Exit 0 means another daemon owns the socket; keep trying to connect to it.

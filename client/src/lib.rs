@@ -3,7 +3,8 @@
 //! - [`Client`] talks to `azbrokerd`: connects (starting the daemon when none
 //!   runs), sends the chain this process's environment selects, and pipelines
 //!   requests over one connection, reconnecting once if the daemon went away.
-//! - [`connect`] finds the socket, and starts `azbrokerd` race-free when needed.
+//! - [`connect`] finds the socket, and starts `azbrokerd` race-free when needed;
+//!   [`trust`] checks the socket's directory, file and peer before a byte is sent.
 //! - [`BrokerCredential`] (feature `credential`) is an `azure_core`
 //!   `TokenCredential`, so any Azure SDK for Rust client can use the broker.
 //! - [`blocking`] asks one thing without an async runtime (the `az` shim's path).
@@ -29,6 +30,8 @@ pub mod connect;
 #[cfg(feature = "credential")]
 mod credential;
 mod error;
+mod reply_reader;
+pub mod trust;
 
 pub use azbroker_proto as proto;
 pub use client::{Client, ClientOptions};

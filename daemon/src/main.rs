@@ -11,7 +11,7 @@ use clap::Parser;
 #[command(version, about)]
 struct Args {
     /// Socket path [default: $AZBROKER_SOCKET, else $XDG_RUNTIME_DIR/azbroker/azbroker.sock,
-    /// else <tmp>/azbroker-<uid>/azbroker.sock]
+    /// else $XDG_STATE_HOME/azbroker/azbroker.sock (~/.local/state/azbroker/)]
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Stay attached and log to stderr instead of the log file.

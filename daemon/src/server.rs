@@ -50,6 +50,9 @@ pub enum Outcome {
 
 pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     let socket = config.socket_path;
+    if let Some(problem) = azbroker_proto::paths::socket_path_problem(&socket) {
+        return Err(problem);
+    }
     let dir = socket
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -176,6 +179,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
 }
 
 /// Takes `<socket>.lock` exclusively, or returns `None` when a live daemon holds it.
+/// The file is opened without following a symlink (`paths::open_private`).
 fn take_daemon_lock(socket: &Path) -> Result<Option<nix::fcntl::Flock<File>>, String> {
     let path = azbroker_proto::paths::sibling(socket, "lock");
     let file = paths::open_private(&path, false).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -96,6 +96,12 @@ impl ToolError {
                 ),
                 m,
             ),
+            ClientError::Untrusted(m) => ToolError::new(
+                503,
+                "BrokerUntrustedException",
+                format!("Refused to use the token broker's socket: {m}"),
+                m,
+            ),
             ClientError::Timeout(m) => ToolError::timeout(m),
             ClientError::Config(m) => ToolError::new(
                 422,

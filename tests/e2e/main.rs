@@ -22,3 +22,4 @@ mod refresh;
 mod robustness;
 mod security;
 mod shim;
+mod socket_trust;

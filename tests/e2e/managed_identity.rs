@@ -138,12 +138,12 @@ fn python_managed_identity_credential_gets_the_brokers_token() {
         "{json}"
     );
 
-    // The export form, for eval, and the secret's file.
+    // The export form, for eval (single-quoted), and the secret's file.
     let out = sandbox.cli(&["env", "--managed-identity"]);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         format!(
-            "export IDENTITY_ENDPOINT={}\nexport IDENTITY_HEADER={}\n",
+            "export IDENTITY_ENDPOINT='{}'\nexport IDENTITY_HEADER='{}'\n",
             identity.endpoint, identity.header
         )
     );

@@ -56,7 +56,8 @@ pub async fn connect(env: &Environment) -> Daemon {
     let autostart = !std::env::var("AZBROKER_NO_AUTOSTART")
         .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true"))
         .unwrap_or(false);
-    let was_running = connect::connect(&socket).await.is_ok();
+    // A checked connect (`trust`): nothing is sent to a socket that is not ours.
+    let was_running = matches!(connect::connect(&socket).await, Ok(Some(_)));
     let client = Client::new(ClientOptions {
         socket: socket.clone(),
         chain: empty_chain(&env.authority_url),
@@ -149,7 +150,7 @@ fn empty_chain(authority_host: &str) -> ChainSpec {
 
 fn unreachable_reason(error: &ClientError, autostart: bool) -> String {
     let text = match error {
-        ClientError::Connect(why) => why.clone(),
+        ClientError::Connect(why) | ClientError::Untrusted(why) => why.clone(),
         other => other.to_string(),
     };
     if autostart || text.contains("AZBROKER_NO_AUTOSTART") {

@@ -5,6 +5,7 @@
 //! current-thread runtime (no worker threads they would not use).
 
 mod mcp_config;
+mod mi_env;
 mod output;
 mod shim;
 
@@ -94,7 +95,8 @@ enum Command {
         #[command(subcommand)]
         command: ShimCommand,
     },
-    /// Print variables for `eval`, e.g. the managed-identity endpoint.
+    /// Print variables for `eval`, e.g. the managed-identity endpoint. Values are
+    /// checked and quoted; on failure the output is `false`, so the eval fails.
     Env {
         /// IDENTITY_ENDPOINT and IDENTITY_HEADER of the daemon's managed-identity
         /// endpoint (a daemon started by this command serves one).
@@ -133,7 +135,16 @@ enum ShimCommand {
 /// Exit codes: 0 success, 1 the broker answered with an error, 2 usage
 /// (clap), 3 the broker could not be reached.
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `eval "$(azbroker env ...)"` must fail on a usage error too.
+            if e.use_stderr() && std::env::args_os().nth(1).is_some_and(|a| a == "env") {
+                println!("{}", mi_env::EVAL_FAILS);
+            }
+            e.exit()
+        }
+    };
     if let Command::Shim { command } = &cli.command {
         return shim_command(command);
     }
@@ -147,10 +158,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if matches!(cli.command, Command::Env { .. }) {
-        // A daemon this command has to start must serve the endpoint it asks
-        // for. Still single-threaded here, so changing the environment is sound.
-        std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
+    if let Command::Env { plain, .. } = cli.command {
+        return env_command(plain);
     }
     // Diagnose reads the environment itself: a broken one is what it reports on.
     if let Command::Diagnose { args } = cli.command {
@@ -321,31 +330,7 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => client_error(&e),
             }
         }
-        Command::Env {
-            managed_identity: _,
-            plain,
-        } => {
-            let client = Client::new(options);
-            match client.managed_identity().await {
-                Ok(Some(endpoint)) => match read_identity_header(Path::new(&endpoint.header_file))
-                {
-                    Ok(header) => {
-                        let prefix = if plain { "" } else { "export " };
-                        println!("{prefix}IDENTITY_ENDPOINT={}", endpoint.endpoint);
-                        println!("{prefix}IDENTITY_HEADER={header}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => fail(&e, 1),
-                },
-                Ok(None) => fail(
-                    "the running azbrokerd serves no managed-identity endpoint: it was started \
-                     without --managed-identity-endpoint (or AZBROKER_MANAGED_IDENTITY=1). \
-                     Restart it with the endpoint: azbroker stop && azbroker env --managed-identity",
-                    1,
-                ),
-                Err(e) => client_error(&e),
-            }
-        }
+        Command::Env { .. } => unreachable!("handled in main"),
         Command::Shim { .. } => unreachable!("handled before the runtime starts"),
         Command::McpConfig { .. } => unreachable!("handled before the broker options"),
         Command::Completions { .. } => unreachable!("handled before the runtime starts"),
@@ -391,27 +376,48 @@ fn shim_command(command: &ShimCommand) -> ExitCode {
 
 /// The endpoint's secret, from the daemon's 0600 file; refuses a file that
 /// another user owns or others may read.
-fn read_identity_header(path: &Path) -> Result<String, String> {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{shown} must be a file of uid {me} that only its owner can read; refusing it"
-        ));
+/// `azbroker env --managed-identity`. On any failure stdout carries
+/// `mi_env::EVAL_FAILS`: `eval "$(...)"` ignores the exit status.
+fn env_command(plain: bool) -> ExitCode {
+    // A daemon this command has to start must serve the endpoint it asks
+    // for. Still single-threaded here, so changing the environment is sound.
+    std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
+    match managed_identity_vars(plain) {
+        Ok(lines) => {
+            print!("{lines}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => {
+            println!("{}", mi_env::EVAL_FAILS);
+            code
+        }
     }
-    let mut text = String::new();
-    file.take(1024)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let header = text.trim();
-    if header.is_empty() || !header.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("{shown} does not hold an identity header"));
-    }
-    Ok(header.to_string())
+}
+
+/// The checked variable lines, or the exit code after the error was printed.
+fn managed_identity_vars(plain: bool) -> Result<String, ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&format!("cannot start the runtime: {e}"), 3))?;
+    let options = ClientOptions::from_env("azbroker-cli").map_err(|e| fail(&e.to_string(), 2))?;
+    let client = Client::new(options);
+    let endpoint = match runtime.block_on(client.managed_identity()) {
+        Ok(Some(endpoint)) => endpoint,
+        Ok(None) => {
+            return Err(fail(
+                "the running azbrokerd serves no managed-identity endpoint: it was started \
+                 without --managed-identity-endpoint (or AZBROKER_MANAGED_IDENTITY=1). \
+                 Restart it with the endpoint: azbroker stop && azbroker env --managed-identity",
+                1,
+            ))
+        }
+        Err(e) => return Err(client_error(&e)),
+    };
+    mi_env::check_endpoint(&endpoint.endpoint).map_err(|e| fail(&e, 1))?;
+    let header =
+        mi_env::read_identity_header(Path::new(&endpoint.header_file)).map_err(|e| fail(&e, 1))?;
+    Ok(mi_env::render(&endpoint.endpoint, &header, plain))
 }
 
 /// One line for the error, one per credential reason, then what to do about
