@@ -11,6 +11,8 @@
 //!   refresh tokens; one account actor per account owns each refresh token.
 //! - [`diagnose`] answers `azbroker diagnose`: endpoint checks with the daemon's own network settings.
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
+//! - [`bounded_file`] reads the small files a client names (certificate, federated token)
+//!   without blocking on a FIFO or device, bounded in size and time.
 //! - [`mi_endpoint`] (optional) serves the App Service managed-identity protocol on
 //!   127.0.0.1 from the daemon's own chain; [`tcp_owner`] finds who owns a loopback peer.
 
@@ -22,6 +24,7 @@ compile_error!(
 );
 
 pub mod actors;
+pub mod bounded_file;
 pub mod broker;
 pub mod cache;
 pub mod clock;
