@@ -3,6 +3,8 @@
 //! Map of the crate (request path, top to bottom):
 //! - [`server`] binds the local socket, checks each peer's uid and spawns a task per connection.
 //! - [`connection`] turns frames into requests, answers cache hits inline and runs misses as tasks.
+//! - [`connection_table`] admits connections (per-process cap, the longest-quiet one gives
+//!   way when full) and closes idle ones.
 //! - [`broker`] owns the shared state: the [`cache`] (fast path), counters, and the chain walk.
 //! - [`actors`] holds the ractor tree: a supervisor and one credential actor per credential
 //!   identity, which acquires tokens through a [`sources`] adapter and refreshes what it minted.
@@ -29,6 +31,7 @@ pub mod broker;
 pub mod cache;
 pub mod clock;
 pub mod connection;
+pub mod connection_table;
 pub mod diagnose;
 pub mod identity;
 pub mod login;
@@ -39,6 +42,7 @@ pub mod scopes;
 pub mod server;
 pub mod sources;
 pub mod stats;
+pub mod status_page;
 #[cfg(target_os = "linux")]
 pub mod tcp_owner;
 

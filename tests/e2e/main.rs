@@ -10,6 +10,7 @@ mod device_code;
 mod diagnose;
 mod interactive_browser;
 mod lifecycle;
+mod limits;
 mod logout_and_persistence;
 mod managed_identity;
 mod mcp;
