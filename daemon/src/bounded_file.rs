@@ -148,9 +148,9 @@ fn not_regular(kind: FileType) -> Option<&'static str> {
 fn size(bytes: u64) -> String {
     const KIB: u64 = 1024;
     const MIB: u64 = 1024 * KIB;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.checked_rem(MIB) == Some(0) {
         format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.checked_rem(KIB) == Some(0) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} bytes")

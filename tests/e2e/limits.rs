@@ -369,7 +369,7 @@ fn a_full_daemon_still_lets_status_and_stop_in() {
     wait_until(
         Duration::from_secs(10),
         "one idle connection to make room",
-        || held.iter().any(|s| closed_by_daemon(s)),
+        || held.iter().any(closed_by_daemon),
     );
     succeeded(
         &cli_within(&sandbox, &["stop"], Duration::from_secs(30)),
