@@ -190,7 +190,7 @@ impl Table {
                      (the most one process may), each with a request in flight"
                 )
             })?;
-            tracing::info!(
+            tracing::debug!(
                 pid,
                 "a process is at its connection cap: closing its longest-quiet connection"
             );
@@ -203,7 +203,7 @@ impl Table {
                     self.live
                 )
             })?;
-            tracing::info!("at the connection cap: closing the longest-quiet connection");
+            tracing::debug!("at the connection cap: closing the longest-quiet connection");
             self.close(victim);
         }
         let id = self.next_id;
