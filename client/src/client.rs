@@ -10,7 +10,7 @@ use azbroker_proto::io::{read_message, write_message_with, ReadError};
 use azbroker_proto::{
     frame, ChainSpec, ClientFrame, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis,
     GetToken, Hello, Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request,
-    StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
+    StatusPage, StatusQuery, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncBufReadExt;
@@ -89,9 +89,77 @@ impl Client {
         }
     }
 
+    /// The whole status: every credential and cache entry, asked for a page
+    /// at a time (one frame holds about 1,000 cache entries; the cache up to 100,000).
     pub async fn status(&self) -> Result<StatusReport, ClientError> {
+        Ok(self.status_with_limit(None).await?.report)
+    }
+
+    /// The status with every credential and at most `cache_limit` cache
+    /// entries (all when `None`); the totals say how many exist.
+    pub async fn status_with_limit(
+        &self,
+        cache_limit: Option<u64>,
+    ) -> Result<StatusPage, ClientError> {
+        let mut whole: Option<StatusPage> = None;
+        loop {
+            let (credentials_from, cache_from) = whole.as_ref().map_or((0, 0), |w| {
+                (
+                    w.report.credentials.len() as u64,
+                    w.report.cache.len() as u64,
+                )
+            });
+            let wanted = cache_limit.map(|limit| limit.saturating_sub(cache_from));
+            let query = StatusQuery {
+                credentials_from,
+                cache_from,
+                cache_limit: wanted.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            };
+            let page = match self.status_page(query).await {
+                Err(ClientError::Daemon(e)) if whole.is_none() && is_unknown_request(&e) => {
+                    return self.status_first_page().await;
+                }
+                page => page?,
+            };
+            let progressed = !page.report.credentials.is_empty() || !page.report.cache.is_empty();
+            let merged = match whole.take() {
+                None => page,
+                Some(mut merged) => {
+                    merged.report.credentials.extend(page.report.credentials);
+                    merged.report.cache.extend(page.report.cache);
+                    merged.credentials_total = page.credentials_total;
+                    merged.cache_total = page.cache_total;
+                    merged
+                }
+            };
+            let cache_wanted =
+                cache_limit.map_or(merged.cache_total, |l| l.min(merged.cache_total));
+            let done = merged.report.credentials.len() as u64 >= merged.credentials_total
+                && merged.report.cache.len() as u64 >= cache_wanted;
+            // Lists shrink between pages too: an empty page ends it.
+            if done || !progressed {
+                return Ok(merged);
+            }
+            whole = Some(merged);
+        }
+    }
+
+    /// One page of the status (see [`StatusQuery`]).
+    pub async fn status_page(&self, query: StatusQuery) -> Result<StatusPage, ClientError> {
+        match self.call(Request::StatusPage(query)).await? {
+            Reply::StatusPage(page) => Ok(*page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// What a daemon that predates status pages answers: the first page only.
+    async fn status_first_page(&self) -> Result<StatusPage, ClientError> {
         match self.call(Request::Status).await? {
-            Reply::Status(status) => Ok(*status),
+            Reply::Status(report) => Ok(StatusPage {
+                credentials_total: report.credentials.len() as u64,
+                cache_total: report.cache.len() as u64,
+                report: *report,
+            }),
             other => Err(unexpected(&other)),
         }
     }
@@ -235,6 +303,12 @@ impl Client {
     }
 }
 
+/// How a daemon that predates a request refuses it: as a frame it cannot decode.
+fn is_unknown_request(error: &azbroker_proto::WireError) -> bool {
+    error.kind == azbroker_proto::ErrorKind::InvalidRequest
+        && error.message.starts_with("bad frame")
+}
+
 pub(crate) fn unexpected(reply: &Reply) -> ClientError {
     let name = match reply {
         Reply::Welcome(_) => "Welcome",
@@ -248,6 +322,7 @@ pub(crate) fn unexpected(reply: &Reply) -> ClientError {
         Reply::LoggedOut { .. } => "LoggedOut",
         Reply::ManagedIdentity(_) => "ManagedIdentity",
         Reply::Diagnosis(_) => "Diagnosis",
+        Reply::StatusPage(_) => "StatusPage",
     };
     ClientError::Protocol(format!("unexpected {name} reply"))
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
     CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
-    LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusReport, TokenReplyRef,
-    WireError, PROTOCOL_VERSION,
+    LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusPage, StatusQuery,
+    StatusReport, TokenReplyRef, WireError, PROTOCOL_VERSION,
 };
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
@@ -334,32 +334,36 @@ impl Broker {
         }
     }
 
-    pub fn status(&self) -> StatusReport {
-        let mut cache: Vec<CacheEntryStatus> = self
-            .cache
-            .entries()
-            .into_iter()
-            .map(|(key, token)| CacheEntryStatus {
-                credential: token.credential.name().into(),
-                tenant: key.tenant.clone(),
-                scopes: key.scopes.clone(),
-                expires_on: token.expires_on,
-                refresh_on: token.refresh_on,
-                hits: token.hits.load(Relaxed),
-            })
-            .collect();
-        cache.sort_by(|a, b| (&a.scopes, &a.tenant).cmp(&(&b.scopes, &b.tenant)));
-        StatusReport {
+    /// The page of the status that `query` asks for (see `status_page`);
+    /// `Request::Status` gets the first page.
+    pub fn status(&self, query: &StatusQuery) -> StatusPage {
+        let header = StatusReport {
             daemon_pid: std::process::id(),
             daemon_version: crate::VERSION.into(),
             protocol_version: PROTOCOL_VERSION,
             uptime_secs: self.started.elapsed().as_secs(),
             socket_path: self.socket_path.clone(),
             store: self.accounts.store_description(),
-            credentials: self.registry.statuses(),
-            cache,
+            credentials: Vec::new(),
+            cache: Vec::new(),
             counters: self.stats.snapshot(),
-        }
+        };
+        let mut cache = self.cache.entries();
+        crate::status_page::build(
+            header,
+            self.registry.statuses(),
+            &mut cache,
+            |(a, _), (b, _)| (&a.scopes, &a.tenant, a.chain).cmp(&(&b.scopes, &b.tenant, b.chain)),
+            |(key, token)| CacheEntryStatus {
+                credential: token.credential.name().into(),
+                tenant: key.tenant.clone(),
+                scopes: key.scopes.clone(),
+                expires_on: token.expires_on,
+                refresh_on: token.refresh_on,
+                hits: token.hits.load(Relaxed),
+            },
+            query,
+        )
     }
 
     pub async fn invalidate(&self, scopes: &[String]) -> Result<u64, WireError> {

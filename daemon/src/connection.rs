@@ -1,11 +1,13 @@
 //! One client connection: frames in, requests dispatched, replies out.
 //!
 //! The peer's uid is checked before anything is read. The first frame must be a
-//! Hello within [`HELLO_TIMEOUT`]; after that the connection may idle, but a
-//! frame once started must arrive whole within [`FRAME_TIMEOUT`]. Requests are
+//! Hello within [`HELLO_TIMEOUT`]; after that the connection may idle (until
+//! the connection table closes it: see `connection_table`), but a frame once
+//! started must arrive whole within [`FRAME_TIMEOUT`]. Requests are
 //! pipelined: a cache hit is answered inline, a miss runs as its own task and
 //! answers when done, tagged with its request id. Any malformed input closes
-//! this connection only.
+//! this connection only, and so does a reply that cannot be written within
+//! [`WRITE_TIMEOUT`] (the client would otherwise wait forever for it).
 //!
 //! A hit is the hot path of the whole broker: it is encoded straight from the
 //! cached token into the connection's one write buffer, with no copy of the
@@ -18,22 +20,25 @@ use azbroker_proto::frame::HEADER_LEN;
 use azbroker_proto::io::{read_body, ReadError};
 use azbroker_proto::{
     frame, peek_hello_version, ClientFrame, DaemonFrame, ErrorKind, Reply, Request, RequestId,
-    TokenFrameRef, Welcome, WireError, PROTOCOL_VERSION,
+    StatusQuery, TokenFrameRef, Welcome, WireError, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::broker::{token_reply, version_mismatch, Broker, Session};
 use crate::cache::CachedToken;
+use crate::connection_table::{Activity, Slot};
 use crate::stats::Stats;
 
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+/// A reply not written whole within this closes the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Misses one connection may have in flight; more wait (backpressure).
 const MAX_IN_FLIGHT: usize = 256;
 
@@ -42,48 +47,75 @@ const MAX_IN_FLIGHT: usize = 256;
 struct FrameWriter {
     stream: OwnedWriteHalf,
     buf: Zeroizing<Vec<u8>>,
+    /// Closes the connection when a reply cannot be written.
+    activity: Arc<Activity>,
+    /// A reply was lost: nothing more is sent on this connection.
+    broken: bool,
+}
+
+impl FrameWriter {
+    fn new(stream: OwnedWriteHalf, activity: Arc<Activity>) -> Writer {
+        Arc::new(Mutex::new(FrameWriter {
+            stream,
+            buf: Zeroizing::new(Vec::new()),
+            activity,
+            broken: false,
+        }))
+    }
 }
 
 type Writer = Arc<Mutex<FrameWriter>>;
 type Reader = BufReader<OwnedReadHalf>;
 
-pub async fn serve(broker: Arc<Broker>, stream: Stream, _permit: OwnedSemaphorePermit) {
+/// Serves one admitted connection; it leaves the connection table when `slot`
+/// is dropped, after everything else here.
+pub async fn serve(broker: Arc<Broker>, stream: Stream, slot: Slot) {
     let stats = broker.stats.clone();
     Stats::bump(&stats.connections_accepted);
     stats
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let refusal = check_peer(&stream);
-    let (read, write) = split(stream);
-    let writer: Writer = Arc::new(Mutex::new(FrameWriter {
-        stream: write,
-        buf: Zeroizing::new(Vec::new()),
-    }));
-    match refusal {
+    match check_peer(&stream) {
         Some(refusal) => {
             Stats::bump(&stats.connections_refused);
             tracing::warn!(reason = %refusal.message, "connection refused");
-            send_reply(&writer, 0, Reply::Error(refusal)).await;
-            // Let the peer finish sending its Hello before we close, so its
-            // write does not fail before it reads why it was refused.
-            let mut reader = BufReader::with_capacity(1024, read);
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                read_body(&mut reader, &mut Vec::new()),
-            )
-            .await;
+            refuse(stream, refusal).await;
         }
         None => {
+            let (read, write) = split(stream);
+            let writer = FrameWriter::new(write, slot.activity().clone());
             let mut reader = BufReader::with_capacity(16 * 1024, read);
             if let Some(session) = handshake(&broker, &mut reader, &writer).await {
                 tracing::debug!(client = %crate::log_escape::Escaped(&session.client), pid = session.pid, "client connected");
-                requests(&broker, Arc::new(session), &mut reader, &writer).await;
+                requests(
+                    &broker,
+                    Arc::new(session),
+                    &mut reader,
+                    &writer,
+                    slot.activity(),
+                )
+                .await;
             }
         }
     }
     stats
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Tells a peer why it is not served, then closes.
+pub async fn refuse(stream: Stream, refusal: WireError) {
+    let (read, write) = split(stream);
+    let writer = FrameWriter::new(write, Arc::new(Activity::default()));
+    send_reply(&writer, 0, Reply::Error(refusal)).await;
+    // Let the peer finish sending its Hello before we close, so its
+    // write does not fail before it reads why it was refused.
+    let mut reader = BufReader::with_capacity(1024, read);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        read_body(&mut reader, &mut Vec::new()),
+    )
+    .await;
 }
 
 /// tokio's own halves of the socket. Their reads skip the extra `recvfrom`
@@ -197,21 +229,23 @@ async fn requests(
     session: Arc<Session>,
     reader: &mut Reader,
     writer: &Writer,
+    activity: &Arc<Activity>,
 ) {
     let mut buf = Vec::new();
-    let mut shutdown = broker.shutdown_signal();
-    // One wait for the whole connection, not one per request.
-    let stopping = shutdown.changed();
-    tokio::pin!(stopping);
+    // The connection table closes this connection when it has been idle too
+    // long, must make room, or the daemon stops: one lock-free wait for all.
+    let closed = activity.closed();
+    tokio::pin!(closed);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
-        // Idle connections may wait as long as they like for their next frame.
         tokio::select! {
+            // First: a connection that keeps sending must still notice.
+            biased;
+            _ = &mut closed => return,
             ready = reader.fill_buf() => match ready {
                 Ok(bytes) if !bytes.is_empty() => {}
                 _ => return,
             },
-            _ = &mut stopping => return,
         }
         let ClientFrame { id, request } = match next_frame(reader, &mut buf).await {
             Incoming::Frame(frame) => frame,
@@ -221,6 +255,7 @@ async fn requests(
                 return;
             }
         };
+        activity.touch();
         Stats::bump(&broker.stats.requests);
         match request {
             Request::GetToken(get) => {
@@ -238,17 +273,28 @@ async fn requests(
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
+                let busy = activity.start();
                 let (broker, session, writer) = (broker.clone(), session.clone(), writer.clone());
                 tokio::spawn(async move {
                     match broker.acquire(&session, prepared).await {
                         Ok((token, cached)) => send_token(&writer, id, &token, cached).await,
                         Err(e) => error_reply(&broker, &writer, id, e).await,
                     }
-                    drop(permit);
+                    drop((permit, busy));
                 });
             }
             Request::Status => {
-                send_reply(writer, id, Reply::Status(Box::new(broker.status()))).await;
+                // Clients that predate pages get the first (what fits in a frame).
+                let first = broker.status(&StatusQuery {
+                    credentials_from: 0,
+                    cache_from: 0,
+                    cache_limit: None,
+                });
+                send_reply(writer, id, Reply::Status(Box::new(first.report))).await;
+            }
+            Request::StatusPage(query) => {
+                let page = broker.status(&query);
+                send_reply(writer, id, Reply::StatusPage(Box::new(page))).await;
             }
             Request::Invalidate(invalidate) => match broker.invalidate(&invalidate.scopes).await {
                 Ok(removed) => send_reply(writer, id, Reply::Invalidated { removed }).await,
@@ -259,6 +305,7 @@ async fn requests(
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
+                let busy = activity.start();
                 let (broker, writer) = (broker.clone(), writer.clone());
                 tokio::spawn(async move {
                     match crate::diagnose::run(broker.network.clone(), diagnose).await {
@@ -267,7 +314,7 @@ async fn requests(
                         }
                         Err(e) => error_reply(&broker, &writer, id, e).await,
                     }
-                    drop(permit);
+                    drop((permit, busy));
                 });
             }
             Request::Shutdown => {
@@ -279,6 +326,7 @@ async fn requests(
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
+                let busy = activity.start();
                 let (broker, session, writer) = (broker.clone(), session.clone(), writer.clone());
                 tokio::spawn(async move {
                     let (progress, mut messages) = tokio::sync::mpsc::unbounded_channel();
@@ -295,7 +343,7 @@ async fn requests(
                         Ok(done) => send_reply(&writer, id, Reply::LoggedIn(done)).await,
                         Err(e) => error_reply(&broker, &writer, id, e).await,
                     }
-                    drop(permit);
+                    drop((permit, busy));
                 });
             }
             Request::Logout(logout) => match broker.logout(&session, logout).await {
@@ -351,12 +399,23 @@ async fn send_token(writer: &Writer, id: RequestId, token: &CachedToken, cached:
     send(writer, id, &frame).await;
 }
 
-/// Best effort: a client that went away loses its reply, nothing else. A reply
-/// that cannot be encoded (larger than a frame may be) becomes an error reply,
-/// so the client is never left waiting for it.
+/// A client that went away loses its reply, nothing else. A reply that cannot
+/// be encoded (larger than a frame may be) becomes an error reply, so the
+/// client is never left waiting for it. A reply that cannot be written whole
+/// within [`WRITE_TIMEOUT`] (the client does not read) closes the connection:
+/// the stream is out of step, and the client is better told by a broken
+/// connection (it retries or fails) than left waiting for a lost reply.
 async fn send<T: Serialize>(writer: &Writer, id: RequestId, frame: &T) {
     let mut writer = writer.lock().await;
-    let FrameWriter { stream, buf } = &mut *writer;
+    let FrameWriter {
+        stream,
+        buf,
+        activity,
+        broken,
+    } = &mut *writer;
+    if *broken {
+        return;
+    }
     if let Err(e) = frame::encode_into(buf, frame) {
         tracing::error!(error = %e, "cannot encode a reply");
         let error = WireError::new(
@@ -371,9 +430,21 @@ async fn send<T: Serialize>(writer: &Writer, id: RequestId, frame: &T) {
             return;
         }
     }
-    let _ = tokio::time::timeout(FRAME_TIMEOUT, async {
+    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
         stream.write_all(buf).await?;
         stream.flush().await
     })
     .await;
+    if !matches!(written, Ok(Ok(()))) {
+        match written {
+            Err(_) => tracing::info!("a client did not read its replies: closing its connection"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot write a reply: closing the connection")
+            }
+            Ok(Ok(())) => {}
+        }
+        *broken = true;
+        let _ = stream.shutdown().await;
+        activity.close();
+    }
 }

@@ -3,6 +3,8 @@
 //! Map of the crate (request path, top to bottom):
 //! - [`server`] binds the local socket, checks each peer's uid and spawns a task per connection.
 //! - [`connection`] turns frames into requests, answers cache hits inline and runs misses as tasks.
+//! - [`connection_table`] admits connections (per-process cap, the longest-quiet one gives
+//!   way when full) and closes idle ones.
 //! - [`broker`] owns the shared state: the [`cache`] (fast path), counters, and the chain walk.
 //! - [`actors`] holds the ractor tree: a supervisor and one credential actor per credential
 //!   identity, which acquires tokens through a [`sources`] adapter and refreshes what it minted.
@@ -11,6 +13,8 @@
 //!   refresh tokens; one account actor per account owns each refresh token.
 //! - [`diagnose`] answers `azbroker diagnose`: endpoint checks with the daemon's own network settings.
 //! - [`paths`] decides where the socket, lock and log files live and keeps them private.
+//! - [`bounded_file`] reads the small files a client names (certificate, federated token)
+//!   without blocking on a FIFO or device, bounded in size and time.
 //! - [`mi_endpoint`] (optional) serves the App Service managed-identity protocol on
 //!   127.0.0.1 from the daemon's own chain; [`tcp_owner`] finds who owns a loopback peer.
 
@@ -22,11 +26,13 @@ compile_error!(
 );
 
 pub mod actors;
+pub mod bounded_file;
 pub mod broker;
 pub mod cache;
 pub mod child_env;
 pub mod clock;
 pub mod connection;
+pub mod connection_table;
 pub mod diagnose;
 pub mod harden;
 pub mod identity;
@@ -39,6 +45,7 @@ pub mod scopes;
 pub mod server;
 pub mod sources;
 pub mod stats;
+pub mod status_page;
 pub mod tcp_owner;
 
 /// The daemon's version, reported in Welcome and status.

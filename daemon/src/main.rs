@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use azbroker_daemon::connection_table::Limits;
 use azbroker_daemon::server::{self, Outcome, ServerConfig};
 use clap::Parser;
 
@@ -30,6 +31,16 @@ struct Args {
     /// client that starts the daemon can ask for it).
     #[arg(long)]
     managed_identity_endpoint: bool,
+    /// For tests: close connections idle this long [default: 300]. Set only on
+    /// the daemon's command line, never by a client.
+    #[arg(long, hide = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: Option<u64>,
+    /// For tests: the connection cap [default: 8192].
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: Option<u64>,
+    /// For tests: connections one process may hold [default: an eighth of the cap].
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_process: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +48,7 @@ fn main() -> ExitCode {
     // of the starter's environment.
     let hardening = azbroker_daemon::harden::at_start();
     let args = Args::parse();
+    let limits = limits(&args);
     let uid = nix::unistd::geteuid().as_raw();
     let socket_path = args
         .socket
@@ -68,6 +80,7 @@ fn main() -> ExitCode {
         socket_path: socket_path.clone(),
         imds_url: args.imds_endpoint,
         managed_identity,
+        limits,
     }));
     // Timers and idle connection tasks must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -84,6 +97,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The connection limits: the defaults, or what a test asked for.
+fn limits(args: &Args) -> Limits {
+    let mut limits = Limits::new(
+        args.max_connections
+            .map_or(Limits::MAX_CONNECTIONS, |max| max as usize),
+        args.idle_timeout_secs
+            .map_or(Limits::IDLE_TIMEOUT, std::time::Duration::from_secs),
+    );
+    if let Some(per_process) = args.max_connections_per_process {
+        limits.per_peer = per_process as usize;
+    }
+    limits
 }
 
 /// A boolean variable by the project's rules: `true`/`1` on, `false`/`0`/empty/unset

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use azbroker_proto::{ErrorKind, WireError};
 use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use ractor::Actor;
@@ -22,14 +24,15 @@ use crate::actors::supervisor::{Supervisor, SupervisorArgs};
 use crate::actors::ActorDeps;
 use crate::broker::Broker;
 use crate::cache::TokenCache;
+use crate::connection_table::{Connections, Limits};
 use crate::login::store::Store;
 use crate::login::Accounts;
 use crate::paths;
 use crate::sources::http::HttpClient;
 use crate::stats::Stats;
 
-/// Connections served at once; the next accept waits for a slot.
-const MAX_CONNECTIONS: usize = 8192;
+/// Refused connections being told why at once; more are closed without a word.
+const MAX_REFUSING: usize = 64;
 /// Cached keys kept at most.
 const MAX_CACHE_ENTRIES: u64 = 100_000;
 
@@ -39,6 +42,8 @@ pub struct ServerConfig {
     pub imds_url: Option<String>,
     /// Serve the managed-identity endpoint (see `mi_endpoint`).
     pub managed_identity: bool,
+    /// Connection cap, per-peer cap and idle timeout (see `connection_table`).
+    pub limits: Limits,
 }
 
 pub enum Outcome {
@@ -145,20 +150,19 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     }
     tracing::info!(socket = %socket.display(), pid = std::process::id(), version = crate::VERSION, "azbrokerd listening");
 
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Every accepted connection gets in or is told why (see `connection_table`):
+    // waiting for a free slot before accepting once let idle connections lock
+    // out every client, `azbroker stop` included.
+    let connections = Connections::new(config.limits);
+    let sweeper = tokio::spawn(connections.clone().sweep_idle());
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
-            _ = shutdown.changed() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => break,
         };
         match accepted {
-            Ok(stream) => {
-                tokio::spawn(crate::connection::serve(broker.clone(), stream, permit));
-            }
+            Ok(stream) => admit(&broker, &connections, &refusing, stream),
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -166,6 +170,8 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
             }
         }
     }
+    sweeper.abort();
+    connections.close_all();
 
     tracing::info!("shutting down");
     drop(listener);
@@ -176,6 +182,38 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     supervisor.stop(Some("daemon shutdown".into()));
     let _ = tokio::time::timeout(Duration::from_secs(2), supervisor_done).await;
     Ok(Outcome::Stopped)
+}
+
+/// Serves `stream` if the connection table admits it, else tells the peer why.
+fn admit(
+    broker: &Arc<Broker>,
+    connections: &Arc<Connections>,
+    refusing: &Arc<Semaphore>,
+    stream: interprocess::local_socket::tokio::Stream,
+) {
+    let pid = stream
+        .peer_creds()
+        .ok()
+        .and_then(|creds| creds.pid())
+        .and_then(|pid| u32::try_from(pid).ok());
+    match connections.admit(pid) {
+        Ok(slot) => {
+            tokio::spawn(crate::connection::serve(broker.clone(), stream, slot));
+        }
+        Err(reason) => {
+            Stats::bump(&broker.stats.connections_refused);
+            tracing::warn!(?pid, %reason, "connection refused");
+            // A flood of refusals must not hold a socket each for the reply's
+            // second: beyond MAX_REFUSING, close without a word.
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                let refusal = WireError::new(ErrorKind::Refused, reason);
+                tokio::spawn(async move {
+                    crate::connection::refuse(stream, refusal).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
 }
 
 /// Takes `<socket>.lock` exclusively, or returns `None` when a live daemon holds it.

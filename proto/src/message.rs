@@ -49,6 +49,9 @@ pub enum Request {
     ManagedIdentity,
     /// Checks endpoints with the daemon's proxy and trust settings; answered by [`Reply::Diagnosis`].
     Diagnose(DiagnoseRequest),
+    /// One page of the status; answered by [`Reply::StatusPage`]. [`Request::Status`]
+    /// answers with the first page only (what fits in a frame).
+    StatusPage(StatusQuery),
 }
 
 /// What the daemon answers. Append-only.
@@ -78,6 +81,8 @@ pub enum Reply {
     ManagedIdentity(Option<ManagedIdentityEndpoint>),
     /// Answers [`Request::Diagnose`].
     Diagnosis(Box<Diagnosis>),
+    /// Answers [`Request::StatusPage`].
+    StatusPage(Box<StatusPage>),
 }
 
 /// How [`Request::Login`] signs the user in. Append-only.
@@ -324,6 +329,31 @@ pub struct Counters {
     pub connections_open: u64,
 }
 
+/// Which page of the status [`Request::StatusPage`] asks for. The daemon's
+/// lists can outgrow a frame (the cache holds up to 100,000 keys, a frame
+/// 64 KiB), so clients ask for them a page at a time, each list from an
+/// offset in the order status lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusQuery {
+    /// Credentials to skip.
+    pub credentials_from: u64,
+    /// Cache entries to skip.
+    pub cache_from: u64,
+    /// At most this many cache entries; `None`: as many as fit in the frame.
+    pub cache_limit: Option<u32>,
+}
+
+/// One page of the status: `report` holds the credentials and cache entries
+/// from the query's offsets on, as many as fit in a frame, and the totals say
+/// how many there are in all (each page is a fresh look: lists may change
+/// between pages).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusPage {
+    pub report: StatusReport,
+    pub credentials_total: u64,
+    pub cache_total: u64,
+}
+
 /// Reads the protocol version from the body of a client's first frame without
 /// decoding the rest, so a version mismatch gets a clear refusal instead of a
 /// parse error. `None` when the body is not a Hello at all.
@@ -337,4 +367,55 @@ pub fn peek_hello_version(body: &[u8]) -> Option<(RequestId, u32)> {
     }
     let (version, _) = postcard::take_from_bytes::<u32>(rest).ok()?;
     Some((id, version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame;
+
+    #[test]
+    fn status_pages_round_trip_and_extend_the_enums_at_their_end() {
+        let query = ClientFrame {
+            id: 3,
+            request: Request::StatusPage(StatusQuery {
+                credentials_from: 1,
+                cache_from: 700,
+                cache_limit: Some(100),
+            }),
+        };
+        let bytes = frame::encode(&query).unwrap();
+        assert_eq!(
+            frame::decode::<ClientFrame>(&bytes[frame::HEADER_LEN..]).unwrap(),
+            query
+        );
+        // Variant 9 (after Diagnose): a daemon that predates it refuses it as
+        // a bad frame instead of mistaking it for another request.
+        assert_eq!(bytes[frame::HEADER_LEN + 1], 9);
+
+        let page = DaemonFrame {
+            id: 3,
+            reply: Reply::StatusPage(Box::new(StatusPage {
+                report: StatusReport {
+                    daemon_pid: 1,
+                    daemon_version: "0.1.0".into(),
+                    protocol_version: 1,
+                    uptime_secs: 2,
+                    socket_path: "/s".into(),
+                    store: "none".into(),
+                    credentials: vec![],
+                    cache: vec![],
+                    counters: Counters::default(),
+                },
+                credentials_total: 0,
+                cache_total: 12_000,
+            })),
+        };
+        let bytes = frame::encode(&page).unwrap();
+        assert_eq!(
+            frame::decode::<DaemonFrame>(&bytes[frame::HEADER_LEN..]).unwrap(),
+            page
+        );
+        assert_eq!(bytes[frame::HEADER_LEN + 1], 11);
+    }
 }

@@ -13,6 +13,7 @@ mod hardening;
 mod install;
 mod interactive_browser;
 mod lifecycle;
+mod limits;
 mod login_hijack;
 mod logout_and_persistence;
 mod managed_identity;

@@ -225,19 +225,12 @@ fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
 }
 
 fn read_file(path: &Path) -> Result<Document, String> {
-    use std::io::Read as _;
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Document::default()),
+    // On a store thread, so it may block; still never on a FIFO or a device.
+    let bytes = match crate::bounded_file::read_blocking(path, MAX_DOCUMENT) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(Document::default()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_DOCUMENT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_DOCUMENT {
-        return Err(format!("{} is larger than 1 MiB", path.display()));
-    }
     parse(&bytes, &path.display().to_string())
 }
 
@@ -395,5 +388,19 @@ mod tests {
             .contains("not an azbroker"));
         std::fs::write(&path, r#"{"version":9,"accounts":[]}"#).unwrap();
         assert!(store.load(&key).await.unwrap_err().contains("version 9"));
+    }
+
+    #[tokio::test]
+    async fn a_fifo_in_place_of_the_file_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.json");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let store = Arc::new(Store::file(path));
+        let key = AccountKey::new("https://x", None, None);
+        let refused = store.load(&key).await.unwrap_err();
+        assert!(
+            refused.ends_with("accounts.json: it is a FIFO (named pipe), not a regular file"),
+            "{refused}"
+        );
     }
 }

@@ -4,7 +4,6 @@
 //! and private key, the key optionally encrypted) is packed into PKCS#12 in
 //! memory. Either way the key must be RSA, as Entra requires.
 
-use std::io::Read;
 use std::path::Path;
 
 use azbroker_proto::Secret;
@@ -24,8 +23,10 @@ pub struct Loaded {
 }
 
 /// Loads `path` as PEM or PFX. Errors name the file and what is wrong, never a secret.
-pub fn load(path: &str, password: Option<&Secret>) -> Result<Loaded, String> {
-    let bytes = read_bounded(Path::new(path))
+/// The path is the client's: it may name a FIFO or a device (see `bounded_file`).
+pub async fn load(path: &str, password: Option<&Secret>) -> Result<Loaded, String> {
+    let bytes = crate::bounded_file::read(Path::new(path), MAX_FILE)
+        .await
         .map_err(|e| format!("cannot read AZURE_CLIENT_CERTIFICATE_PATH {path}: {e}"))?;
     let is_pem = bytes
         .iter()
@@ -42,19 +43,6 @@ pub fn load(path: &str, password: Option<&Secret>) -> Result<Loaded, String> {
             password: password.cloned(),
         })
     }
-}
-
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "larger than 1 MiB, not a certificate file",
-        ));
-    }
-    Ok(bytes)
 }
 
 fn check_rsa(key: &PKey<Private>) -> Result<(), String> {
@@ -190,8 +178,8 @@ mod tests {
         parsed.pkey.unwrap().public_eq(key) && parsed.cert.is_some()
     }
 
-    #[test]
-    fn pem_plain_and_encrypted() {
+    #[tokio::test]
+    async fn pem_plain_and_encrypted() {
         let dir = tempfile::tempdir().unwrap();
         let key = rsa_key();
         let cert = self_signed(&key);
@@ -199,7 +187,7 @@ mod tests {
         let mut pem = cert.to_pem().unwrap();
         pem.extend(key.private_key_to_pem_pkcs8().unwrap());
         let path = write(dir.path(), "plain.pem", &pem);
-        assert!(opens(&load(&path, None).unwrap(), &key));
+        assert!(opens(&load(&path, None).await.unwrap(), &key));
 
         let mut encrypted = key
             .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), b"pem-pass")
@@ -207,13 +195,13 @@ mod tests {
         encrypted.extend(cert.to_pem().unwrap());
         let path = write(dir.path(), "encrypted.pem", &encrypted);
         let password = Secret::new("pem-pass");
-        assert!(opens(&load(&path, Some(&password)).unwrap(), &key));
-        let missing = load(&path, None).err().unwrap();
+        assert!(opens(&load(&path, Some(&password)).await.unwrap(), &key));
+        let missing = load(&path, None).await.err().unwrap();
         assert!(
             missing.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
             "{missing}"
         );
-        let wrong = load(&path, Some(&Secret::new("nope"))).err().unwrap();
+        let wrong = load(&path, Some(&Secret::new("nope"))).await.err().unwrap();
         assert!(
             wrong.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"),
             "{wrong}"
@@ -221,8 +209,8 @@ mod tests {
         assert!(!wrong.contains("nope"));
     }
 
-    #[test]
-    fn pfx_with_password() {
+    #[tokio::test]
+    async fn pfx_with_password() {
         let dir = tempfile::tempdir().unwrap();
         let key = rsa_key();
         let cert = self_signed(&key);
@@ -231,22 +219,23 @@ mod tests {
         let der = builder.build2("pfx-pass").unwrap().to_der().unwrap();
         let path = write(dir.path(), "cert.pfx", &der);
         let password = Secret::new("pfx-pass");
-        let loaded = load(&path, Some(&password)).unwrap();
+        let loaded = load(&path, Some(&password)).await.unwrap();
         assert_eq!(loaded.pkcs12, der);
         assert!(opens(&loaded, &key));
-        let wrong = load(&path, Some(&Secret::new("nope"))).err().unwrap();
+        let wrong = load(&path, Some(&Secret::new("nope"))).await.err().unwrap();
         assert!(
             wrong.contains("wrong AZURE_CLIENT_CERTIFICATE_PASSWORD"),
             "{wrong}"
         );
-        let missing = load(&path, None).err().unwrap();
+        let missing = load(&path, None).await.err().unwrap();
         assert!(missing.contains("needs a password"), "{missing}");
     }
 
-    #[test]
-    fn bad_files_are_explained() {
+    #[tokio::test]
+    async fn bad_files_are_explained() {
         let dir = tempfile::tempdir().unwrap();
         let missing = load(&dir.path().join("none.pem").to_string_lossy(), None)
+            .await
             .err()
             .unwrap();
         assert!(
@@ -255,14 +244,24 @@ mod tests {
         );
         let garbage = write(dir.path(), "garbage", b"hello");
         assert!(load(&garbage, None)
+            .await
             .err()
             .unwrap()
             .contains("neither PEM nor"));
         let huge = write(dir.path(), "huge", &vec![b'a'; 2 * 1024 * 1024]);
         assert!(load(&huge, None)
+            .await
             .err()
             .unwrap()
             .contains("larger than 1 MiB"));
+        // A FIFO once froze the daemon: it is refused, never opened for a blocking read.
+        let fifo = dir.path().join("fifo.pem");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let refused = load(&fifo.to_string_lossy(), None).await.err().unwrap();
+        assert!(
+            refused.ends_with("fifo.pem: it is a FIFO (named pipe), not a regular file"),
+            "{refused}"
+        );
 
         let ec = PKey::from_ec_key(
             EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
@@ -271,13 +270,14 @@ mod tests {
         let mut pem = self_signed(&ec).to_pem().unwrap();
         pem.extend(ec.private_key_to_pem_pkcs8().unwrap());
         let path = write(dir.path(), "ec.pem", &pem);
-        assert!(load(&path, None).err().unwrap().contains("not RSA"));
+        assert!(load(&path, None).await.err().unwrap().contains("not RSA"));
 
         let key = rsa_key();
         let mut other = self_signed(&rsa_key()).to_pem().unwrap();
         other.extend(key.private_key_to_pem_pkcs8().unwrap());
         let path = write(dir.path(), "mismatch.pem", &other);
         assert!(load(&path, None)
+            .await
             .err()
             .unwrap()
             .contains("no certificate for its private key"));

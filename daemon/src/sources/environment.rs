@@ -96,7 +96,9 @@ impl TokenSource for EnvironmentSource {
             )
             .map_err(|e| SourceError::failed(format!("invalid settings: {e}")))?,
             Proof::Certificate { path, password } => {
-                let loaded = certificate::load(path, password).map_err(SourceError::failed)?;
+                let loaded = certificate::load(path, password)
+                    .await
+                    .map_err(SourceError::failed)?;
                 ClientCertificateCredential::new(
                     tenant.to_string(),
                     client_id.clone(),

@@ -16,7 +16,6 @@ use azure_core::http::ClientMethodOptions;
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
 };
-use tokio::io::AsyncReadExt;
 
 use super::{entra, SourceContext, SourceError, SourceRequest, Token, TokenSource};
 
@@ -101,19 +100,10 @@ struct FederatedTokenFile {
 impl FederatedTokenFile {
     async fn read(&self) -> Result<String, String> {
         let shown = self.path.display();
-        let file = tokio::fs::File::open(&self.path)
+        // The path is the client's: it may name a FIFO or a device (see `bounded_file`).
+        let bytes = crate::bounded_file::read(&self.path, MAX_TOKEN_FILE)
             .await
             .map_err(|e| format!("cannot read AZURE_FEDERATED_TOKEN_FILE {shown}: {e}"))?;
-        let mut bytes = Vec::new();
-        file.take(MAX_TOKEN_FILE + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| format!("cannot read AZURE_FEDERATED_TOKEN_FILE {shown}: {e}"))?;
-        if bytes.len() as u64 > MAX_TOKEN_FILE {
-            return Err(format!(
-                "AZURE_FEDERATED_TOKEN_FILE {shown} is larger than 64 KiB: not a service account token"
-            ));
-        }
         let token = String::from_utf8(bytes)
             .ok()
             .map(|t| t.trim().to_string())
@@ -185,5 +175,12 @@ mod tests {
             .await
             .unwrap_err()
             .contains("larger than 64 KiB"));
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let refused = FederatedTokenFile { path: fifo }.read().await.unwrap_err();
+        assert!(
+            refused.ends_with("it is a FIFO (named pipe), not a regular file"),
+            "{refused}"
+        );
     }
 }

@@ -51,6 +51,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Show at most N cached tokens; 0 shows all [default: 100, all with --json].
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
     },
     /// Log in inside the daemon, once for every client: opens a browser, or
     /// prints a code to enter on another device with --device-code.
@@ -250,12 +253,17 @@ async fn run(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Token { .. } => unreachable!("handled in main"),
-        Command::Status { json } => {
+        Command::Status { json, limit } => {
             let client = Client::new(ClientOptions {
                 autostart: false,
                 ..options
             });
-            match client.status().await {
+            let limit = match (limit, json) {
+                (Some(0), _) | (None, true) => None,
+                (Some(n), _) => Some(n),
+                (None, false) => Some(output::STATUS_ENTRIES_SHOWN),
+            };
+            match client.status_with_limit(limit).await {
                 Ok(status) => {
                     output::status(&status, json);
                     ExitCode::SUCCESS

@@ -1,6 +1,6 @@
 //! What `azbroker` prints: JSON for scripts, aligned text for people.
 
-use azbroker_proto::{LoggedIn, StatusReport, TokenReply};
+use azbroker_proto::{LoggedIn, StatusPage, StatusReport, TokenReply};
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -37,12 +37,15 @@ pub fn logged_in(done: &LoggedIn) {
     );
 }
 
-pub fn status(status: &StatusReport, as_json: bool) {
+/// Cached tokens `azbroker status` lists unless told otherwise.
+pub const STATUS_ENTRIES_SHOWN: u64 = 100;
+
+pub fn status(page: &StatusPage, as_json: bool) {
+    let status = &page.report;
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status_json(status)).expect("JSON")
-        );
+        let mut json = status_json(status);
+        json["cache_total"] = json!(page.cache_total);
+        println!("{}", serde_json::to_string_pretty(&json).expect("JSON"));
         return;
     }
     let c = &status.counters;
@@ -86,6 +89,10 @@ pub fn status(status: &StatusReport, as_json: bool) {
             rfc3339(entry.refresh_on),
             entry.hits
         );
+    }
+    let hidden = page.cache_total.saturating_sub(status.cache.len() as u64);
+    if hidden > 0 {
+        println!("  ... {hidden} more entries not shown (--limit 0 shows all)");
     }
     println!();
     println!(
