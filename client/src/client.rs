@@ -45,9 +45,8 @@ impl ClientOptions {
     /// Everything from this process's environment: socket path, chain, autostart switch.
     pub fn from_env(client_name: &str) -> Result<ClientOptions, ClientError> {
         let chain = ChainSpec::from_env().map_err(|e| ClientError::Config(e.to_string()))?;
-        let no_autostart = std::env::var("AZBROKER_NO_AUTOSTART")
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true"))
-            .unwrap_or(false);
+        let no_autostart = azbroker_proto::env::boolean("AZBROKER_NO_AUTOSTART")
+            .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(ClientOptions {
             socket: connect::default_socket_path(),
             chain,

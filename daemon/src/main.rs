@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let socket_path = args
         .socket
         .unwrap_or_else(|| azbroker_proto::paths::socket_path(uid));
-    let managed_identity = match env_flag("AZBROKER_MANAGED_IDENTITY") {
+    let managed_identity = match azbroker_proto::env::boolean("AZBROKER_MANAGED_IDENTITY") {
         Ok(on) => args.managed_identity_endpoint || on,
         Err(e) => {
             eprintln!("azbrokerd: {e}");
@@ -111,22 +111,6 @@ fn limits(args: &Args) -> Limits {
         limits.per_peer = per_process as usize;
     }
     limits
-}
-
-/// A boolean variable by the project's rules: `true`/`1` on, `false`/`0`/empty/unset
-/// off, anything else an error naming it.
-fn env_flag(name: &str) -> Result<bool, String> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(false),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid text")),
-        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" => Ok(true),
-            "false" | "0" | "" => Ok(false),
-            _ => Err(format!(
-                "{name}={value:?} is not a boolean: use true, false, 1 or 0"
-            )),
-        },
-    }
 }
 
 /// Foreground: stderr. Background: a 0600 file in the user's state directory.

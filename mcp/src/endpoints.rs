@@ -2,6 +2,8 @@
 //! endpoints (`AZURE_CLOUD`), with `AZBROKER_ARM_ENDPOINT` overriding the
 //! Resource Manager base URL (tests point it at a local double).
 
+use azbroker_proto::cloud;
+use azbroker_proto::env::Vars;
 use reqwest::Url;
 
 /// Token scope of the Blob service data plane: the same in every cloud.
@@ -19,46 +21,15 @@ pub struct Endpoints {
     pub storage_suffix: &'static str,
 }
 
-struct Cloud {
-    arm: &'static str,
-    storage_suffix: &'static str,
-}
-
-/// The named clouds (the same names `AZURE_CLOUD` takes for the authority).
-fn cloud(name: &str) -> Option<Cloud> {
-    let cloud = match name.to_ascii_lowercase().as_str() {
-        "azurecloud" | "public" | "azurepubliccloud" => Cloud {
-            arm: "https://management.azure.com/",
-            storage_suffix: "core.windows.net",
-        },
-        "azurechinacloud" | "china" => Cloud {
-            arm: "https://management.chinacloudapi.cn/",
-            storage_suffix: "core.chinacloudapi.cn",
-        },
-        "azureusgovernment" | "usgov" | "azureusgovernmentcloud" => Cloud {
-            arm: "https://management.usgovcloudapi.net/",
-            storage_suffix: "core.usgovcloudapi.net",
-        },
-        _ => return None,
-    };
-    Some(cloud)
-}
-
 impl Endpoints {
     /// From `AZURE_CLOUD` and `AZBROKER_ARM_ENDPOINT`, read through `env`.
     pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Endpoints, String> {
-        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        let cloud = match set("AZURE_CLOUD") {
-            None => cloud("AzureCloud").expect("the public cloud is known"),
-            Some(name) => cloud(name.trim()).ok_or_else(|| {
-                format!(
-                    "AZURE_CLOUD={name:?} is not a known cloud: use AzureCloud, AzureChinaCloud or AzureUSGovernment"
-                )
-            })?,
-        };
-        let cloud_arm = Url::parse(cloud.arm).expect("cloud URLs parse");
-        let arm_scope = format!("{}.default", cloud_arm.as_str());
-        let arm = match set("AZBROKER_ARM_ENDPOINT") {
+        let vars = Vars::new(&env);
+        let cloud = cloud::from_vars(&vars).map_err(|e| e.to_string())?;
+        let cloud_arm =
+            Url::parse(&format!("https://{}/", cloud.resource_manager)).expect("cloud URLs parse");
+        let arm_scope = cloud.resource_manager_scope();
+        let arm = match vars.text("AZBROKER_ARM_ENDPOINT") {
             None => cloud_arm,
             Some(text) => parse_https_base(text.trim())
                 .map_err(|e| format!("AZBROKER_ARM_ENDPOINT={text:?}: {e}"))?,

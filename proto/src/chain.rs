@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cloud;
+use crate::env::{EnvError, Vars};
 use crate::secret::Secret;
 
 /// Default browser-login timeout (`AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS`).
@@ -136,7 +138,11 @@ impl CredentialSpec {
     }
 
     /// Builds the spec of `kind` from the environment.
-    fn from_env(kind: CredentialKind, env: &Env<'_>, use_broker: bool) -> Result<Self, ChainError> {
+    fn from_env(
+        kind: CredentialKind,
+        env: &Vars<'_>,
+        use_broker: bool,
+    ) -> Result<Self, ChainError> {
         Ok(match kind {
             CredentialKind::Environment => CredentialSpec::Environment {
                 tenant_id: env.text("AZURE_TENANT_ID"),
@@ -164,10 +170,9 @@ impl CredentialSpec {
             CredentialKind::InteractiveBrowser => CredentialSpec::InteractiveBrowser {
                 client_id: env.text("AZURE_MCP_CLIENT_ID"),
                 tenant_id: env.text("AZURE_TENANT_ID"),
-                timeout_secs: env.seconds(
-                    "AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS",
-                    DEFAULT_BROWSER_TIMEOUT_SECS,
-                )?,
+                timeout_secs: env
+                    .seconds("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS")?
+                    .unwrap_or(DEFAULT_BROWSER_TIMEOUT_SECS),
                 use_broker,
             },
             CredentialKind::DeviceCode => CredentialSpec::DeviceCode {
@@ -181,24 +186,23 @@ impl CredentialSpec {
 /// A setting in the environment that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainError {
-    /// A boolean switch holds something other than true/false/1/0/empty.
-    InvalidBool {
-        variable: &'static str,
-        value: String,
-    },
+    /// A variable holds an unusable value (a boolean that is not one, a bad
+    /// cloud name or authority host, ...).
+    Env(EnvError),
     /// `AZURE_TOKEN_CREDENTIALS` names no known credential.
     UnknownCredential { value: String },
-    /// Another variable holds an unusable value.
-    InvalidValue { variable: &'static str, why: String },
+}
+
+impl From<EnvError> for ChainError {
+    fn from(error: EnvError) -> Self {
+        ChainError::Env(error)
+    }
 }
 
 impl std::fmt::Display for ChainError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChainError::InvalidBool { variable, value } => write!(
-                f,
-                "{variable}={value:?} is not a boolean: use true, false, 1 or 0"
-            ),
+            ChainError::Env(error) => error.fmt(f),
             ChainError::UnknownCredential { value } => {
                 write!(
                     f,
@@ -211,24 +215,11 @@ impl std::fmt::Display for ChainError {
                     .collect();
                 f.write_str(&names.join(", "))
             }
-            ChainError::InvalidValue { variable, why } => write!(f, "{variable}: {why}"),
         }
     }
 }
 
 impl std::error::Error for ChainError {}
-
-/// Named clouds and their authority hosts (`AZURE_CLOUD`).
-pub fn cloud_authority(cloud: &str) -> Option<&'static str> {
-    match cloud.to_ascii_lowercase().as_str() {
-        "azurecloud" | "public" | "azurepubliccloud" => Some("https://login.microsoftonline.com"),
-        "azurechinacloud" | "china" => Some("https://login.chinacloudapi.cn"),
-        "azureusgovernment" | "usgov" | "azureusgovernmentcloud" => {
-            Some("https://login.microsoftonline.us")
-        }
-        _ => None,
-    }
-}
 
 impl ChainSpec {
     /// Selects the chain from this process's environment.
@@ -241,7 +232,7 @@ impl ChainSpec {
     /// `AZURE_MCP_INCLUDE_PRODUCTION_CREDENTIALS`, then the default order.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ChainSpec, ChainError> {
         use CredentialKind::*;
-        let env = Env(&lookup);
+        let env = Vars::new(&lookup);
         let authority_host = authority_host(&env)?;
         let only_broker = env.boolean("AZURE_MCP_ONLY_USE_BROKER_CREDENTIAL")?;
         let include_production = env.boolean("AZURE_MCP_INCLUDE_PRODUCTION_CREDENTIALS")?;
@@ -314,64 +305,16 @@ impl ChainSpec {
     }
 }
 
-fn authority_host(env: &Env<'_>) -> Result<String, ChainError> {
+fn authority_host(env: &Vars<'_>) -> Result<String, ChainError> {
     if let Some(host) = env.text("AZURE_AUTHORITY_HOST") {
         if !host.starts_with("https://") {
-            return Err(ChainError::InvalidValue {
+            return Err(EnvError {
                 variable: "AZURE_AUTHORITY_HOST",
                 why: format!("{host:?} must be an https:// URL"),
-            });
+            }
+            .into());
         }
         return Ok(host.trim_end_matches('/').to_string());
     }
-    match env.text("AZURE_CLOUD") {
-        None => Ok(cloud_authority("AzureCloud").expect("known cloud").to_string()),
-        Some(cloud) => cloud_authority(&cloud)
-            .map(str::to_string)
-            .ok_or_else(|| ChainError::InvalidValue {
-                variable: "AZURE_CLOUD",
-                why: format!(
-                    "{cloud:?} is not a known cloud: use AzureCloud, AzureChinaCloud or AzureUSGovernment"
-                ),
-            }),
-    }
-}
-
-/// Environment lookup with the parsing rules of the spec.
-struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Env<'_> {
-    /// A non-empty value, or `None`. An empty variable counts as unset.
-    fn text(&self, name: &str) -> Option<String> {
-        (self.0)(name).filter(|v| !v.trim().is_empty())
-    }
-
-    /// `true`/`1` are true and `false`/`0`/empty/unset are false (any case);
-    /// anything else is an error naming the variable.
-    fn boolean(&self, name: &'static str) -> Result<bool, ChainError> {
-        let Some(raw) = (self.0)(name) else {
-            return Ok(false);
-        };
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" => Ok(true),
-            "false" | "0" | "" => Ok(false),
-            _ => Err(ChainError::InvalidBool {
-                variable: name,
-                value: raw,
-            }),
-        }
-    }
-
-    fn seconds(&self, name: &'static str, default: u32) -> Result<u32, ChainError> {
-        match self.text(name) {
-            None => Ok(default),
-            Some(raw) => match raw.trim().parse::<u32>() {
-                Ok(secs) if secs > 0 => Ok(secs),
-                _ => Err(ChainError::InvalidValue {
-                    variable: name,
-                    why: format!("{raw:?} is not a positive number of seconds"),
-                }),
-            },
-        }
-    }
+    Ok(cloud::from_vars(env)?.authority_url())
 }

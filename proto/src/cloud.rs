@@ -4,6 +4,8 @@
 //! Part of the contract for the same reason as [`crate::paths`]: every client
 //! must derive the same endpoints from the same `AZURE_CLOUD`.
 
+use crate::env::{EnvError, Vars};
+
 /// One sovereign cloud. Hosts are bare DNS names (no scheme, no port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cloud {
@@ -16,6 +18,9 @@ pub struct Cloud {
     /// Older authority names some tools still call (the guide lists them for firewalls).
     pub legacy_authorities: &'static [&'static str],
     pub resource_manager: &'static str,
+    /// The Azure CLI's default token resource host (`az account get-access-token`
+    /// without `--resource`): the classic management endpoint.
+    pub cli_default_resource: &'static str,
     pub graph: &'static str,
     /// `<account>.blob.<storage_suffix>`, `.table.`, `.queue.`, `.file.`, `.dfs.`
     pub storage_suffix: &'static str,
@@ -42,6 +47,7 @@ pub const AZURE_PUBLIC: Cloud = Cloud {
     authority: "login.microsoftonline.com",
     legacy_authorities: &["login.windows.net"],
     resource_manager: "management.azure.com",
+    cli_default_resource: "management.core.windows.net",
     graph: "graph.microsoft.com",
     storage_suffix: "core.windows.net",
     key_vault_suffix: "vault.azure.net",
@@ -55,6 +61,7 @@ pub const AZURE_CHINA: Cloud = Cloud {
     authority: "login.chinacloudapi.cn",
     legacy_authorities: &[],
     resource_manager: "management.chinacloudapi.cn",
+    cli_default_resource: "management.core.chinacloudapi.cn",
     graph: "microsoftgraph.chinacloudapi.cn",
     storage_suffix: "core.chinacloudapi.cn",
     key_vault_suffix: "vault.azure.cn",
@@ -68,6 +75,7 @@ pub const AZURE_US_GOVERNMENT: Cloud = Cloud {
     authority: "login.microsoftonline.us",
     legacy_authorities: &[],
     resource_manager: "management.usgovcloudapi.net",
+    cli_default_resource: "management.core.usgovcloudapi.net",
     graph: "graph.microsoft.us",
     storage_suffix: "core.usgovcloudapi.net",
     key_vault_suffix: "vault.usgovcloudapi.net",
@@ -86,14 +94,32 @@ pub fn named(name: &str) -> Option<&'static Cloud> {
     })
 }
 
+/// The cloud whose authority is `authority` (an `https://` URL as in a chain
+/// spec, trailing slash or not); `None` for a custom authority host.
+pub fn by_authority(authority: &str) -> Option<&'static Cloud> {
+    let host = authority
+        .strip_prefix("https://")?
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    CLOUDS
+        .iter()
+        .find(|cloud| cloud.authority == host || cloud.legacy_authorities.contains(&host.as_str()))
+}
+
 /// The cloud `AZURE_CLOUD` selects from a variable lookup; public when unset or empty.
-pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<&'static Cloud, String> {
-    match lookup("AZURE_CLOUD").filter(|v| !v.trim().is_empty()) {
-        None => Ok(&CLOUDS[0]),
-        Some(value) => named(&value).ok_or_else(|| {
-            format!(
-                "AZURE_CLOUD={value:?} is not a known cloud: use AzureCloud, AzureChinaCloud or AzureUSGovernment"
-            )
+pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<&'static Cloud, EnvError> {
+    from_vars(&Vars::new(&lookup))
+}
+
+/// [`from_lookup`] for an existing [`Vars`].
+pub fn from_vars(vars: &Vars<'_>) -> Result<&'static Cloud, EnvError> {
+    match vars.text("AZURE_CLOUD") {
+        None => Ok(&AZURE_PUBLIC),
+        Some(value) => named(&value).ok_or_else(|| EnvError {
+            variable: "AZURE_CLOUD",
+            why: format!(
+                "{value:?} is not a known cloud: use AzureCloud, AzureChinaCloud or AzureUSGovernment"
+            ),
         }),
     }
 }
@@ -101,21 +127,37 @@ pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<&'static C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::cloud_authority;
+    use crate::chain::ChainSpec;
 
     #[test]
-    fn agrees_with_the_chain_on_every_spelling() {
+    fn the_chain_takes_its_authority_from_every_spelling() {
         for cloud in &CLOUDS {
             for name in std::iter::once(&cloud.name).chain(cloud.aliases) {
-                assert_eq!(
-                    cloud_authority(name),
-                    Some(cloud.authority_url().as_str()),
-                    "{name}"
-                );
+                let chain =
+                    ChainSpec::from_lookup(|var| (var == "AZURE_CLOUD").then(|| name.to_string()))
+                        .unwrap();
+                assert_eq!(chain.authority_host, cloud.authority_url(), "{name}");
                 assert_eq!(named(&name.to_uppercase()), Some(cloud));
             }
         }
         assert_eq!(named("Mars"), None);
+    }
+
+    #[test]
+    fn authorities_name_their_cloud() {
+        for cloud in &CLOUDS {
+            assert_eq!(by_authority(&cloud.authority_url()), Some(cloud));
+            assert_eq!(
+                by_authority(&format!("{}/", cloud.authority_url())),
+                Some(cloud)
+            );
+        }
+        assert_eq!(
+            by_authority("https://login.windows.net"),
+            Some(&AZURE_PUBLIC)
+        );
+        assert_eq!(by_authority("https://127.0.0.1:8443"), None);
+        assert_eq!(by_authority("login.microsoftonline.com"), None);
     }
 
     #[test]
@@ -127,7 +169,9 @@ mod tests {
                 .resource_manager,
             "management.chinacloudapi.cn"
         );
-        let error = from_lookup(|_| Some("Mars".into())).unwrap_err();
+        let error = from_lookup(|_| Some("Mars".into()))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("AZURE_CLOUD=\"Mars\""), "{error}");
     }
 }

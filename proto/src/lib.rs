@@ -16,6 +16,7 @@
 pub mod chain;
 pub mod cloud;
 pub mod diagnose;
+pub mod env;
 pub mod error;
 pub mod frame;
 #[cfg(feature = "tokio")]

@@ -21,7 +21,7 @@ use std::process::{Command, ExitCode};
 
 use azbroker_client::azure_cli_profile as profile;
 use azbroker_client::{blocking, ClientError, ClientOptions};
-use azbroker_proto::{shim, ErrorKind, GetToken, TokenReply};
+use azbroker_proto::{cloud, shim, ErrorKind, GetToken, TokenReply};
 
 use args::{Parsed, TokenArgs};
 
@@ -61,7 +61,7 @@ fn token(args: TokenArgs) -> ExitCode {
         let resource = args
             .resource
             .clone()
-            .unwrap_or_else(|| default_resource(&options.chain.authority_host).to_string());
+            .unwrap_or_else(|| default_resource(&options.chain.authority_host));
         vec![resource_scope(&resource)]
     };
 
@@ -156,12 +156,9 @@ fn resource_scope(resource: &str) -> String {
 }
 
 /// The CLI's default resource (its cloud's `active_directory_resource_id`).
-fn default_resource(authority_host: &str) -> &'static str {
-    match authority_host {
-        "https://login.chinacloudapi.cn" => "https://management.core.chinacloudapi.cn/",
-        "https://login.microsoftonline.us" => "https://management.core.usgovcloudapi.net/",
-        _ => "https://management.core.windows.net/",
-    }
+fn default_resource(authority_host: &str) -> String {
+    let cloud = cloud::by_authority(authority_host).unwrap_or(&cloud::AZURE_PUBLIC);
+    format!("https://{}/", cloud.cli_default_resource)
 }
 
 fn is_guid(text: &str) -> bool {

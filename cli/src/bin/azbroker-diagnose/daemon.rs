@@ -53,9 +53,11 @@ pub struct Daemon {
 
 pub async fn connect(env: &Environment) -> Daemon {
     let socket = connect::default_socket_path();
-    let autostart = !std::env::var("AZBROKER_NO_AUTOSTART")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true"))
-        .unwrap_or(false);
+    // A junk value is reported by the environment part; here it means "do not start".
+    let autostart = matches!(
+        azbroker_proto::env::boolean("AZBROKER_NO_AUTOSTART"),
+        Ok(false)
+    );
     // A checked connect (`trust`): nothing is sent to a socket that is not ours.
     let was_running = matches!(connect::connect(&socket).await, Ok(Some(_)));
     let client = Client::new(ClientOptions {

@@ -148,7 +148,7 @@ pub fn gather(lookup: &dyn Fn(&str) -> Option<String>) -> Environment {
 
     let (cloud, cloud_error) = match cloud::from_lookup(lookup) {
         Ok(cloud) => (cloud, None),
-        Err(e) => (&cloud::CLOUDS[0], Some(e)),
+        Err(e) => (&cloud::CLOUDS[0], Some(e.to_string())),
     };
     let chain = ChainSpec::from_lookup(lookup);
     // As the chain computes it, but also when another variable breaks the chain.

@@ -459,12 +459,9 @@ fn env_text(name: &str) -> Option<String> {
 
 /// `AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS`, 0 when unset (the daemon's default).
 fn browser_timeout() -> Result<u32, String> {
-    match env_text("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS") {
-        None => Ok(0),
-        Some(raw) => raw.trim().parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
-            format!("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS: {raw:?} is not a positive number of seconds")
-        }),
-    }
+    azbroker_proto::env::seconds("AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS")
+        .map(Option::unwrap_or_default)
+        .map_err(|e| e.to_string())
 }
 
 fn fail(message: &str, code: u8) -> ExitCode {
