@@ -5,6 +5,7 @@ mod harness;
 mod login_support;
 
 mod cache_and_chain;
+mod configuration;
 mod credentials;
 mod device_code;
 mod diagnose;
