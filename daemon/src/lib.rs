@@ -29,6 +29,7 @@ pub mod connection;
 pub mod diagnose;
 pub mod identity;
 pub mod login;
+pub mod memory;
 pub mod mi_endpoint;
 pub mod paths;
 pub mod refresh;

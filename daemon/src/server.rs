@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub imds_url: Option<String>,
     /// Serve the managed-identity endpoint (see `mi_endpoint`).
     pub managed_identity: bool,
+    /// When idle actors stop, and how many credential actors there may be.
+    pub actor_limits: crate::actors::activity::ActorLimits,
 }
 
 pub enum Outcome {
@@ -114,6 +116,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         SupervisorArgs {
             deps: deps.clone(),
             registry: registry.clone(),
+            limits: config.actor_limits,
         },
     )
     .await
