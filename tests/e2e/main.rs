@@ -18,3 +18,4 @@ mod refresh;
 mod robustness;
 mod security;
 mod shim;
+mod upstream;
