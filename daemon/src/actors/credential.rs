@@ -349,8 +349,10 @@ impl Actor for CredentialActor {
                         if state.deps.cache.replace(&key, &replaces, entry).await {
                             state.schedule(&myself, key, request, clock::until(refresh_on), 0);
                         } else {
-                            // Invalidated (or logged out) while the refresh ran: stay gone.
-                            tracing::info!(credential = %state.id, "the key was invalidated during its refresh; dropping the new token");
+                            // Invalidated (or logged out) while the refresh ran: stay
+                            // gone. (Or a client's miss replaced the token: its
+                            // acquisition is tracked on its own.)
+                            tracing::info!(credential = %state.id, "the key was invalidated or replaced during its refresh; dropping the new token");
                             state.untrack(&key);
                         }
                     }

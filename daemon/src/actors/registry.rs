@@ -49,7 +49,7 @@ impl Registry {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.actors.lock().expect("registry lock").len()
     }
 

@@ -53,11 +53,14 @@ pub fn browser_timeout(secs: u32) -> Duration {
     Duration::from_secs(u64::from(secs))
 }
 
+/// Each account's actor and what the idle sweep reads of it.
+type AccountActors = HashMap<AccountKey, (ActorRef<AccountMsg>, Arc<Activity>)>;
+
 /// The account actors, and which credential actors use which account.
 pub struct Accounts {
     http: HttpClient,
     store: Arc<Store>,
-    actors: tokio::sync::Mutex<HashMap<AccountKey, (ActorRef<AccountMsg>, Arc<Activity>)>>,
+    actors: tokio::sync::Mutex<AccountActors>,
     users: Mutex<HashMap<CredentialId, AccountKey>>,
 }
 
