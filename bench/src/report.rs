@@ -301,7 +301,8 @@ impl Results {
             format!(
                 "8. resident memory after {} distinct identities (MiB; {} actors alive, {:.1} s)",
                 thousands(ids.identities as f64),
-                ids.actors_loaded,
+                ids.actors_loaded
+                    .map_or_else(|| "too many to list".to_string(), |n| n.to_string()),
                 ids.load_seconds
             ),
             format!("{:.1}", ids.loaded_rss as f64 / MIB),

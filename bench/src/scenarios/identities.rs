@@ -25,8 +25,9 @@ pub struct Identities {
     pub idle_rss: u64,
     pub loaded_rss: u64,
     pub after_idle_rss: u64,
-    /// Credential actors alive right after the last identity (the bound caps it).
-    pub actors_loaded: usize,
+    /// Credential actors alive right after the last identity (the bound caps
+    /// it); `None` while status cannot list that many (its reply is limited).
+    pub actors_loaded: Option<usize>,
     pub load_seconds: f64,
     /// From the last request until status showed no credential actor.
     pub drain_seconds: f64,
@@ -74,11 +75,12 @@ pub async fn run(ctx: &Ctx) -> Result<Identities, String> {
             .map(|s| s.credentials.len())
             .map_err(|e| format!("status: {e}"))
     };
-    let actors_loaded = actors().await?;
+    let actors_loaded = actors().await.ok();
     let loaded_rss = daemon.rss_bytes()?;
 
     let drained = Instant::now();
-    while actors().await? > 0 {
+    // A status listing thousands of actors exceeds a frame: still loaded.
+    while actors().await.map_or(true, |n| n > 0) {
         if drained.elapsed() > Duration::from_secs(60) {
             return Err(format!(
                 "credential actors still alive 60 s after the last request {}",
