@@ -138,6 +138,8 @@ fn run(args: &Args) -> Result<Results, String> {
     let storm = runtime.block_on(scenarios::storm::run(&ctx))?;
     step("6. memory");
     let memory = runtime.block_on(scenarios::memory::run(&ctx))?;
+    step("8. many identities, then idle");
+    let identities = runtime.block_on(scenarios::identities::run(&ctx))?;
     step("5. refresh");
     let refresh = runtime.block_on(scenarios::refresh::run(&ctx))?;
     Ok(Results {
@@ -151,6 +153,7 @@ fn run(args: &Args) -> Result<Results, String> {
         storm,
         refresh,
         memory,
+        identities,
     })
 }
 

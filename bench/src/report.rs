@@ -7,6 +7,7 @@ use crate::measure::Latency;
 use crate::scenarios::cached::Cached;
 use crate::scenarios::cli::Cli;
 use crate::scenarios::concurrency::Level;
+use crate::scenarios::identities::Identities;
 use crate::scenarios::many_clients::ManyClients;
 use crate::scenarios::memory::Memory;
 use crate::scenarios::refresh::Refresh;
@@ -31,6 +32,7 @@ pub struct Results {
     pub storm: Storm,
     pub refresh: Refresh,
     pub memory: Memory,
+    pub identities: Identities,
 }
 
 /// One target of the issue and how this run did against it.
@@ -142,6 +144,16 @@ impl Results {
                 name: "resident memory per cached key (bytes)",
                 value: self.memory.bytes_per_key,
                 limit: 4096.0,
+                bound: Bound::AtMost,
+                hard: false,
+            },
+            Target {
+                name: "resident memory after many identities went idle vs idle daemon",
+                value: ratio(
+                    self.identities.after_idle_rss as f64,
+                    self.identities.idle_rss as f64,
+                ),
+                limit: 2.0,
                 bound: Bound::AtMost,
                 hard: false,
             },
@@ -284,6 +296,31 @@ impl Results {
             s("< 4096"),
             s(""),
         ]);
+        let ids = &self.identities;
+        row(&[
+            format!(
+                "8. resident memory after {} distinct identities (MiB; {} actors alive, {:.1} s)",
+                thousands(ids.identities as f64),
+                ids.actors_loaded
+                    .map_or_else(|| "too many to list".to_string(), |n| n.to_string()),
+                ids.load_seconds
+            ),
+            format!("{:.1}", ids.loaded_rss as f64 / MIB),
+            format!("{:.1} (idle daemon)", ids.idle_rss as f64 / MIB),
+            format!("{:.2}x", ratio(ids.loaded_rss as f64, ids.idle_rss as f64)),
+        ]);
+        row(&[
+            format!(
+                "8. the same once their actors went idle (MiB; stopped within {:.1} s)",
+                ids.drain_seconds
+            ),
+            format!("{:.1}", ids.after_idle_rss as f64 / MIB),
+            s("< 2x idle"),
+            format!(
+                "{:.2}x",
+                ratio(ids.after_idle_rss as f64, ids.idle_rss as f64)
+            ),
+        ]);
         let many = &self.many;
         row(&[
             format!(
@@ -398,6 +435,15 @@ impl Results {
                 "filled_rss_bytes": self.memory.filled_rss,
                 "bytes_per_key": self.memory.bytes_per_key,
                 "fill_seconds": self.memory.fill_seconds,
+            },
+            "identities": {
+                "identities": self.identities.identities,
+                "idle_rss_bytes": self.identities.idle_rss,
+                "loaded_rss_bytes": self.identities.loaded_rss,
+                "after_idle_rss_bytes": self.identities.after_idle_rss,
+                "actors_loaded": self.identities.actors_loaded,
+                "load_seconds": self.identities.load_seconds,
+                "drain_seconds": self.identities.drain_seconds,
             },
             "many_clients": {
                 "idle_connections": self.many.idle_connections,

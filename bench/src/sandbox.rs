@@ -74,6 +74,11 @@ impl Sandbox {
     /// Starts `azbrokerd --foreground` on `<sandbox>/<name>/azbroker.sock` with
     /// a soft open-file limit of [`DAEMON_START_NOFILE`], and waits until it answers.
     pub fn start_daemon(&self, name: &str) -> Result<Daemon, String> {
+        self.start_daemon_with(name, &[])
+    }
+
+    /// [`Sandbox::start_daemon`] with extra daemon arguments.
+    pub fn start_daemon_with(&self, name: &str, args: &[&str]) -> Result<Daemon, String> {
         let socket = self.dir.path().join(name).join("azbroker.sock");
         let log_path = self.dir.path().join(format!("{name}.log"));
         let log =
@@ -83,6 +88,7 @@ impl Sandbox {
             .arg("--foreground")
             .arg("--socket")
             .arg(&socket)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log);
         // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
@@ -146,6 +152,30 @@ impl Sandbox {
     }
 }
 
+/// A service principal the Entra double does not know: the `n`th made-up
+/// client id, a distinct credential identity each.
+pub fn unknown_service_principal_chain(authority: &str, n: usize) -> ChainSpec {
+    let client_id = format!("00000000-0000-4000-8000-{n:012}");
+    chain(&[
+        ("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential"),
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_CLIENT_ID", &client_id),
+        ("AZURE_CLIENT_SECRET", CLIENT_SECRET),
+        ("AZURE_AUTHORITY_HOST", authority),
+    ])
+}
+
+/// A library client of the daemon at `socket` (connects on first use).
+pub fn client_at(socket: &Path, chain: ChainSpec) -> Client {
+    Client::new(ClientOptions {
+        socket: socket.to_path_buf(),
+        chain,
+        client_name: "azbroker-bench".into(),
+        autostart: false,
+        request_timeout: Duration::from_secs(60),
+    })
+}
+
 fn chain(vars: &[(&str, &str)]) -> ChainSpec {
     ChainSpec::from_lookup(|name| {
         vars.iter()
@@ -181,13 +211,7 @@ pub struct Daemon {
 impl Daemon {
     /// A library client with its own connection (connects on first use).
     pub fn client(&self, chain: &ChainSpec) -> Client {
-        Client::new(ClientOptions {
-            socket: self.socket.clone(),
-            chain: chain.clone(),
-            client_name: "azbroker-bench".into(),
-            autostart: false,
-            request_timeout: Duration::from_secs(60),
-        })
+        client_at(&self.socket, chain.clone())
     }
 
     /// Resident memory (`VmRSS`), in bytes.

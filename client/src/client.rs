@@ -114,12 +114,7 @@ impl Client {
                 cache_from,
                 cache_limit: wanted.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             };
-            let page = match self.status_page(query).await {
-                Err(ClientError::Daemon(e)) if whole.is_none() && is_unknown_request(&e) => {
-                    return self.status_first_page().await;
-                }
-                page => page?,
-            };
+            let page = self.status_page(query).await?;
             let progressed = !page.report.credentials.is_empty() || !page.report.cache.is_empty();
             let merged = match whole.take() {
                 None => page,
@@ -147,18 +142,6 @@ impl Client {
     pub async fn status_page(&self, query: StatusQuery) -> Result<StatusPage, ClientError> {
         match self.call(Request::StatusPage(query)).await? {
             Reply::StatusPage(page) => Ok(*page),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    /// What a daemon that predates status pages answers: the first page only.
-    async fn status_first_page(&self) -> Result<StatusPage, ClientError> {
-        match self.call(Request::Status).await? {
-            Reply::Status(report) => Ok(StatusPage {
-                credentials_total: report.credentials.len() as u64,
-                cache_total: report.cache.len() as u64,
-                report: *report,
-            }),
             other => Err(unexpected(&other)),
         }
     }
@@ -300,12 +283,6 @@ impl Client {
             *slot = None;
         }
     }
-}
-
-/// How a daemon that predates a request refuses it: as a frame it cannot decode.
-fn is_unknown_request(error: &azbroker_proto::WireError) -> bool {
-    error.kind == azbroker_proto::ErrorKind::InvalidRequest
-        && error.message.starts_with("bad frame")
 }
 
 pub(crate) fn unexpected(reply: &Reply) -> ClientError {

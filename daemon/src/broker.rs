@@ -25,9 +25,10 @@ use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::ActorDeps;
 use crate::cache::{CacheKey, CachedToken, TokenCache};
+use crate::clock;
 use crate::identity::{chain_fingerprint, CredentialId};
 use crate::login::{AccountKey, Accounts};
-use crate::refresh::DEFAULT_MIN_VALIDITY_SECS;
+use crate::refresh::{DEFAULT_MIN_VALIDITY_SECS, MAX_MIN_VALIDITY_SECS, STALE_MIN_VALIDITY_SECS};
 use crate::scopes;
 use crate::sources::{self, SourceError, SourceRequest};
 use crate::stats::Stats;
@@ -66,6 +67,9 @@ pub struct Prepared {
     key: CacheKey,
     claims: Option<String>,
     min_validity: i64,
+    /// How long a token must still live to be served when no newer one can be
+    /// had; `None` when the client asked for a validity of its own.
+    fallback_validity: Option<i64>,
 }
 
 impl Prepared {
@@ -165,9 +169,15 @@ impl Broker {
                 )));
             }
         }
-        let min_validity = match min_validity_secs {
-            0 => DEFAULT_MIN_VALIDITY_SECS,
-            secs => secs as i64,
+        let (min_validity, fallback_validity) = match min_validity_secs {
+            0 => (DEFAULT_MIN_VALIDITY_SECS, Some(STALE_MIN_VALIDITY_SECS)),
+            secs if i64::from(secs) > MAX_MIN_VALIDITY_SECS => {
+                return Err(invalid(format!(
+                    "min_validity_secs {secs} is above the maximum of {MAX_MIN_VALIDITY_SECS} s: \
+                     access tokens rarely live much longer, so no token would satisfy it and every request would go to the identity provider"
+                )))
+            }
+            secs => (i64::from(secs), None),
         };
         Ok(Prepared {
             key: CacheKey {
@@ -177,6 +187,7 @@ impl Broker {
             },
             claims,
             min_validity,
+            fallback_validity,
         })
     }
 
@@ -194,7 +205,9 @@ impl Broker {
     }
 
     /// The slow path: one acquisition per key, however many callers wait.
-    /// Returns the token and whether it came from the cache after all.
+    /// Returns the token and whether it came from the cache after all. When the
+    /// acquisition fails, a cached token still valid for the request's
+    /// fallback validity is served instead (the reply's `stale` says so).
     pub async fn acquire(
         &self,
         session: &Session,
@@ -209,17 +222,42 @@ impl Broker {
         }
         let ran_here = AtomicBool::new(false);
         let key = prepared.key.clone();
+        let started_ms = clock::now_millis();
         let result = self
             .cache
-            .get_or_acquire(prepared.key, prepared.min_validity, async {
-                ran_here.store(true, Relaxed);
-                self.resolve(&session.chain, Some(key), &request).await
-            })
+            .get_or_acquire(
+                prepared.key,
+                prepared.min_validity,
+                prepared.fallback_validity,
+                async {
+                    ran_here.store(true, Relaxed);
+                    self.resolve(&session.chain, Some(key), &request).await
+                },
+            )
             .await;
-        match result {
-            Ok(token) => Ok((token, !ran_here.load(Relaxed))),
-            Err(shared) => Err(WireError::clone(&shared)),
+        let token = result.map_err(|shared| WireError::clone(&shared))?;
+        if token.minted_at_ms >= started_ms || token.valid_for(prepared.min_validity) {
+            return Ok((token, !ran_here.load(Relaxed)));
         }
+        // The token this key had before: no newer one could be acquired.
+        if !prepared
+            .fallback_validity
+            .is_some_and(|floor| token.valid_for(floor))
+        {
+            // Another client's request, content with less, was served this token.
+            return Err(WireError::new(
+                ErrorKind::AuthenticationFailed,
+                format!(
+                    "no token valid for {} s could be acquired, and the cached one expires in {} s; 'azbroker status' shows why",
+                    prepared.min_validity,
+                    token.expires_on - clock::now_secs()
+                ),
+            ));
+        }
+        if let Some(registered) = self.registry.get(&token.credential_id) {
+            registered.health.note_served_stale(token.expires_on);
+        }
+        Ok((token, true))
     }
 
     /// Walks the chain; the first credential that yields a token wins. `track`
@@ -303,8 +341,11 @@ impl Broker {
                         ACQUIRE_BACKSTOP.as_secs()
                     ))))
                 }
-                // The actor died with our request; the supervisor restarts it.
-                Ok(CallResult::SenderError) | Err(_) => self.registry.remove(id),
+                // The actor stopped (idle, or died) with our request: forget
+                // it, so the next try starts a new one.
+                Ok(CallResult::SenderError) | Err(_) => {
+                    self.registry.remove_actor(id, actor.get_id())
+                }
             }
         }
         Err(format!("the actor for {id} is not answering"))
@@ -392,21 +433,12 @@ impl Broker {
         };
         let scopes = scopes::normalize_scopes(&scopes)
             .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
-        let timeout = match login.timeout_secs {
-            0 => azbroker_proto::chain::DEFAULT_BROWSER_TIMEOUT_SECS,
-            secs => secs,
-        };
+        let timeout = crate::login::browser_timeout(login.timeout_secs);
         let device_code = login.method == LoginMethod::DeviceCode;
         tracing::info!(account = %crate::log_escape::Escaped(&key), device_code, client = %crate::log_escape::Escaped(&session.client), "login requested");
         let done = self
             .accounts
-            .login(
-                &key,
-                device_code,
-                scopes,
-                Duration::from_secs(u64::from(timeout)),
-                progress,
-            )
+            .login(&key, device_code, scopes, timeout, progress)
             .await
             .map_err(|e| source_error(e, "login failed"))?;
         Ok(LoggedIn {
@@ -443,7 +475,8 @@ impl Broker {
     }
 }
 
-/// The reply for `token`, borrowing from it (see [`TokenReplyRef`]).
+/// The reply for `token`, borrowing from it (see [`TokenReplyRef`]). A token
+/// below the daemon's refresh floor is `stale`: a newer one could not be had.
 pub fn token_reply(token: &CachedToken, cached: bool) -> TokenReplyRef<'_> {
     TokenReplyRef {
         access_token: token.access_token.expose(),
@@ -453,6 +486,7 @@ pub fn token_reply(token: &CachedToken, cached: bool) -> TokenReplyRef<'_> {
         tenant: token.tenant.as_deref(),
         credential: token.credential.name(),
         cached,
+        stale: !token.valid_for(DEFAULT_MIN_VALIDITY_SECS),
     }
 }
 

@@ -118,21 +118,30 @@ impl TokenCache {
 
     /// The slow path: one `acquire` per key however many callers wait on it.
     /// A cached token too short-lived for this caller is dropped first, so the
-    /// acquisition replaces it.
+    /// acquisition replaces it. If the acquisition fails while that token is
+    /// still valid for `fallback_validity` seconds, it is put back and given
+    /// to every waiter instead of the error (as the Azure SDKs' bearer-token
+    /// policy keeps using a token it failed to refresh); callers tell it from
+    /// a new one by its `minted_at_ms`.
     pub async fn get_or_acquire<F>(
         &self,
         key: CacheKey,
         min_validity: i64,
+        fallback_validity: Option<i64>,
         acquire: F,
     ) -> Result<Arc<CachedToken>, Arc<WireError>>
     where
         F: std::future::Future<Output = Result<Arc<CachedToken>, WireError>>,
     {
+        let mut fallback = None;
         if let Some(stale) = self.inner.get(&key).await {
             if stale.valid_for(min_validity) {
                 stale.hits.fetch_add(1, Relaxed);
                 stale.touch();
                 return Ok(stale);
+            }
+            if fallback_validity.is_some() {
+                fallback = Some(stale.clone());
             }
             // Remove only that very entry: another caller may have replaced it already.
             self.inner
@@ -145,14 +154,48 @@ impl TokenCache {
                 })
                 .await;
         }
+        let acquire = async move {
+            match acquire.await {
+                Ok(token) => Ok(token),
+                Err(error) => match (fallback, fallback_validity) {
+                    (Some(old), Some(floor)) if old.valid_for(floor) => {
+                        tracing::warn!(reason = %error.message, expires_on = old.expires_on, "acquisition failed; serving the cached token, still valid");
+                        Ok(old)
+                    }
+                    _ => Err(error),
+                },
+            }
+        };
         let token = self.inner.try_get_with(key, acquire).await?;
         token.touch();
         Ok(token)
     }
 
-    /// Puts a refreshed token in place of its predecessor.
+    #[cfg(test)]
     pub async fn insert(&self, key: CacheKey, token: Arc<CachedToken>) {
         self.inner.insert(key, token).await;
+    }
+
+    /// Puts `token` in place of `expected` if `expected` is still the entry:
+    /// a refresh must not bring back a key that was invalidated (or replaced)
+    /// while it ran. Returns whether it did.
+    pub async fn replace(
+        &self,
+        key: &CacheKey,
+        expected: &Arc<CachedToken>,
+        token: Arc<CachedToken>,
+    ) -> bool {
+        let result = self
+            .inner
+            .entry(key.clone())
+            .and_compute_with(|current| async move {
+                match current {
+                    Some(entry) if Arc::ptr_eq(entry.value(), expected) => Op::Put(token),
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+        matches!(result, moka::ops::compute::CompResult::ReplacedWith(_))
     }
 
     /// The current entry, without counting a use.
@@ -237,7 +280,7 @@ mod tests {
             let calls = calls.clone();
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_acquire(key("a"), 300, async move {
+                    .get_or_acquire(key("a"), 300, None, async move {
                         calls.fetch_add(1, Relaxed);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok(token(3600))
@@ -259,7 +302,7 @@ mod tests {
     async fn errors_reach_every_waiter_and_are_not_cached() {
         let cache = TokenCache::new(100);
         let err = cache
-            .get_or_acquire(key("a"), 300, async {
+            .get_or_acquire(key("a"), 300, None, async {
                 Err(WireError::new(ErrorKind::CredentialUnavailable, "nope"))
             })
             .await
@@ -267,7 +310,7 @@ mod tests {
         assert_eq!(err.message, "nope");
         assert!(cache.peek(&key("a")).await.is_none());
         let ok = cache
-            .get_or_acquire(key("a"), 300, async { Ok(token(3600)) })
+            .get_or_acquire(key("a"), 300, None, async { Ok(token(3600)) })
             .await;
         assert!(ok.is_ok());
     }
@@ -279,7 +322,7 @@ mod tests {
         assert!(cache.get_fresh(&key("a"), 300).await.is_none());
         assert!(cache.get_fresh(&key("a"), 100).await.is_some());
         let fresh = cache
-            .get_or_acquire(key("a"), 300, async { Ok(token(3600)) })
+            .get_or_acquire(key("a"), 300, None, async { Ok(token(3600)) })
             .await
             .unwrap();
         assert!(fresh.valid_for(3000));
@@ -307,5 +350,61 @@ mod tests {
         assert!(cache.peek(&key("a")).await.is_none());
         assert_eq!(cache.invalidate(&[]).await, 1);
         assert!(cache.entries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refresh_does_not_bring_back_an_invalidated_key() {
+        let cache = TokenCache::new(100);
+        let old = token(3600);
+        cache.insert(key("a"), old.clone()).await;
+        // The refresh started from `old`; an Invalidate lands before it finishes.
+        assert_eq!(cache.invalidate(&[]).await, 1);
+        assert!(!cache.replace(&key("a"), &old, token(3600)).await);
+        assert!(cache.peek(&key("a")).await.is_none());
+        assert!(cache.entries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refresh_replaces_only_the_token_it_started_from() {
+        let cache = TokenCache::new(100);
+        let old = token(3600);
+        cache.insert(key("a"), old.clone()).await;
+        let newer = token(3600);
+        cache.insert(key("a"), newer.clone()).await;
+        assert!(!cache.replace(&key("a"), &old, token(3600)).await);
+        assert!(Arc::ptr_eq(&cache.peek(&key("a")).await.unwrap(), &newer));
+        let successor = token(3600);
+        assert!(cache.replace(&key("a"), &newer, successor.clone()).await);
+        assert!(Arc::ptr_eq(
+            &cache.peek(&key("a")).await.unwrap(),
+            &successor
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_acquisition_falls_back_to_a_still_valid_token() {
+        let cache = TokenCache::new(100);
+        let old = token(200);
+        cache.insert(key("a"), old.clone()).await;
+        let failing = || async { Err(WireError::new(ErrorKind::AuthenticationFailed, "429")) };
+        // Under the 300 s floor, but valid for the 60 s fallback: served, and kept.
+        let served = cache
+            .get_or_acquire(key("a"), 300, Some(60), failing())
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&served, &old));
+        assert!(Arc::ptr_eq(&cache.peek(&key("a")).await.unwrap(), &old));
+        // No fallback allowed (the caller asked for more than it has): the error.
+        let err = cache
+            .get_or_acquire(key("a"), 300, None, failing())
+            .await
+            .unwrap_err();
+        assert_eq!(err.message, "429");
+        // Not valid for the fallback's floor either: the error.
+        cache.insert(key("a"), token(30)).await;
+        assert!(cache
+            .get_or_acquire(key("a"), 300, Some(60), failing())
+            .await
+            .is_err());
     }
 }

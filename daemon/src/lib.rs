@@ -38,6 +38,7 @@ pub mod harden;
 pub mod identity;
 pub mod log_escape;
 pub mod login;
+pub mod memory;
 pub mod mi_endpoint;
 pub mod paths;
 pub mod refresh;

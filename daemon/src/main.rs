@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use azbroker_daemon::actors::activity::ActorLimits;
 use azbroker_daemon::connection_table::Limits;
 use azbroker_daemon::server::{self, Outcome, ServerConfig};
 use clap::Parser;
@@ -41,6 +42,13 @@ struct Args {
     /// For tests: connections one process may hold [default: an eighth of the cap].
     #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections_per_process: Option<u64>,
+    /// For tests and benchmarks: seconds after which an actor with nothing
+    /// to do stops [default: 600]. Set only on the daemon's command line.
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    actor_idle_secs: Option<u64>,
+    /// For tests: the most credential actors at once [default: 4096].
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_credential_actors: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -76,11 +84,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut actor_limits = ActorLimits::default();
+    if let Some(secs) = args.actor_idle_secs {
+        actor_limits.idle_after = std::time::Duration::from_secs(secs);
+    }
+    if let Some(max) = args.max_credential_actors {
+        actor_limits.max_credential_actors = max as usize;
+    }
     let outcome = runtime.block_on(server::run(ServerConfig {
         socket_path: socket_path.clone(),
         imds_url: args.imds_endpoint,
         managed_identity,
         limits,
+        actor_limits,
     }));
     // Timers and idle connection tasks must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

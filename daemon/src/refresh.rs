@@ -6,6 +6,16 @@ use std::time::Duration;
 /// unless the client asks for more.
 pub const DEFAULT_MIN_VALIDITY_SECS: i64 = 5 * 60;
 
+/// The most validity a client may ask for. Access tokens live about an hour
+/// (60 to 90 minutes from Entra ID), so asking for more could never be
+/// satisfied from the cache and would send every request upstream.
+pub const MAX_MIN_VALIDITY_SECS: i64 = 60 * 60;
+
+/// When an acquisition fails, a cached token below the floor is still served
+/// (flagged stale) while it has at least this much validity left, unless the
+/// client asked for a validity of its own.
+pub const STALE_MIN_VALIDITY_SECS: i64 = 60;
+
 /// Lifetimes at or above this refresh at half-life instead of 5 minutes before expiry.
 const HALF_LIFE_THRESHOLD_SECS: i64 = 2 * 60 * 60;
 

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub managed_identity: bool,
     /// Connection cap, per-peer cap and idle timeout (see `connection_table`).
     pub limits: Limits,
+    /// When idle actors stop, and how many credential actors there may be.
+    pub actor_limits: crate::actors::activity::ActorLimits,
 }
 
 pub enum Outcome {
@@ -122,6 +124,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         SupervisorArgs {
             deps: deps.clone(),
             registry: registry.clone(),
+            limits: config.actor_limits,
         },
     )
     .await

@@ -35,4 +35,5 @@ pub use message::*;
 pub use secret::Secret;
 
 /// Version of this wire contract. A daemon refuses a client that speaks another.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: `TokenReply.stale`, status pages (`Request::StatusPage`).
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -174,6 +174,11 @@ pub struct TokenReply {
     pub credential: String,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// Valid for less than the daemon's 5-minute floor: the daemon could not
+    /// get a newer one (the identity provider fails or throttles) and serves
+    /// this one while it lasts, as the Azure SDKs' bearer-token policy does.
+    /// `azbroker status` shows the credential's error.
+    pub stale: bool,
 }
 
 /// The daemon's App Service style managed-identity endpoint. The header secret
@@ -207,6 +212,7 @@ pub struct TokenReplyRef<'a> {
     pub tenant: Option<&'a str>,
     pub credential: &'a str,
     pub cached: bool,
+    pub stale: bool,
 }
 
 /// Like [`Secret`](crate::Secret)'s: the token itself is never shown.
@@ -220,6 +226,7 @@ impl std::fmt::Debug for TokenReplyRef<'_> {
             .field("tenant", &self.tenant)
             .field("credential", &self.credential)
             .field("cached", &self.cached)
+            .field("stale", &self.stale)
             .finish()
     }
 }

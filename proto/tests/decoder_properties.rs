@@ -130,6 +130,13 @@ fn request() -> impl Strategy<Value = Request> {
             })
         ),
         Just(Request::Status),
+        (any::<(u64, u64)>(), option::of(any::<u32>())).prop_map(
+            |((credentials_from, cache_from), cache_limit)| Request::StatusPage(StatusQuery {
+                credentials_from,
+                cache_from,
+                cache_limit,
+            })
+        ),
         texts().prop_map(|scopes| Request::Invalidate(Invalidate { scopes })),
         Just(Request::Shutdown),
         (
@@ -358,10 +365,18 @@ fn reply() -> impl Strategy<Value = Reply> {
             any::<i64>(),
             opt_text(),
             text(),
-            any::<bool>()
+            any::<(bool, bool)>()
         )
             .prop_map(
-                |(access_token, token_type, expires_on, refresh_on, tenant, credential, cached)| {
+                |(
+                    access_token,
+                    token_type,
+                    expires_on,
+                    refresh_on,
+                    tenant,
+                    credential,
+                    (cached, stale),
+                )| {
                     Reply::Token(TokenReply {
                         access_token,
                         token_type,
@@ -370,10 +385,18 @@ fn reply() -> impl Strategy<Value = Reply> {
                         tenant,
                         credential,
                         cached,
+                        stale,
                     })
                 }
             ),
         status_report().prop_map(|s| Reply::Status(Box::new(s))),
+        (status_report(), any::<(u64, u64)>()).prop_map(
+            |(report, (credentials_total, cache_total))| Reply::StatusPage(Box::new(StatusPage {
+                report,
+                credentials_total,
+                cache_total,
+            }))
+        ),
         any::<u64>().prop_map(|removed| Reply::Invalidated { removed }),
         Just(Reply::ShuttingDown),
         wire_error().prop_map(Reply::Error),

@@ -61,6 +61,7 @@ fn sample_replies() -> Vec<Reply> {
             tenant: None,
             credential: "AzureCliCredential".into(),
             cached: true,
+            stale: false,
         }),
         Reply::Status(Box::new(StatusReport {
             daemon_pid: 1,
@@ -320,7 +321,7 @@ fn display_of_error_lists_each_reason() {
 
 #[test]
 fn borrowed_token_frames_encode_like_owned_ones() {
-    for (tenant, cached) in [(None, true), (Some("t-1"), false)] {
+    for (tenant, cached, stale) in [(None, true, true), (Some("t-1"), false, false)] {
         let owned = DaemonFrame {
             id: 300,
             reply: Reply::Token(TokenReply {
@@ -331,6 +332,7 @@ fn borrowed_token_frames_encode_like_owned_ones() {
                 tenant: tenant.map(String::from),
                 credential: "EnvironmentCredential".into(),
                 cached,
+                stale,
             }),
         };
         let borrowed = TokenFrameRef {
@@ -343,6 +345,7 @@ fn borrowed_token_frames_encode_like_owned_ones() {
                 tenant,
                 credential: "EnvironmentCredential",
                 cached,
+                stale,
             },
         };
         assert_eq!(
@@ -428,6 +431,7 @@ fn a_borrowed_token_reply_never_shows_the_token() {
             tenant: None,
             credential: "AzureCliCredential",
             cached: true,
+            stale: false,
         },
     };
     let shown = format!("{frame:?}");

@@ -221,13 +221,18 @@ fn throttling_is_reported_with_its_status() {
     let mut sandbox = Sandbox::new();
     let entra = EntraDouble::start(&sandbox.pki);
     entra.register_client("22222222-2222-2222-2222-222222222222", "right-secret");
-    entra.throttle_next(1, 7);
+    entra.throttle_next(1, 2);
     with_service_principal(&mut sandbox, &entra, "right-secret");
     sandbox.set("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential");
     sandbox.start_daemon();
     let stderr = failing_token(&sandbox);
     assert!(stderr.contains("HTTP 429"), "{stderr}");
-    // Errors are not cached: the next request goes upstream again and succeeds.
+    // Until the Retry-After passes, requests are answered without going upstream...
+    let stderr = failing_token(&sandbox);
+    assert!(stderr.contains("not retried for another"), "{stderr}");
+    assert_eq!(entra.token_requests(), 1);
+    // ...then the next request goes upstream again and succeeds.
+    std::thread::sleep(std::time::Duration::from_secs(2));
     let token = sandbox.token(ARM, &[]);
     assert_eq!(token["credential"], "EnvironmentCredential");
     assert_eq!(entra.token_requests(), 2);

@@ -25,3 +25,4 @@ mod robustness;
 mod security;
 mod shim;
 mod socket_trust;
+mod upstream;

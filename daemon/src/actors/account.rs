@@ -8,6 +8,10 @@
 //! they take minutes; requests that arrive meanwhile wait for that one login
 //! instead of starting their own, then get tokens through the new refresh token.
 //! So however many clients ask at once, the user sees one browser prompt.
+//!
+//! An account actor with no pending login and no request for a while is
+//! stopped by the idle sweep (`Accounts::stop_idle`); its refresh token is in
+//! the store, so the next request starts a new actor that loads it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +19,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
+use super::activity::{Activity, Busy};
 use crate::clock;
 use crate::login::account::{AccountKey, AccountRecord};
 use crate::login::flows;
@@ -32,6 +37,8 @@ pub struct AccountArgs {
     pub key: AccountKey,
     pub http: HttpClient,
     pub store: Arc<Store>,
+    /// Read by the idle sweep (`Accounts::stop_idle`); a pending login keeps the actor busy.
+    pub activity: Arc<Activity>,
 }
 
 /// How to log in.
@@ -84,10 +91,16 @@ pub struct AccountState {
     record: Option<AccountRecord>,
     login: Option<PendingLogin>,
     generation: u64,
+    activity: Arc<Activity>,
+    /// Held while the refresh token lives only here (no store, or saving
+    /// failed): stopping this actor would lose the login.
+    unsaved: Option<Busy>,
 }
 
 struct PendingLogin {
     generation: u64,
+    /// Keeps the idle sweep away while the login runs (it holds waiters).
+    _busy: Busy,
     task: tokio::task::JoinHandle<()>,
     browser: bool,
     /// What the login's own token is for: handed to the first waiter that asked exactly this.
@@ -137,6 +150,7 @@ impl AccountState {
             Err(GrantError::InvalidGrant(why)) => {
                 tracing::warn!(account = %crate::log_escape::Escaped(&self.key), reason = %crate::log_escape::Escaped(&why), "refresh token rejected; the account must log in again");
                 self.record = None;
+                self.unsaved = None;
                 if let Err(e) = self.store.remove(&self.key).await {
                     tracing::warn!(error = %e, "cannot remove the dead login from the store");
                 }
@@ -197,9 +211,14 @@ impl AccountState {
             ..record
         };
         self.record = Some(record.clone());
-        if let Err(e) = self.store.save(record).await {
-            tracing::error!(account = %crate::log_escape::Escaped(&self.key), error = %e, "cannot persist the refresh token; a daemon restart will need a new login");
-        }
+        let saved = match self.store.save(record).await {
+            Ok(()) => self.store.persists(),
+            Err(e) => {
+                tracing::error!(account = %crate::log_escape::Escaped(&self.key), error = %e, "cannot persist the refresh token; a daemon restart will need a new login");
+                false
+            }
+        };
+        self.unsaved = (!saved).then(|| Busy::start(&self.activity));
     }
 
     fn logged_in(&self) -> LoggedIn {
@@ -247,6 +266,7 @@ impl AccountState {
         ));
         self.login = Some(PendingLogin {
             generation,
+            _busy: Busy::start(&self.activity),
             task,
             browser,
             scopes,
@@ -322,6 +342,8 @@ impl Actor for AccountActor {
             record,
             login: None,
             generation: 0,
+            activity: args.activity,
+            unsaved: None,
         })
     }
 
@@ -342,6 +364,9 @@ impl Actor for AccountActor {
         message: AccountMsg,
         state: &mut AccountState,
     ) -> Result<(), ActorProcessingErr> {
+        // Busy while handling: a redemption must finish (and persist the
+        // rotated refresh token) before the sweep may stop this actor.
+        let _busy = Busy::start(&state.activity);
         match message {
             AccountMsg::Acquire {
                 request,
@@ -423,6 +448,7 @@ impl Actor for AccountActor {
                     }
                 }
                 let had = state.record.take().is_some();
+                state.unsaved = None;
                 let result = state
                     .store
                     .remove(&state.key)

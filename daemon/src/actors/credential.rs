@@ -8,6 +8,11 @@
 //! successor and puts it in the cache, provided a client used the key since the
 //! last token was minted. A failed refresh leaves the old token in place and is
 //! retried with jittered backoff while the old token lives.
+//!
+//! A server's `Retry-After` holds every acquisition of the credential, client
+//! requests included: they are answered with the remaining wait instead of
+//! going upstream. A refresh replaces only the very token it started from, so
+//! an `Invalidate` (or a logout) while it runs is not undone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -20,6 +25,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use rand::Rng;
 use tracing::Instrument;
 
+use super::activity::{Activity, Busy};
 use super::registry::Health;
 use super::ActorDeps;
 use crate::cache::{CacheKey, CachedToken};
@@ -37,6 +43,7 @@ pub struct CredentialArgs {
     pub authority_host: String,
     pub deps: ActorDeps,
     pub health: Arc<Health>,
+    pub activity: Arc<Activity>,
 }
 
 pub struct CredentialState {
@@ -44,7 +51,11 @@ pub struct CredentialState {
     source: Arc<dyn TokenSource>,
     deps: ActorDeps,
     health: Arc<Health>,
+    activity: Arc<Activity>,
     tracked: HashMap<CacheKey, Tracked>,
+    /// Numbers each schedule, so that a refresh overtaken by a newer `Track`
+    /// of the same key is recognised and dropped.
+    rounds: u64,
 }
 
 /// A cache key this actor keeps fresh.
@@ -52,6 +63,7 @@ struct Tracked {
     request: SourceRequest,
     timer: JoinHandle<Result<(), MessagingErr<CredentialMsg>>>,
     failures: u32,
+    round: u64,
 }
 
 pub enum CredentialMsg {
@@ -67,10 +79,12 @@ pub enum CredentialMsg {
         refresh_on: i64,
     },
     /// A refresh timer fired.
-    RefreshDue { key: CacheKey },
-    /// A refresh acquisition finished.
+    RefreshDue { key: CacheKey, round: u64 },
+    /// A refresh acquisition finished; `replaces` is the token it started from.
     Refreshed {
         key: CacheKey,
+        round: u64,
+        replaces: Arc<CachedToken>,
         result: Result<Token, SourceError>,
     },
     /// Panics in the handler, to test supervision.
@@ -94,6 +108,18 @@ pub fn negative_ttl(kind: CredentialKind) -> Option<Duration> {
         | CredentialKind::VisualStudio => Some(Duration::from_secs(5)),
         CredentialKind::ManagedIdentity => Some(Duration::from_secs(60)),
         CredentialKind::InteractiveBrowser | CredentialKind::DeviceCode => None,
+    }
+}
+
+/// The answer while the service's `Retry-After` lasts: its remaining wait,
+/// in whole seconds (rounded up), and the failure that set it.
+fn backing_off(wait: Duration, reason: &str) -> SourceError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    SourceError::Failed {
+        message: format!(
+            "{reason}; the identity service asked to wait: not retried for another {secs} s"
+        ),
+        retry_after: Some(wait),
     }
 }
 
@@ -122,18 +148,37 @@ impl CredentialState {
         delay: Duration,
         failures: u32,
     ) {
+        self.rounds += 1;
+        let round = self.rounds;
         let timer_key = key.clone();
-        let timer = myself.send_after(delay, move || CredentialMsg::RefreshDue { key: timer_key });
+        let timer = myself.send_after(delay, move || CredentialMsg::RefreshDue {
+            key: timer_key,
+            round,
+        });
         if let Some(old) = self.tracked.insert(
             key,
             Tracked {
                 request,
                 timer,
                 failures,
+                round,
             },
         ) {
             old.timer.abort();
         }
+        self.activity.set_tracked(self.tracked.len());
+    }
+
+    fn untrack(&mut self, key: &CacheKey) {
+        if let Some(old) = self.tracked.remove(key) {
+            old.timer.abort();
+        }
+        self.activity.set_tracked(self.tracked.len());
+    }
+
+    /// The tracked entry for `key` if `round` is still its current schedule.
+    fn current(&self, key: &CacheKey, round: u64) -> Option<&Tracked> {
+        self.tracked.get(key).filter(|t| t.round == round)
     }
 
     /// An acquisition as a future to spawn; `background` for proactive
@@ -147,8 +192,10 @@ impl CredentialState {
         let health = self.health.clone();
         let stats = self.deps.stats.clone();
         let id = self.id.clone();
+        let busy = Busy::start(&self.activity);
         let span = tracing::info_span!("acquire", credential = %id, scopes = ?request.scopes, tenant = ?request.tenant);
         async move {
+            let _busy = busy;
             let result = if background {
                 source.acquire_silently(&request).await
             } else {
@@ -192,7 +239,9 @@ impl Actor for CredentialActor {
             id: args.id,
             deps: args.deps,
             health: args.health,
+            activity: args.activity,
             tracked: HashMap::new(),
+            rounds: 0,
         })
     }
 
@@ -205,6 +254,7 @@ impl Actor for CredentialActor {
         for (_, tracked) in state.tracked.drain() {
             tracked.timer.abort();
         }
+        state.activity.set_tracked(0);
         Ok(())
     }
 
@@ -216,6 +266,12 @@ impl Actor for CredentialActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CredentialMsg::Acquire { request, reply } => {
+                state.activity.touch();
+                if let Some((wait, reason)) = state.health.backoff() {
+                    tracing::debug!(credential = %state.id, wait_secs = wait.as_secs(), "backing off (Retry-After)");
+                    let _ = reply.send(Err(backing_off(wait, &reason)));
+                    return Ok(());
+                }
                 let remembered = negative_ttl(state.id.kind)
                     .and_then(|ttl| state.health.recently_unavailable(ttl));
                 if let Some(reason) = remembered {
@@ -235,31 +291,48 @@ impl Actor for CredentialActor {
             } => {
                 state.schedule(&myself, key, request, clock::until(refresh_on), 0);
             }
-            CredentialMsg::RefreshDue { key } => {
-                let Some(tracked) = state.tracked.get(&key) else {
+            CredentialMsg::RefreshDue { key, round } => {
+                let Some(tracked) = state.current(&key, round) else {
                     return Ok(());
                 };
+                let (request, failures) = (tracked.request.clone(), tracked.failures);
                 let current = state.deps.cache.peek(&key).await;
-                let wanted = current.as_ref().is_some_and(|token| {
-                    token.credential_id == state.id && token.used_since_minted()
-                });
-                if !wanted {
+                let current = current
+                    .filter(|token| token.credential_id == state.id && token.used_since_minted());
+                let Some(current) = current else {
                     // Expired, invalidated, served by another credential, or idle:
                     // let it lapse rather than keep minting tokens nobody uses.
-                    state.tracked.remove(&key);
+                    state.untrack(&key);
+                    return Ok(());
+                };
+                if let Some((wait, _)) = state.health.backoff() {
+                    // The service asked us to wait; the current token is served meanwhile.
+                    state.schedule(&myself, key, request, wait, failures);
                     return Ok(());
                 }
-                let acquisition = state.spawn_acquire(tracked.request.clone(), true);
+                state.activity.touch();
+                let acquisition = state.spawn_acquire(request, true);
                 let me = myself.clone();
                 tokio::spawn(async move {
                     let result = acquisition.await;
-                    let _ = me.send_message(CredentialMsg::Refreshed { key, result });
+                    let _ = me.send_message(CredentialMsg::Refreshed {
+                        key,
+                        round,
+                        replaces: current,
+                        result,
+                    });
                 });
             }
             #[cfg(test)]
             CredentialMsg::Crash => panic!("crash requested by a test"),
-            CredentialMsg::Refreshed { key, result } => {
-                let Some(tracked) = state.tracked.get(&key) else {
+            CredentialMsg::Refreshed {
+                key,
+                round,
+                replaces,
+                result,
+            } => {
+                let Some(tracked) = state.current(&key, round) else {
+                    // A newer `Track` took the key over while this refresh ran.
                     return Ok(());
                 };
                 let request = tracked.request.clone();
@@ -267,17 +340,21 @@ impl Actor for CredentialActor {
                 match result {
                     Ok(token) => {
                         Stats::bump(&state.deps.stats.refreshes);
-                        let previous = state.deps.cache.peek(&key).await;
                         let entry = cache_entry(&state.id, token);
-                        if let Some(previous) = previous {
-                            entry.hits.store(previous.hits.load(Relaxed), Relaxed);
-                            entry
-                                .last_used_ms
-                                .store(previous.last_used_ms.load(Relaxed), Relaxed);
-                        }
+                        entry.hits.store(replaces.hits.load(Relaxed), Relaxed);
+                        entry
+                            .last_used_ms
+                            .store(replaces.last_used_ms.load(Relaxed), Relaxed);
                         let refresh_on = entry.refresh_on;
-                        state.deps.cache.insert(key.clone(), entry).await;
-                        state.schedule(&myself, key, request, clock::until(refresh_on), 0);
+                        if state.deps.cache.replace(&key, &replaces, entry).await {
+                            state.schedule(&myself, key, request, clock::until(refresh_on), 0);
+                        } else {
+                            // Invalidated (or logged out) while the refresh ran: stay
+                            // gone. (Or a client's miss replaced the token: its
+                            // acquisition is tracked on its own.)
+                            tracing::info!(credential = %state.id, "the key was invalidated or replaced during its refresh; dropping the new token");
+                            state.untrack(&key);
+                        }
                     }
                     Err(e) => {
                         Stats::bump(&state.deps.stats.refresh_failures);
@@ -297,7 +374,7 @@ impl Actor for CredentialActor {
                             }
                             _ => {
                                 tracing::warn!(credential = %state.id, "refresh failed and the token expires before a retry; letting it lapse");
-                                state.tracked.remove(&key);
+                                state.untrack(&key);
                             }
                         }
                     }

@@ -7,6 +7,7 @@
 //! miss path.
 
 pub mod account;
+pub mod activity;
 pub mod credential;
 pub mod registry;
 pub mod supervisor;

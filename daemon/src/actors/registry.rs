@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use azbroker_proto::{CredentialKind, CredentialState, CredentialStatus};
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
 
+use super::activity::Activity;
 use super::credential::CredentialMsg;
 use crate::clock;
 use crate::identity::CredentialId;
@@ -19,6 +20,7 @@ use crate::sources::{SourceError, Token};
 pub struct Registered {
     pub actor: ActorRef<CredentialMsg>,
     pub health: Arc<Health>,
+    pub activity: Arc<Activity>,
 }
 
 #[derive(Default)]
@@ -38,8 +40,49 @@ impl Registry {
             .insert(id, registered);
     }
 
-    pub fn remove(&self, id: &CredentialId) {
-        self.actors.lock().expect("registry lock").remove(id);
+    /// Forgets `id` if `actor` is still the one registered for it: a newer
+    /// actor started for the same identity meanwhile stays.
+    pub fn remove_actor(&self, id: &CredentialId, actor: ActorId) {
+        let mut actors = self.actors.lock().expect("registry lock");
+        if actors.get(id).is_some_and(|r| r.actor.get_id() == actor) {
+            actors.remove(id);
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.actors.lock().expect("registry lock").len()
+    }
+
+    pub fn contains(&self, id: &CredentialId) -> bool {
+        self.actors.lock().expect("registry lock").contains_key(id)
+    }
+
+    /// Unregisters the actors idle for `idle_after` and returns them to stop.
+    pub fn take_idle(
+        &self,
+        idle_after: Duration,
+        now_ms: i64,
+    ) -> Vec<(CredentialId, ActorRef<CredentialMsg>)> {
+        let mut actors = self.actors.lock().expect("registry lock");
+        let idle: Vec<CredentialId> = actors
+            .iter()
+            .filter(|(_, r)| r.activity.is_idle(idle_after, now_ms))
+            .map(|(id, _)| id.clone())
+            .collect();
+        idle.into_iter()
+            .filter_map(|id| actors.remove(&id).map(|r| (id, r.actor)))
+            .collect()
+    }
+
+    /// Unregisters the actor unused the longest (one with nothing in flight
+    /// if there is one) and returns it to stop.
+    pub fn take_longest_idle(&self) -> Option<(CredentialId, ActorRef<CredentialMsg>)> {
+        let mut actors = self.actors.lock().expect("registry lock");
+        let id = actors
+            .iter()
+            .min_by_key(|(_, r)| (r.activity.is_busy(), r.activity.last_active_ms()))
+            .map(|(id, _)| id.clone())?;
+        actors.remove(&id).map(|r| (id, r.actor))
     }
 
     pub fn statuses(&self) -> Vec<CredentialStatus> {
@@ -67,7 +110,15 @@ struct HealthInner {
     last_error: Option<String>,
     /// When the credential last said "unavailable" (monotonic), for negative caching.
     unavailable_since: Option<Instant>,
+    /// Until when the service asked us to wait (`Retry-After`), client requests included.
+    backoff_until: Option<Instant>,
+    /// Expiry of a cached token served past its floor because acquisitions fail (for status).
+    serving_stale_until: Option<i64>,
 }
+
+/// A server's `Retry-After` is honoured up to this long; a larger value is
+/// taken as this, so a bogus header cannot lock a credential out for days.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60 * 60);
 
 impl Health {
     pub fn new(kind: CredentialKind) -> Self {
@@ -79,6 +130,8 @@ impl Health {
                 last_success: None,
                 last_error: None,
                 unavailable_since: None,
+                backoff_until: None,
+                serving_stale_until: None,
             }),
         }
     }
@@ -90,8 +143,16 @@ impl Health {
     fn record_at(&self, result: &Result<Token, SourceError>, now: Instant) {
         let mut inner = self.inner.lock().expect("health lock");
         inner.unavailable_since = None;
+        inner.backoff_until = match result {
+            Err(SourceError::Failed {
+                retry_after: Some(wait),
+                ..
+            }) => Some(now + (*wait).min(MAX_BACKOFF)),
+            _ => None,
+        };
         match result {
             Ok(_) => {
+                inner.serving_stale_until = None;
                 inner.state = CredentialState::Healthy;
                 inner.acquisitions += 1;
                 inner.last_success = Some(clock::now_secs());
@@ -123,15 +184,48 @@ impl Health {
             .flatten()
     }
 
+    /// How much longer the service asked us to wait, with the failure that
+    /// said so: while it lasts, no acquisition of this credential goes upstream.
+    pub fn backoff(&self) -> Option<(Duration, String)> {
+        self.backoff_at(Instant::now())
+    }
+
+    fn backoff_at(&self, now: Instant) -> Option<(Duration, String)> {
+        let inner = self.inner.lock().expect("health lock");
+        let remaining = inner.backoff_until?.checked_duration_since(now)?;
+        if remaining.is_zero() {
+            return None;
+        }
+        Some((remaining, inner.last_error.clone().unwrap_or_default()))
+    }
+
+    /// A token of this credential that expires at `expires_on` was served
+    /// under its floor because no newer one could be had; status says so
+    /// until an acquisition succeeds or that token expires.
+    pub fn note_served_stale(&self, expires_on: i64) {
+        let mut inner = self.inner.lock().expect("health lock");
+        inner.serving_stale_until = Some(expires_on);
+    }
+
     fn status(&self, id: &CredentialId) -> CredentialStatus {
         let inner = self.inner.lock().expect("health lock");
+        let mut last_error = inner.last_error.clone();
+        if let Some(until) = inner
+            .serving_stale_until
+            .filter(|until| *until > clock::now_secs())
+        {
+            let error = last_error.as_deref().unwrap_or("acquisitions fail");
+            last_error = Some(format!(
+                "{error} [warning: serving a cached token below its refresh floor until it expires at {until}]"
+            ));
+        }
         CredentialStatus {
             credential: self.kind.name().to_string(),
             identity: id.fingerprint(),
             state: inner.state,
             acquisitions: inner.acquisitions,
             last_success: inner.last_success,
-            last_error: inner.last_error.clone(),
+            last_error,
         }
     }
 }
@@ -177,6 +271,64 @@ mod tests {
         health.record_at(&token(), now);
         assert_eq!(health.recently_unavailable_at(ttl, now), None);
         assert_eq!(health.status(&dummy_id()).state, CredentialState::Healthy);
+    }
+
+    #[test]
+    fn retry_after_is_a_backoff_for_every_acquisition_until_it_passes() {
+        let health = Health::new(CredentialKind::Environment);
+        let start = Instant::now();
+        health.record_at(
+            &Err(SourceError::Failed {
+                message: "AADSTS50196 (HTTP 429)".into(),
+                retry_after: Some(Duration::from_secs(20)),
+            }),
+            start,
+        );
+        let (left, reason) = health.backoff_at(start + Duration::from_secs(5)).unwrap();
+        assert_eq!(left, Duration::from_secs(15));
+        assert_eq!(reason, "AADSTS50196 (HTTP 429)");
+        assert!(health.backoff_at(start + Duration::from_secs(20)).is_none());
+        // A failure without Retry-After, or a success, ends it.
+        health.record_at(
+            &Err(SourceError::Failed {
+                message: "x".into(),
+                retry_after: Some(Duration::from_secs(20)),
+            }),
+            start,
+        );
+        health.record_at(&token(), start);
+        assert!(health.backoff_at(start).is_none());
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped() {
+        let health = Health::new(CredentialKind::Environment);
+        let start = Instant::now();
+        health.record_at(
+            &Err(SourceError::Failed {
+                message: "x".into(),
+                retry_after: Some(Duration::from_secs(10 * 24 * 3600)),
+            }),
+            start,
+        );
+        assert_eq!(health.backoff_at(start).unwrap().0, MAX_BACKOFF);
+    }
+
+    #[test]
+    fn status_warns_while_a_stale_token_is_served() {
+        let health = Health::new(CredentialKind::AzureCli);
+        health.record_at(&Err(SourceError::failed("az failed")), Instant::now());
+        health.note_served_stale(clock::now_secs() + 120);
+        let shown = health.status(&dummy_id()).last_error.unwrap();
+        assert!(
+            shown.starts_with("az failed [warning: serving a cached token"),
+            "{shown}"
+        );
+        health.record_at(&token(), Instant::now());
+        assert_eq!(
+            health.status(&dummy_id()).last_error.as_deref(),
+            Some("az failed")
+        );
     }
 
     fn dummy_id() -> CredentialId {

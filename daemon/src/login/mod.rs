@@ -5,7 +5,8 @@
 //! - [`oauth`]: the grants (authorization code + PKCE, refresh, device code) over our HTTP client.
 //! - [`flows`]: a whole browser login ([`loopback`] listener + [`opener`]) or device-code login.
 //! - [`Accounts`] (here): account key -> the one actor that owns its refresh token
-//!   (`actors/account.rs`), started on first use.
+//!   (`actors/account.rs`), started on first use and stopped when idle
+//!   ([`Accounts::stop_idle`]; the refresh token stays in the store).
 
 pub mod account;
 pub mod flows;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 pub use account::AccountKey;
 
 use crate::actors::account::{AccountActor, AccountArgs, AccountMsg, LoggedIn, LoginKind};
+use crate::actors::activity::Activity;
 use crate::cache::TokenCache;
 use crate::identity::CredentialId;
 use crate::sources::http::HttpClient;
@@ -35,12 +37,30 @@ use store::Store;
 const QUEUE_ALLOWANCE: Duration = Duration::from_secs(120);
 /// A device code lives 15 minutes at most.
 const DEVICE_CODE_LIMIT: Duration = Duration::from_secs(20 * 60);
+/// The longest a browser login may wait for the user, whatever a client asks
+/// (`AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS`, `Login.timeout_secs`): as long
+/// as a device code lives. A pending login holds its loopback listener and
+/// every waiting request.
+pub const MAX_BROWSER_TIMEOUT_SECS: u32 = 15 * 60;
+
+/// A client's browser-login timeout, bounded: 0 means the default (300 s),
+/// more than [`MAX_BROWSER_TIMEOUT_SECS`] is taken as that.
+pub fn browser_timeout(secs: u32) -> Duration {
+    let secs = match secs {
+        0 => azbroker_proto::chain::DEFAULT_BROWSER_TIMEOUT_SECS,
+        secs => secs.min(MAX_BROWSER_TIMEOUT_SECS),
+    };
+    Duration::from_secs(u64::from(secs))
+}
+
+/// Each account's actor and what the idle sweep reads of it.
+type AccountActors = HashMap<AccountKey, (ActorRef<AccountMsg>, Arc<Activity>)>;
 
 /// The account actors, and which credential actors use which account.
 pub struct Accounts {
     http: HttpClient,
     store: Arc<Store>,
-    actors: tokio::sync::Mutex<HashMap<AccountKey, ActorRef<AccountMsg>>>,
+    actors: tokio::sync::Mutex<AccountActors>,
     users: Mutex<HashMap<CredentialId, AccountKey>>,
 }
 
@@ -68,25 +88,71 @@ impl Accounts {
             .insert(id, key);
     }
 
+    /// Forgets which credentials used an account, for those `keep` rejects
+    /// (their actors stopped and their cached tokens are gone).
+    pub fn forget_links(&self, keep: impl Fn(&CredentialId) -> bool) {
+        self.users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| keep(id));
+    }
+
+    pub fn has_links(&self) -> bool {
+        !self
+            .users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    /// Stops the account actors with no pending login, no unsaved refresh
+    /// token and no request for `idle_after`; returns how many.
+    pub async fn stop_idle(&self, idle_after: Duration, now_ms: i64) -> usize {
+        let mut actors = self.actors.lock().await;
+        let before = actors.len();
+        actors.retain(|key, (actor, activity)| {
+            let stopped = matches!(
+                actor.get_status(),
+                ActorStatus::Stopping | ActorStatus::Stopped
+            );
+            if !stopped && !activity.is_idle(idle_after, now_ms) {
+                return true;
+            }
+            tracing::debug!(account = %key, "account actor idle; stopping it");
+            actor.stop(Some("idle".into()));
+            false
+        });
+        before - actors.len()
+    }
+
+    /// How many account actors run.
+    pub async fn actor_count(&self) -> usize {
+        self.actors.lock().await.len()
+    }
+
     async fn actor(&self, key: &AccountKey) -> Result<ActorRef<AccountMsg>, SourceError> {
         let mut actors = self.actors.lock().await;
-        if let Some(actor) = actors.get(key) {
+        if let Some((actor, activity)) = actors.get(key) {
             if !matches!(
                 actor.get_status(),
                 ActorStatus::Stopping | ActorStatus::Stopped
             ) {
+                // Counts as use now: the sweep must not stop it before our message arrives.
+                activity.touch();
                 return Ok(actor.clone());
             }
         }
+        let activity = Arc::new(Activity::default());
         let args = AccountArgs {
             key: key.clone(),
             http: self.http.clone(),
             store: self.store.clone(),
+            activity: activity.clone(),
         };
         let (actor, _) = Actor::spawn(None, AccountActor, args)
             .await
             .map_err(|e| SourceError::failed(format!("cannot start the account actor: {e}")))?;
-        actors.insert(key.clone(), actor.clone());
+        actors.insert(key.clone(), (actor.clone(), activity));
         Ok(actor)
     }
 
@@ -207,5 +273,17 @@ fn flatten<T>(
         _ => Err(SourceError::failed(
             "the account's actor stopped while handling the request",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browser_timeouts_are_bounded() {
+        assert_eq!(browser_timeout(0), Duration::from_secs(300));
+        assert_eq!(browser_timeout(2), Duration::from_secs(2));
+        assert_eq!(browser_timeout(u32::MAX), Duration::from_secs(15 * 60));
     }
 }

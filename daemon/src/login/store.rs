@@ -102,6 +102,11 @@ impl Store {
         &self.description
     }
 
+    /// Whether saved records survive (else a login lives only in its actor).
+    pub fn persists(&self) -> bool {
+        !matches!(self.backend, Backend::Nowhere(_))
+    }
+
     pub async fn load(self: &Arc<Self>, key: &AccountKey) -> Result<Option<AccountRecord>, String> {
         let key = key.clone();
         self.off_thread(move |store| {

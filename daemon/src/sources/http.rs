@@ -103,6 +103,19 @@ impl HttpClient {
     }
 }
 
+/// A response's `Retry-After` in seconds (the form Entra ID and the
+/// managed-identity endpoints send), for the credential's backoff.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
+
 /// Says what a transport failure means for the user, with its real cause:
 /// a certificate problem names certificate trust and the settings that fix
 /// it, instead of a bare "error sending request".

@@ -38,7 +38,7 @@ impl InteractiveBrowserSource {
         }
         InteractiveBrowserSource {
             key: AccountKey::of_spec(spec, &ctx.authority_host).expect("a login credential"),
-            timeout: Duration::from_secs(u64::from(*timeout_secs).max(1)),
+            timeout: crate::login::browser_timeout(*timeout_secs),
             accounts: ctx.accounts.clone(),
         }
     }

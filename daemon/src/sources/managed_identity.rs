@@ -10,12 +10,10 @@
 //! IMDS is reached without any proxy and with a short connect timeout, so
 //! off Azure the chain moves on within about a second.
 
-use std::time::Duration;
-
 use azbroker_proto::{CredentialSpec, Secret};
 use serde::Deserialize;
 
-use super::http::describe_transport_error;
+use super::http::{describe_transport_error, retry_after};
 use super::{token_tenant, SourceContext, SourceError, SourceRequest, Token, TokenSource};
 use crate::scopes;
 
@@ -121,14 +119,18 @@ impl ManagedIdentitySource {
             }
         })?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let body = read_body(response).await?;
         if !status.is_success() {
             // {"statusCode":400,"message":"Unable to load the proper Managed Identity.","correlationId":"..."}
             let message = service_message(&body, "message");
-            return Err(SourceError::failed(format!(
-                "the App Service managed identity endpoint answered HTTP {}: {message}",
-                status.as_u16()
-            )));
+            return Err(SourceError::Failed {
+                message: format!(
+                    "the App Service managed identity endpoint answered HTTP {}: {message}",
+                    status.as_u16()
+                ),
+                retry_after,
+            });
         }
         parse_token(&body)
     }
@@ -165,12 +167,7 @@ impl ManagedIdentitySource {
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let body = read_body(response).await?;
         if status == reqwest::StatusCode::BAD_REQUEST {
             // {"error":"invalid_request","error_description":"Identity not found"}

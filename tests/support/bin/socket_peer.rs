@@ -116,6 +116,7 @@ fn answer(args: &Args, request: &Request) -> Reply {
             tenant: None,
             credential: "AzureCliCredential".into(),
             cached: true,
+            stale: false,
         }),
         Request::ManagedIdentity => Reply::ManagedIdentity(args.endpoint.clone()),
         _ => Reply::Error(WireError::new(ErrorKind::Internal, "fake daemon")),

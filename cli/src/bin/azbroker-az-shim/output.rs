@@ -92,6 +92,7 @@ mod tests {
             tenant: None,
             credential: "AzureCliCredential".into(),
             cached: false,
+            stale: false,
         }
     }
 

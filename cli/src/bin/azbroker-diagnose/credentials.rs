@@ -509,6 +509,7 @@ mod tests {
                 tenant: None,
                 credential: "AzureCliCredential".into(),
                 cached: true,
+                stale: false,
             }),
         }
     }
