@@ -200,9 +200,12 @@ fn inspect_socket(socket: &Path) -> SocketReport {
                     meta.uid()
                 ));
             }
-            if mode & 0o077 != 0 {
+            // The clients' rule (`trust`): readable by others is fine (the
+            // socket is 0600 and every peer is checked), writable is not.
+            if mode & 0o022 != 0 {
                 report.issues.push(format!(
-                    "the socket's directory {} is open to other users (mode {mode:04o}); it should be 0700",
+                    "the socket's directory {} is writable by other users (mode {mode:04o}); clients refuse it: `chmod go-w {}`",
+                    dir.display(),
                     dir.display()
                 ));
             }
@@ -216,6 +219,11 @@ pub fn problems(report: &DaemonReport, out: &mut Vec<Problem>) {
     if let Some(error) = &report.error {
         let remedy = if error.contains("AZBROKER_NO_AUTOSTART") {
             "Start it with `azbrokerd` (or unset AZBROKER_NO_AUTOSTART so clients start it)."
+                .to_string()
+        } else if error.starts_with("refusing") {
+            // The client's trust check named the path, its owner and the fix.
+            "Do what the message says: the socket path is not safe to use (it, its \
+             directory or the process behind it is not yours), so nothing was sent."
                 .to_string()
         } else if error.contains("cannot find azbrokerd") {
             "Install azbrokerd beside azbroker, put it on PATH, or set AZBROKER_DAEMON to its path."
