@@ -15,7 +15,7 @@ use azbroker_client::{Client, ClientOptions};
 use azbroker_e2e::EntraDouble;
 use azbroker_proto::ChainSpec;
 
-use crate::harness::{bin, wait_until, Sandbox};
+use crate::harness::{bin, open_path_to, wait_until, Sandbox};
 use crate::login_support::{login_sandbox, TestBrowser, ARM};
 
 const NOBODY: u32 = 65534;
@@ -202,19 +202,7 @@ fn the_managed_identity_endpoint_still_uses_a_scrubbed_client_secret() {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     assert!(!String::from_utf8_lossy(&environ).contains(secret));
 
-    let out = sandbox.cli(&["env", "--managed-identity", "--plain"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-            .to_string()
-    };
+    let identity = sandbox.managed_identity_env();
     let target = format!(
         "/msi/token?{}",
         form_urlencoded::Serializer::new(String::new())
@@ -222,28 +210,10 @@ fn the_managed_identity_endpoint_still_uses_a_scrubbed_client_secret() {
             .append_pair("api-version", "2019-08-01")
             .finish()
     );
-    let (status, body) = http_get(
-        &value("IDENTITY_ENDPOINT"),
-        &target,
-        &value("IDENTITY_HEADER"),
-    );
+    let (status, body) = http_get(&identity.endpoint, &target, &identity.header);
     assert_eq!(status, 200, "{body}\n{}", sandbox.log());
     assert!(body.contains("access_token"), "{body}");
     assert_eq!(entra.token_requests(), 1);
-}
-
-/// Lets others traverse every ancestor of `path`.
-fn open_path_to(path: &Path) {
-    for ancestor in path.ancestors() {
-        let Ok(meta) = std::fs::metadata(ancestor) else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        if mode & 0o001 == 0 {
-            let _ =
-                std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(mode | 0o001));
-        }
-    }
 }
 
 /// Kills the daemon started as `nobody` when the test ends, however it ends.

@@ -81,6 +81,28 @@ pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// Lets others traverse every ancestor of `path` (for tests that run a process as
+/// another user; the temp dir's parents are usually open already).
+pub fn open_path_to(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in path.ancestors() {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            let _ =
+                std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(mode | 0o001));
+        }
+    }
+}
+
+/// What `azbroker env --managed-identity --plain` printed.
+pub struct Identity {
+    pub endpoint: String,
+    pub header: String,
+}
+
 /// Where the daemon under test looks for the VM metadata endpoint: a closed loopback port.
 const CLOSED_IMDS: &str = "http://127.0.0.1:1/metadata/identity/oauth2/token";
 
@@ -345,6 +367,28 @@ impl Sandbox {
         let state_log = self.dir.path().join("state/azbroker/azbrokerd.log");
         text.push_str(&std::fs::read_to_string(state_log).unwrap_or_default());
         text
+    }
+
+    /// `azbroker env --managed-identity --plain`, which must succeed, parsed.
+    pub fn managed_identity_env(&self) -> Identity {
+        let out = self.cli(&["env", "--managed-identity", "--plain"]);
+        assert!(
+            out.status.success(),
+            "azbroker env failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+                .to_string()
+        };
+        Identity {
+            endpoint: value("IDENTITY_ENDPOINT"),
+            header: value("IDENTITY_HEADER"),
+        }
     }
 
     /// A library client with the chain that `vars` select.

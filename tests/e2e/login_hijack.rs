@@ -335,25 +335,14 @@ fn keep_alive_request(authority: &str, header: Option<&str>) -> String {
 
 /// `azbroker env --managed-identity --plain`: (host:port, header).
 fn endpoint(sandbox: &Sandbox) -> (String, String) {
-    let out = sandbox.cli(&["env", "--managed-identity", "--plain"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-            .to_string()
-    };
-    let authority = value("IDENTITY_ENDPOINT")
+    let identity = sandbox.managed_identity_env();
+    let authority = identity
+        .endpoint
         .strip_prefix("http://")
         .and_then(|rest| rest.split('/').next())
         .unwrap()
         .to_string();
-    (authority, value("IDENTITY_HEADER"))
+    (authority, identity.header)
 }
 
 #[test]

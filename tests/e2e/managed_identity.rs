@@ -10,36 +10,14 @@ use std::time::Duration;
 use azbroker_e2e::{jwt, Mode};
 use serde_json::Value;
 
-use crate::harness::{wait_until, Sandbox};
+use crate::harness::{wait_until, Identity, Sandbox};
 
 const ARM: &str = "https://management.azure.com/.default";
 const NOBODY: u32 = 65534;
 
-struct Identity {
-    endpoint: String,
-    header: String,
-}
-
 /// `azbroker env --managed-identity --plain`, parsed.
 fn identity(sandbox: &Sandbox) -> Identity {
-    let out = sandbox.cli(&["env", "--managed-identity", "--plain"]);
-    assert!(
-        out.status.success(),
-        "azbroker env failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        sandbox.log()
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-            .to_string()
-    };
-    Identity {
-        endpoint: value("IDENTITY_ENDPOINT"),
-        header: value("IDENTITY_HEADER"),
-    }
+    sandbox.managed_identity_env()
 }
 
 fn vars(identity: &Identity) -> [(&'static str, &str); 2] {

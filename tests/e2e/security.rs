@@ -6,7 +6,7 @@ use std::path::Path;
 
 use azbroker_e2e::EntraDouble;
 
-use crate::harness::{bin, Sandbox};
+use crate::harness::{bin, open_path_to, Sandbox};
 
 const NOBODY: u32 = 65534;
 
@@ -62,20 +62,6 @@ fn another_user_is_refused_even_when_the_socket_is_open_to_all() {
     );
     let status = sandbox.status();
     assert_eq!(status["counters"]["connections_refused"], 1);
-}
-
-/// Lets others traverse every ancestor of `path` (the temp dir's parents are usually open already).
-fn open_path_to(path: &Path) {
-    for ancestor in path.ancestors() {
-        let Ok(meta) = std::fs::metadata(ancestor) else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        if mode & 0o001 == 0 {
-            let _ =
-                std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(mode | 0o001));
-        }
-    }
 }
 
 #[test]

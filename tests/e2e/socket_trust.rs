@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use azbroker_client::{Client, ClientError, ClientOptions};
 use azbroker_proto::{ChainSpec, GetToken};
 
-use crate::harness::{bin, wait_until, Sandbox};
+use crate::harness::{bin, open_path_to, wait_until, Sandbox};
 
 const NOBODY: u32 = 65534;
 const ARM: &str = "https://management.azure.com/.default";
@@ -109,20 +109,6 @@ impl Drop for FakeDaemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Lets others traverse every ancestor of `path` (as `security.rs` does).
-fn open_path_to(path: &Path) {
-    for ancestor in path.ancestors() {
-        let Ok(meta) = std::fs::metadata(ancestor) else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        if mode & 0o001 == 0 {
-            let _ =
-                std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(mode | 0o001));
-        }
     }
 }
 
