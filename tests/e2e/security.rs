@@ -2,7 +2,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 
 use azbroker_e2e::EntraDouble;
 
