@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
-    CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, Hello,
-    LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusPage, StatusQuery,
+    cloud, CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken,
+    Hello, LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusPage, StatusQuery,
     StatusReport, TokenReplyRef, WireError, PROTOCOL_VERSION,
 };
 use ractor::rpc::CallResult;
@@ -427,7 +427,7 @@ impl Broker {
     ) -> Result<LoggedIn, WireError> {
         let key = account_key(session, login.tenant.as_deref(), login.client_id.as_deref())?;
         let scopes = if login.scopes.is_empty() {
-            vec![resource_manager_scope(&key.authority).to_string()]
+            vec![resource_manager_scope(&key.authority)]
         } else {
             login.scopes
         };
@@ -547,12 +547,9 @@ fn account_key(
 }
 
 /// Resource Manager's scope in the cloud of `authority` (public cloud otherwise).
-fn resource_manager_scope(authority: &str) -> &'static str {
-    match authority {
-        "https://login.chinacloudapi.cn" => "https://management.chinacloudapi.cn/.default",
-        "https://login.microsoftonline.us" => "https://management.usgovcloudapi.net/.default",
-        _ => "https://management.azure.com/.default",
-    }
+fn resource_manager_scope(authority: &str) -> String {
+    let cloud = cloud::by_authority(authority).unwrap_or(&cloud::AZURE_PUBLIC);
+    cloud.resource_manager_scope()
 }
 
 fn source_error(error: SourceError, what: &str) -> WireError {
