@@ -152,13 +152,40 @@ pub fn build(
 /// not change after start.
 pub fn tool_env() -> &'static [(OsString, OsString)] {
     static ENV: OnceLock<Vec<(OsString, OsString)>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        build(
-            ChildKind::Tool,
-            std::env::vars_os(),
-            crate::sources::process::child_path(),
-        )
-    })
+    ENV.get_or_init(|| build(ChildKind::Tool, std::env::vars_os(), child_path()))
+}
+
+/// The `PATH` for credential tools: the daemon's own without shim
+/// directories, or `None` when the daemon has no `PATH`. Computed once: the
+/// daemon's `PATH` does not change.
+pub fn child_path() -> Option<&'static OsStr> {
+    static CHILD_PATH: OnceLock<Option<OsString>> = OnceLock::new();
+    CHILD_PATH
+        .get_or_init(|| {
+            let path = std::env::var_os("PATH")?;
+            let (cleaned, removed) = shim::path_without_shims(&path, own_shim().as_deref());
+            if !removed.is_empty() {
+                tracing::info!(
+                    removed = ?removed,
+                    "credential tools run without azbroker's az shim directories on PATH"
+                );
+            }
+            Some(cleaned)
+        })
+        .as_deref()
+}
+
+/// Computes [`child_path`] and the tools' environment now (at startup), so
+/// the log line comes early and no acquisition pays for it.
+pub fn prepare_child_path() {
+    let _ = tool_env();
+}
+
+/// The shim binary installed beside this daemon, whose links mark a shim
+/// directory even without the installer's marker file.
+fn own_shim() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join(shim::SHIM_BINARY)).filter(|p| p.is_file())
 }
 
 /// The environment of the browser opener, from the daemon's own (its `PATH`

@@ -34,7 +34,9 @@ pub mod clock;
 pub mod connection;
 pub mod connection_table;
 pub mod diagnose;
+pub mod error_chain;
 pub mod harden;
+pub mod http;
 pub mod identity;
 pub mod log_escape;
 pub mod login;
@@ -48,6 +50,7 @@ pub mod sources;
 pub mod stats;
 pub mod status_page;
 pub mod tcp_owner;
+pub mod token_source;
 
 /// The daemon's version, reported in Welcome and status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

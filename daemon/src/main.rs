@@ -25,7 +25,7 @@ struct Args {
     /// For tests: a loopback URL that stands in for the VM metadata endpoint
     /// (169.254.169.254). Set only on the daemon's command line, never from a
     /// client's environment.
-    #[arg(long, hide = true, value_parser = azbroker_daemon::sources::http::check_test_imds_url)]
+    #[arg(long, hide = true, value_parser = azbroker_daemon::http::check_test_imds_url)]
     imds_endpoint: Option<String>,
     /// Also serve the App Service managed-identity protocol on 127.0.0.1 (off
     /// by default; AZBROKER_MANAGED_IDENTITY=1 turns it on too, so that a

@@ -25,10 +25,10 @@ use crate::actors::ActorDeps;
 use crate::broker::Broker;
 use crate::cache::TokenCache;
 use crate::connection_table::{Connections, Limits};
+use crate::http::HttpClient;
 use crate::login::store::Store;
 use crate::login::Accounts;
 use crate::paths;
-use crate::sources::http::HttpClient;
 use crate::stats::Stats;
 
 /// Refused connections being told why at once; more are closed without a word.
@@ -101,7 +101,7 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
 
     raise_open_file_limit();
-    crate::sources::process::prepare_child_path();
+    crate::child_env::prepare_child_path();
     let http = HttpClient::from_env(config.imds_url)?;
     for source in http.extra_roots.iter() {
         tracing::info!(%source, "extra trusted roots");

@@ -1,7 +1,7 @@
 //! A process's network settings: the proxy rules and the extra trusted roots.
 //!
-//! azbrokerd builds its HTTP client from these same settings (see the daemon's
-//! `sources/http.rs`), so a check run with them sees what a token request sees.
+//! azbrokerd builds its HTTP client from these same settings (see
+//! `daemon/src/http.rs`), so a check run with them sees what a token request sees.
 //!
 //! - Proxy: hyper-util's `Matcher::from_system()`, which is exactly what
 //!   reqwest consults for every request (`HTTPS_PROXY`, `HTTP_PROXY`,

@@ -26,7 +26,7 @@ use rand::Rng;
 use tracing::Instrument;
 
 use super::activity::{Activity, Busy};
-use super::registry::Health;
+use super::health::Health;
 use super::ActorDeps;
 use crate::cache::{CacheKey, CachedToken};
 use crate::clock;

@@ -14,7 +14,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 
 use super::activity::{Activity, ActorLimits};
 use super::credential::{CredentialActor, CredentialArgs, CredentialMsg};
-use super::registry::{Health, Registered, Registry};
+use super::health::Health;
+use super::registry::{Registered, Registry};
 use super::ActorDeps;
 use crate::clock;
 use crate::identity::CredentialId;
@@ -231,7 +232,7 @@ impl Actor for Supervisor {
 mod tests {
     use super::*;
     use crate::cache::TokenCache;
-    use crate::sources::http::HttpClient;
+    use crate::http::HttpClient;
     use crate::stats::Stats;
     use ractor::rpc::CallResult;
     use std::time::Duration;

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::loopback::{Listener, Outcome};
 use super::oauth::{GrantError, OAuth, TokenSet};
 use super::opener::{self, OpenError};
-use crate::sources::SourceError;
+use crate::token_source::SourceError;
 
 /// What a user without a usable browser should run instead.
 pub const DEVICE_CODE_HINT: &str =

@@ -5,10 +5,11 @@
 //! - [`oauth`]: the grants (authorization code + PKCE, refresh, device code) over our HTTP client.
 //! - [`flows`]: a whole browser login ([`loopback`] listener + [`opener`]) or device-code login.
 //! - [`Accounts`] (here): account key -> the one actor that owns its refresh token
-//!   (`actors/account.rs`), started on first use and stopped when idle
+//!   (`login/account_actor.rs`), started on first use and stopped when idle
 //!   ([`Accounts::stop_idle`]; the refresh token stays in the store).
 
 pub mod account;
+pub mod account_actor;
 pub mod flows;
 pub mod loopback;
 pub mod oauth;
@@ -25,12 +26,12 @@ use tokio::sync::mpsc;
 
 pub use account::AccountKey;
 
-use crate::actors::account::{AccountActor, AccountArgs, AccountMsg, LoggedIn, LoginKind};
 use crate::actors::activity::Activity;
 use crate::cache::TokenCache;
+use crate::http::HttpClient;
 use crate::identity::CredentialId;
-use crate::sources::http::HttpClient;
-use crate::sources::{SourceError, SourceRequest, Token};
+use crate::token_source::{SourceError, SourceRequest, Token};
+use account_actor::{AccountActor, AccountArgs, AccountMsg, LoggedIn, LoginKind};
 use store::Store;
 
 /// Beyond a login's own limit, time for the redemptions queued behind it.

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::account::AccountKey;
 use crate::clock;
-use crate::sources::http::HttpClient;
+use crate::http::HttpClient;
 
 /// Scopes every user login adds: an id token (who logged in) and a refresh token.
 pub const OIDC_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
@@ -362,7 +362,7 @@ where
                 },
             }
         }
-        RequestTokenError::Request(e) => GrantError::Transport(crate::sources::error_chain(&e)),
+        RequestTokenError::Request(e) => GrantError::Transport(crate::error_chain::error_chain(&e)),
         // The body is not repeated: a reply that does not parse may still hold a token.
         RequestTokenError::Parse(e, _) => GrantError::Rejected {
             message: format!(
@@ -440,11 +440,11 @@ impl Transport {
         let retry_after = self.retry_after.clone();
         async move {
             let request = reqwest::Request::try_from(request)
-                .map_err(|e| TransportError(crate::sources::error_chain(&e)))?;
+                .map_err(|e| TransportError(crate::error_chain::error_chain(&e)))?;
             let mut response = client
                 .execute(request)
                 .await
-                .map_err(|e| TransportError(crate::sources::error_chain(&e)))?;
+                .map_err(|e| TransportError(crate::error_chain::error_chain(&e)))?;
             let status = response.status();
             if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 let after = response
@@ -463,7 +463,7 @@ impl Transport {
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| TransportError(crate::sources::error_chain(&e)))?
+                .map_err(|e| TransportError(crate::error_chain::error_chain(&e)))?
             {
                 if body.len() + chunk.len() > MAX_RESPONSE {
                     return Err(TransportError(format!(

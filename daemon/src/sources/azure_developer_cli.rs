@@ -43,7 +43,7 @@ impl TokenSource for AzureDeveloperCliSource {
                 tenant_id: request.tenant.clone(),
                 executor: Some(Arc::new(BoundedExecutor)),
             }))
-            .map_err(|e| SourceError::failed(super::tidy(&e.to_string())))?;
+            .map_err(|e| SourceError::failed(crate::error_chain::tidy(&e.to_string())))?;
 
         let scopes: Vec<&str> = request.scopes.iter().map(String::as_str).collect();
         let result = tokio::time::timeout(self.timeout, credential.get_token(&scopes, None)).await;

@@ -13,8 +13,9 @@ use azure_core::credentials::AccessToken;
 use azure_core::error::ErrorKind;
 use azure_core::http::ClientOptions;
 
-use super::http::describe_transport_error;
-use super::{tidy, SourceContext, SourceError, SourceRequest, Token};
+use super::{SourceContext, SourceError, SourceRequest, Token};
+use crate::error_chain::{error_chain, tidy};
+use crate::http::describe_transport_error;
 
 /// `azure_identity` client options: the shared HTTP client, no retries, and
 /// the chain's authority host.
@@ -87,7 +88,7 @@ pub fn classify(err: &azure_core::Error, authority: &str) -> SourceError {
                 describe_transport_error(err)
             )
         } else {
-            tidy(&super::error_chain(err))
+            tidy(&error_chain(err))
         });
     };
     let ErrorKind::HttpResponse {

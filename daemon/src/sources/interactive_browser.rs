@@ -1,6 +1,6 @@
 //! InteractiveBrowser: tokens from the account the user logged in to, through
 //! its refresh token; a browser login (authorization code + PKCE) when there is
-//! none. All the work is the account actor's (`actors/account.rs`): this source
+//! none. All the work is the account actor's (`login/account_actor.rs`): this source
 //! only says which account and how long a browser login may take.
 //!
 //! Broker mode (`AZURE_MCP_ONLY_USE_BROKER_CREDENTIAL`) would use WAM on

@@ -13,8 +13,8 @@
 use azbroker_proto::{CredentialSpec, Secret};
 use serde::Deserialize;
 
-use super::http::{describe_transport_error, retry_after};
 use super::{token_tenant, SourceContext, SourceError, SourceRequest, Token, TokenSource};
+use crate::http::{describe_transport_error, retry_after};
 use crate::scopes;
 
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";

@@ -13,16 +13,14 @@ mod azure_powershell;
 mod certificate;
 mod entra;
 mod environment;
-pub mod http;
 mod interactive_browser;
 mod managed_identity;
 pub mod process;
 mod workload_identity;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use azbroker_proto::{CredentialKind, CredentialSpec, Secret};
+use azbroker_proto::{CredentialKind, CredentialSpec};
 
 pub use azure_cli::AzureCliSource;
 pub use azure_developer_cli::AzureDeveloperCliSource;
@@ -32,70 +30,12 @@ pub use interactive_browser::InteractiveBrowserSource;
 pub use managed_identity::ManagedIdentitySource;
 pub use workload_identity::WorkloadIdentitySource;
 
-/// What a credential is asked for. Scopes are already validated and normalized.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SourceRequest {
-    pub scopes: Vec<String>,
-    pub tenant: Option<String>,
-    pub claims: Option<String>,
-}
-
-/// A token as a source returns it.
-#[derive(Debug, Clone)]
-pub struct Token {
-    pub access_token: Secret,
-    /// Expiry, seconds since the epoch.
-    pub expires_on: i64,
-    /// The server's `refresh_in` hint, in seconds from now, when it sent one.
-    pub refresh_in: Option<i64>,
-    /// Tenant the token was issued in, when known.
-    pub tenant: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceError {
-    /// Not set up here (missing settings, tool not installed, not logged in): the chain moves on.
-    Unavailable(String),
-    /// Set up, but the acquisition failed. `retry_after` comes from a 429's `Retry-After`.
-    Failed {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    /// The acquisition did not finish within the source's time limit.
-    Timeout(String),
-}
-
-impl SourceError {
-    pub fn failed(message: impl Into<String>) -> Self {
-        SourceError::Failed {
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            SourceError::Unavailable(m) | SourceError::Timeout(m) => m,
-            SourceError::Failed { message, .. } => message,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-pub trait TokenSource: Send + Sync + 'static {
-    async fn acquire(&self, request: &SourceRequest) -> Result<Token, SourceError>;
-
-    /// A background refresh: like [`acquire`](Self::acquire), but never asks the
-    /// user anything (no browser). Sources that never do are unaffected.
-    async fn acquire_silently(&self, request: &SourceRequest) -> Result<Token, SourceError> {
-        self.acquire(request).await
-    }
-}
+pub use crate::token_source::{SourceError, SourceRequest, Token, TokenSource};
 
 /// What every source may need from the daemon: the shared HTTP client and settings.
 #[derive(Clone)]
 pub struct SourceContext {
-    pub http: http::HttpClient,
+    pub http: crate::http::HttpClient,
     pub authority_host: String,
     /// Logged-in accounts (InteractiveBrowser).
     pub accounts: Arc<crate::login::Accounts>,
@@ -171,35 +111,4 @@ pub fn token_tenant(access_token: &str) -> Option<String> {
         .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
     claims.get("tid")?.as_str().map(str::to_string)
-}
-
-/// The whole `source()` chain of an error, joined, so that a TLS or DNS cause
-/// buried under "error sending request" reaches the user.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![tidy(&err.to_string())];
-    let mut next = err.source();
-    while let Some(cause) = next {
-        let text = tidy(&cause.to_string());
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = cause.source();
-    }
-    parts.join(": ")
-}
-
-/// One line of an `azure_identity` message: without the "XCredential
-/// authentication failed." preamble and the troubleshooting link, which say
-/// nothing the credential's name in our own reason does not.
-pub fn tidy(message: &str) -> String {
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with("To troubleshoot"))
-        .collect();
-    let text = lines.join(" ");
-    match text.split_once("Credential authentication failed.") {
-        Some((name, rest)) if !name.contains(' ') => rest.trim().to_string(),
-        _ => text,
-    }
 }

@@ -13,12 +13,9 @@
 //! `azbroker_proto::shim`), so the daemon's AzureCli credential reaches the
 //! real Azure CLI, never the shim that would ask this very daemon.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
-
-use azbroker_proto::shim;
 
 use azure_identity::Executor;
 
@@ -57,39 +54,6 @@ impl Executor for BoundedExecutor {
             stderr,
         })
     }
-}
-
-/// The `PATH` for credential tools: the daemon's own without shim
-/// directories, or `None` when the daemon has no `PATH`. Computed once: the
-/// daemon's `PATH` does not change.
-pub fn child_path() -> Option<&'static OsStr> {
-    static CHILD_PATH: OnceLock<Option<OsString>> = OnceLock::new();
-    CHILD_PATH
-        .get_or_init(|| {
-            let path = std::env::var_os("PATH")?;
-            let (cleaned, removed) = shim::path_without_shims(&path, own_shim().as_deref());
-            if !removed.is_empty() {
-                tracing::info!(
-                    removed = ?removed,
-                    "credential tools run without azbroker's az shim directories on PATH"
-                );
-            }
-            Some(cleaned)
-        })
-        .as_deref()
-}
-
-/// Computes [`child_path`] and the tools' environment now (at startup), so
-/// the log line comes early and no acquisition pays for it.
-pub fn prepare_child_path() {
-    let _ = child_env::tool_env();
-}
-
-/// The shim binary installed beside this daemon, whose links mark a shim
-/// directory even without the installer's marker file.
-fn own_shim() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.join(shim::SHIM_BINARY)).filter(|p| p.is_file())
 }
 
 async fn read_bounded(stream: impl AsyncRead + Unpin) -> io::Result<Vec<u8>> {
@@ -142,7 +106,7 @@ pub struct ToolNames {
 /// also names the login command.
 pub fn classify_tool_error(message: &str, tool: &ToolNames) -> super::SourceError {
     use super::SourceError;
-    let text = super::tidy(message);
+    let text = crate::error_chain::tidy(message);
     if text.contains("not found on PATH") || text.contains("wasn't found on PATH") {
         return SourceError::Unavailable(format!(
             "{} ({}) not found on PATH",

@@ -53,8 +53,12 @@ impl HttpClient {
             .map_err(|e| format!("an extra root certificate: {e}"))?;
         // No explicit proxy: reqwest applies the environment's proxy rules with
         // the same matcher `network` uses.
-        let build_error =
-            |e: reqwest::Error| format!("cannot build the HTTP client: {}", super::error_chain(&e));
+        let build_error = |e: reqwest::Error| {
+            format!(
+                "cannot build the HTTP client: {}",
+                crate::error_chain::error_chain(&e)
+            )
+        };
         let client = reqwest::Client::builder()
             .tls_certs_merge(certs)
             .connect_timeout(Duration::from_secs(10))
@@ -120,7 +124,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<std::time::Du
 /// a certificate problem names certificate trust and the settings that fix
 /// it, instead of a bare "error sending request".
 pub fn describe_transport_error(err: &(dyn std::error::Error + 'static)) -> String {
-    let chain = super::error_chain(err);
+    let chain = crate::error_chain::error_chain(err);
     let hint = if chain.contains("UnknownIssuer") || chain.contains("UnknownCA") {
         Some(
             "certificate not trusted: the server's certificate is not signed by a trusted \

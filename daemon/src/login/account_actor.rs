@@ -19,14 +19,14 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
-use super::activity::{Activity, Busy};
+use super::account::{AccountKey, AccountRecord};
+use super::flows;
+use super::oauth::{GrantError, OAuth, TokenSet};
+use super::store::Store;
+use crate::actors::activity::{Activity, Busy};
 use crate::clock;
-use crate::login::account::{AccountKey, AccountRecord};
-use crate::login::flows;
-use crate::login::oauth::{GrantError, OAuth, TokenSet};
-use crate::login::store::Store;
-use crate::sources::http::HttpClient;
-use crate::sources::{SourceError, SourceRequest, Token};
+use crate::http::HttpClient;
+use crate::token_source::{SourceError, SourceRequest, Token};
 
 /// Said when a silent request finds no usable login.
 pub const NOT_LOGGED_IN: &str = "not logged in: run `azbroker login` (opens a browser) or `azbroker login --device-code` (SSH, WSL, containers)";
