@@ -68,6 +68,14 @@ impl Activity {
         self.tracked.store(keys as u32, Relaxed);
     }
 
+    /// Pretends the last use was `ms_ago` ago: tests order actors by idleness
+    /// without sleeping (touches within one millisecond tie).
+    #[cfg(test)]
+    pub fn backdate(&self, ms_ago: i64) {
+        self.last_active_ms
+            .store(clock::now_millis() - ms_ago, Relaxed);
+    }
+
     pub fn last_active_ms(&self) -> i64 {
         self.last_active_ms.load(Relaxed)
     }
