@@ -90,8 +90,9 @@ pub async fn run(ctx: &Ctx) -> Result<Identities, String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_seconds = drained.elapsed().as_secs_f64();
-    // Let the sweep's trim and the actors' own teardown finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The sweep that stopped the actors only asked them to stop; the next
+    // sweep (every IDLE_SECS / 2) hands their freed memory back. Wait for it.
+    tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
     let after_idle_rss = daemon.rss_bytes()?;
     Ok(Identities {
         identities,

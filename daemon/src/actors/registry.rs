@@ -49,6 +49,11 @@ impl Registry {
         }
     }
 
+    /// Gives back the map's room after many actors stopped.
+    pub fn shrink_to_fit(&self) {
+        self.actors.lock().expect("registry lock").shrink_to_fit();
+    }
+
     pub fn count(&self) -> usize {
         self.actors.lock().expect("registry lock").len()
     }

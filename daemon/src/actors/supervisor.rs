@@ -34,6 +34,9 @@ pub struct SupervisorState {
     limits: ActorLimits,
     /// What each child was started with, to restart it identically.
     children: HashMap<ActorId, Child>,
+    /// The last sweep stopped actors: their memory is freed once they have
+    /// terminated, which is after that sweep, so the next one hands it back.
+    release_pending: bool,
 }
 
 #[derive(Clone)]
@@ -124,14 +127,23 @@ impl Supervisor {
                 .accounts
                 .forget_links(|id| registry.contains(id) || cached.contains(id));
         }
-        if !idle.is_empty() || accounts > 0 {
+        let stopped = !idle.is_empty() || accounts > 0;
+        if stopped {
             tracing::info!(
                 credential_actors = idle.len(),
                 account_actors = accounts,
                 "stopped idle actors"
             );
+        }
+        // `stop` only asks: the actors stopped above free their state when they
+        // have terminated, after this sweep. So the memory of the previous
+        // sweep's actors is what can go back to the system now.
+        if state.release_pending {
+            state.children.shrink_to_fit();
+            state.registry.shrink_to_fit();
             crate::memory::release_free_memory();
         }
+        state.release_pending = stopped;
     }
 }
 
@@ -154,6 +166,7 @@ impl Actor for Supervisor {
             registry: args.registry,
             limits: args.limits,
             children: HashMap::new(),
+            release_pending: false,
         })
     }
 
@@ -363,6 +376,12 @@ mod tests {
             ensure(&supervisor, &identity(n)).await;
         }
         // The first is the longest idle once the others were used after it.
+        // (Backdated: uses within one millisecond would tie.)
+        registry
+            .get(&identity(0))
+            .unwrap()
+            .activity
+            .backdate(60_000);
         registry.get(&identity(1)).unwrap().activity.touch();
         registry.get(&identity(2)).unwrap().activity.touch();
         ensure(&supervisor, &identity(3)).await;
