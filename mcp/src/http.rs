@@ -6,7 +6,6 @@
 //! caller's answer, as in the Azure SDKs.
 
 use std::future::Future;
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -40,26 +39,14 @@ pub struct Response {
 
 impl Http {
     pub fn from_env() -> Result<Http, String> {
-        let mut certs = Vec::new();
-        for var in ["AZBROKER_CA_FILE", "SSL_CERT_FILE"] {
-            if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
-                certs.extend(load_pem_file(Path::new(&path)).map_err(|e| format!("{var}: {e}"))?);
-            }
-        }
-        if let Some(dir) = std::env::var_os("SSL_CERT_DIR").filter(|p| !p.is_empty()) {
-            let entries = std::fs::read_dir(&dir).map_err(|e| format!("SSL_CERT_DIR: {e}"))?;
-            for entry in entries {
-                let path = entry.map_err(|e| format!("SSL_CERT_DIR: {e}"))?.path();
-                let is_cert = matches!(
-                    path.extension().and_then(|e| e.to_str()),
-                    Some("pem" | "crt" | "cer")
-                );
-                // A directory of mixed files: skip what is not a certificate.
-                if let (true, Ok(loaded)) = (is_cert, load_pem_file(&path)) {
-                    certs.extend(loaded);
-                }
-            }
-        }
+        // The same files, the same rule and the same errors as the daemon's.
+        let lookup = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let (roots, _) = azbroker_netcheck::load_extra_roots(&lookup)?;
+        let certs = roots
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("an extra root certificate: {e}"))?;
         let client = reqwest::Client::builder()
             .tls_certs_merge(certs)
             .connect_timeout(Duration::from_secs(10))
@@ -230,21 +217,6 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn load_pem_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    const MAX_BUNDLE: u64 = 16 * 1024 * 1024;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_BUNDLE {
-        return Err(format!("{} is larger than 16 MiB", path.display()));
-    }
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{}: not a PEM certificate bundle: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! the daemon holds and its health. Never a token.
 
 use azbroker_proto::StatusReport;
-use base64::Engine as _;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -91,16 +90,7 @@ fn broker_json(status: &StatusReport) -> Value {
 /// The claims of a JWT-shaped token, without verifying anything (only the
 /// resource verifies tokens). `None` if it is not a JWT.
 fn jwt_claims(token: &str) -> Option<Value> {
-    let mut parts = token.split('.');
-    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let value: Value = serde_json::from_slice(&bytes).ok()?;
-    value.is_object().then_some(value)
+    azbroker_proto::jwt::unverified_claims(token).map(Value::Object)
 }
 
 fn rfc3339(epoch: i64) -> Option<String> {
@@ -113,6 +103,7 @@ fn rfc3339(epoch: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn decodes_jwt_claims_only() {

@@ -21,6 +21,7 @@ pub mod error;
 pub mod frame;
 #[cfg(feature = "tokio")]
 pub mod io;
+pub mod jwt;
 pub mod message;
 pub mod paths;
 pub mod secret;

@@ -4,8 +4,6 @@
 //! `subscription` (absent with `--tenant`), `tenant` and `tokenType`.
 
 use azbroker_proto::TokenReply;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use base64::Engine as _;
 
 pub fn token_json(token: &TokenReply, subscription: Option<&str>, tenant: Option<&str>) -> String {
     let text = |s: &str| serde_json::to_string(s).expect("a string serializes");
@@ -62,19 +60,7 @@ pub fn local_time(epoch: i64) -> Option<String> {
 /// The `tid` claim of a JWT access token (the tenant it was issued in), when
 /// the token is a JWT. Only read, never verified: it labels the output.
 pub fn token_tenant(access_token: &str) -> Option<String> {
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::URL_SAFE,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let payload = access_token.split('.').nth(1)?;
-    let claims: serde_json::Value = serde_json::from_slice(&LENIENT.decode(payload).ok()?).ok()?;
-    let tid = claims["tid"].as_str()?;
-    let plausible = !tid.is_empty()
-        && tid.len() <= 128
-        && tid
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    plausible.then(|| tid.to_string())
+    azbroker_proto::jwt::tenant(access_token)
 }
 
 #[cfg(test)]
@@ -82,6 +68,7 @@ mod tests {
     use super::*;
     use azbroker_proto::Secret;
     use base64::engine::general_purpose;
+    use base64::Engine as _;
 
     fn reply(token: &str, expires_on: i64) -> TokenReply {
         TokenReply {

@@ -12,7 +12,6 @@ use azbroker_client::{Client, ClientError};
 use azbroker_proto::{
     ChainSpec, CredentialKind, CredentialState, ErrorKind, GetToken, StatusReport, TokenReply,
 };
-use base64::Engine as _;
 use serde::Serialize;
 
 use super::daemon::Daemon;
@@ -298,17 +297,8 @@ fn judge(
 /// The identity claims of a JWT access token. The signature is not checked:
 /// this only labels which account is in use.
 fn identity_of(token: &str) -> Option<Identity> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let text = |name: &str| {
-        claims
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let claims = azbroker_proto::jwt::unverified_claims(token)?;
+    let text = |name: &str| azbroker_proto::jwt::text_claim(&claims, name);
     let name = text("upn")
         .or_else(|| text("unique_name"))
         .or_else(|| text("preferred_username"));
@@ -463,6 +453,7 @@ fn rfc3339(epoch: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn jwt(claims: serde_json::Value) -> String {
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
