@@ -3,6 +3,7 @@
 //! token becomes the tenant remedy).
 
 use azbroker_client::azure_cli_profile;
+use azbroker_proto::resource::is_guid;
 use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::Url;
 use serde_json::{json, Value};
@@ -224,16 +225,6 @@ pub fn default_subscription(env: impl Fn(&str) -> Option<String>) -> Option<Stri
 
 fn text<'a>(value: &'a Value, field: &str) -> &'a str {
     value.get(field).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits.
-pub fn is_guid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod io;
 pub mod jwt;
 pub mod message;
 pub mod paths;
+pub mod resource;
 pub mod secret;
 #[cfg(unix)]
 pub mod shim;

@@ -21,6 +21,7 @@ use std::process::{Command, ExitCode};
 
 use azbroker_client::azure_cli_profile as profile;
 use azbroker_client::{blocking, ClientError, ClientOptions};
+use azbroker_proto::resource::{self, is_guid};
 use azbroker_proto::{cloud, shim, ErrorKind, GetToken, TokenReply};
 
 use args::{Parsed, TokenArgs};
@@ -62,7 +63,7 @@ fn token(args: TokenArgs) -> ExitCode {
             .resource
             .clone()
             .unwrap_or_else(|| default_resource(&options.chain.authority_host));
-        vec![resource_scope(&resource)]
+        vec![resource::resource_to_scope(&resource)]
     };
 
     // --subscription picks an account: its tenant (when it is not the default
@@ -147,26 +148,10 @@ fn labels(
     (subscription, tenant)
 }
 
-/// A resource means its `/.default` scope, as in the CLI (`--resource R`).
-fn resource_scope(resource: &str) -> String {
-    if resource.ends_with("/.default") {
-        return resource.to_string();
-    }
-    format!("{}/.default", resource.trim_end_matches('/'))
-}
-
 /// The CLI's default resource (its cloud's `active_directory_resource_id`).
 fn default_resource(authority_host: &str) -> String {
     let cloud = cloud::by_authority(authority_host).unwrap_or(&cloud::AZURE_PUBLIC);
     format!("https://{}/", cloud.cli_default_resource)
-}
-
-fn is_guid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups
-            .iter()
-            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The broker's answer in the CLI's words. "No credential available" reads
@@ -233,10 +218,13 @@ mod tests {
     #[test]
     fn resources_and_defaults() {
         assert_eq!(
-            resource_scope("https://management.azure.com/"),
+            resource::resource_to_scope("https://management.azure.com/"),
             "https://management.azure.com/.default"
         );
-        assert_eq!(resource_scope("api://app"), "api://app/.default");
+        assert_eq!(
+            resource::resource_to_scope("api://app"),
+            "api://app/.default"
+        );
         assert_eq!(
             default_resource("https://login.microsoftonline.com"),
             "https://management.core.windows.net/"
