@@ -9,6 +9,7 @@ mod configuration;
 mod credentials;
 mod device_code;
 mod diagnose;
+mod exec;
 mod fuzz;
 mod hardening;
 mod install;

@@ -4,6 +4,7 @@
 //! client and starts no async runtime; the other commands run on a
 //! current-thread runtime (no worker threads they would not use).
 
+mod exec;
 mod mcp_config;
 mod mi_env;
 mod output;
@@ -80,10 +81,36 @@ enum Command {
     /// Stop the daemon.
     Stop,
     /// Print the JSON that registers azbroker-mcp with an MCP client.
+    /// Print the JSON that registers an MCP server with an MCP client: azbroker-mcp,
+    /// or with `--name NAME -- COMMAND...` any server, started through `azbroker exec`.
     McpConfig {
         /// The client whose configuration format to print.
         #[arg(long, value_enum, default_value = "generic")]
         client: mcp_config::McpClient,
+        /// The server's name in the configuration (needed with a COMMAND).
+        #[arg(long, requires = "command")]
+        name: Option<String>,
+        /// Wrap COMMAND (implied by giving one; accepted for clarity).
+        #[arg(long, requires = "command")]
+        wrap: bool,
+        /// The wrapped server also gets the managed-identity variables.
+        #[arg(long, requires = "command")]
+        managed_identity: bool,
+        /// The MCP server to wrap, after `--`, e.g. `-- npx -y @azure/mcp@latest server start`.
+        #[arg(last = true, value_name = "COMMAND", requires = "name")]
+        command: Vec<OsString>,
+    },
+    /// Run COMMAND with the broker's doors wired in: the az shim first on its PATH
+    /// (installed on demand), and with --managed-identity IDENTITY_ENDPOINT and
+    /// IDENTITY_HEADER of the running daemon. COMMAND replaces this process:
+    /// its stdio, signals and exit status are its own.
+    Exec {
+        /// Also set IDENTITY_ENDPOINT and IDENTITY_HEADER (starts a daemon serving them).
+        #[arg(long)]
+        managed_identity: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
     },
     /// Check the environment, daemon, network and credentials, and say what to fix
     /// (`azbroker diagnose --help` lists its options).
@@ -164,6 +191,13 @@ fn main() -> ExitCode {
     if let Command::Env { plain, .. } = cli.command {
         return env_command(plain);
     }
+    if let Command::Exec {
+        managed_identity,
+        command,
+    } = cli.command
+    {
+        return exec_command(&command, managed_identity);
+    }
     // Diagnose reads the environment itself: a broken one is what it reports on.
     if let Command::Diagnose { args } = cli.command {
         return diagnose(args);
@@ -241,9 +275,24 @@ fn token(request: GetToken, raw: bool) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    if let Command::McpConfig { client } = cli.command {
+    if let Command::McpConfig {
+        client,
+        name,
+        managed_identity,
+        command,
+        ..
+    } = cli.command
+    {
         // Needs no daemon and no credential chain.
-        let snippet = mcp_config::snippet(client);
+        let snippet = match name {
+            Some(name) => {
+                match mcp_config::wrapped_snippet(client, &name, &command, managed_identity) {
+                    Ok(snippet) => snippet,
+                    Err(e) => return fail(&e, 2),
+                }
+            }
+            None => mcp_config::snippet(client),
+        };
         println!("{}", serde_json::to_string_pretty(&snippet).expect("JSON"));
         return ExitCode::SUCCESS;
     }
@@ -342,6 +391,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Shim { .. } => unreachable!("handled before the runtime starts"),
         Command::McpConfig { .. } => unreachable!("handled before the broker options"),
         Command::Completions { .. } => unreachable!("handled before the runtime starts"),
+        Command::Exec { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 
@@ -402,8 +452,40 @@ fn env_command(plain: bool) -> ExitCode {
     }
 }
 
+/// `azbroker exec`: wires the doors in, then becomes COMMAND.
+fn exec_command(command: &[OsString], managed_identity: bool) -> ExitCode {
+    let shim_dir = match exec::shim_dir() {
+        Ok(dir) => dir,
+        Err(e) => return fail(&format!("cannot install the az shim: {e}"), 1),
+    };
+    let managed_identity = if managed_identity {
+        // As for `azbroker env`: a daemon started here must serve the endpoint.
+        std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
+        match managed_identity_endpoint() {
+            Ok(pair) => Some(pair),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    exec::exec(
+        command,
+        exec::Wiring {
+            shim_dir,
+            managed_identity,
+        },
+    )
+}
+
 /// The checked variable lines, or the exit code after the error was printed.
 fn managed_identity_vars(plain: bool) -> Result<String, ExitCode> {
+    let (endpoint, header) = managed_identity_endpoint()?;
+    Ok(mi_env::render(&endpoint, &header, plain))
+}
+
+/// The daemon's checked `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`, or the exit
+/// code after the error was printed.
+fn managed_identity_endpoint() -> Result<(String, String), ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -425,7 +507,7 @@ fn managed_identity_vars(plain: bool) -> Result<String, ExitCode> {
     mi_env::check_endpoint(&endpoint.endpoint).map_err(|e| fail(&e, 1))?;
     let header =
         mi_env::read_identity_header(Path::new(&endpoint.header_file)).map_err(|e| fail(&e, 1))?;
-    Ok(mi_env::render(&endpoint.endpoint, &header, plain))
+    Ok((endpoint.endpoint, header))
 }
 
 /// One line for the error, one per credential reason, then what to do about
