@@ -3,9 +3,9 @@
 //! (output layout, flags, errors and exit codes; see
 //! `docs/spec/wire-formats.md`), driven by files the test writes.
 //!
-//! Tokens are JWT-shaped, with [`HEADER_JSON`](crate::jwt::HEADER_JSON) as header, realistic v1
-//! user claims (`aud`, `tid`, `oid`, `upn`, `exp`, unique `uti`, ...) and a
-//! random, unverifiable signature.
+//! Tokens are JWT-shaped, with [`HEADER_JSON`](crate::jwt::HEADER_JSON) as
+//! header, realistic v1 user claims (`aud`, `tid`, `oid`, `upn`, `exp`, unique
+//! `uti`, ...) and a random, unverifiable signature.
 //!
 //! The invocation log holds `<unique id><TAB><arguments>` per run: the id lets
 //! a run find its own position in the log without a lock, for
