@@ -6,91 +6,28 @@
 //!
 //! Everything listens on 127.0.0.1, and the proxy connects to loopback only:
 //! it answers 403 for any other address, so no test can leave the machine
-//! through it. Each double runs on its own thread and Tokio runtime (like the
-//! Entra double), so it keeps serving while a test blocks on a child process.
+//! through it. Each double runs on a [`LoopbackServer`] (its own thread and
+//! Tokio runtime), so it keeps serving while a test blocks on a child process.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::https_server::accept_tls;
+use crate::loopback_server::LoopbackServer;
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
-
-type Handler = Arc<dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// A loopback listener served on its own thread; dropping it stops the server
-/// and closes every connection it holds.
-struct Server {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(name: &str, handler: Handler) -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("listener address");
-        let (shutdown, mut stop) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("{name}-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("double runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("registering listener");
-                    let mut connections = JoinSet::new();
-                    loop {
-                        tokio::select! {
-                            _ = &mut stop => break,
-                            accepted = listener.accept() => match accepted {
-                                Ok((stream, _)) => { connections.spawn(handler(stream)); }
-                                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                            },
-                            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                        }
-                    }
-                });
-            })
-            .expect("spawning the double's thread");
-        Server {
-            addr,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// An HTTPS endpoint that completes TLS handshakes with a given configuration.
 pub struct TlsEndpoint {
     handshakes: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
-    server: Server,
+    server: LoopbackServer,
 }
 
 impl TlsEndpoint {
@@ -100,37 +37,33 @@ impl TlsEndpoint {
         let failed = Arc::new(AtomicUsize::new(0));
         let acceptor = TlsAcceptor::from(tls);
         let (ok, bad) = (handshakes.clone(), failed.clone());
-        let handler: Handler = Arc::new(move |tcp| {
+        let on_connection = move |tcp| {
             let (acceptor, ok, bad) = (acceptor.clone(), ok.clone(), bad.clone());
-            Box::pin(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(mut tls)) => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                        // Wait for the client to hang up (or give up after a while).
-                        let mut sink = [0u8; 1024];
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(5), tls.read(&mut sink)).await;
-                    }
-                    _ => {
-                        bad.fetch_add(1, Ordering::SeqCst);
-                    }
+            async move {
+                if let Some(mut tls) = accept_tls(&acceptor, tcp).await {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                    // Wait for the client to hang up (or give up after a while).
+                    let mut sink = [0u8; 1024];
+                    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut sink)).await;
+                } else {
+                    bad.fetch_add(1, Ordering::SeqCst);
                 }
-            })
-        });
+            }
+        };
         TlsEndpoint {
             handshakes,
             failed,
-            server: Server::start("tls-endpoint", handler),
+            server: LoopbackServer::start("tls-endpoint", on_connection),
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.server.addr
+        self.server.addr()
     }
 
     /// `127.0.0.1:<port>`, as `--resource-endpoint` takes it.
     pub fn endpoint(&self) -> String {
-        self.server.addr.to_string()
+        self.server.addr().to_string()
     }
 
     pub fn handshakes(&self) -> usize {
@@ -146,29 +79,29 @@ impl TlsEndpoint {
 /// times out, as through a firewall that drops traffic after the SYN.
 pub struct SilentEndpoint {
     accepted: Arc<AtomicUsize>,
-    server: Server,
+    server: LoopbackServer,
 }
 
 impl SilentEndpoint {
     pub fn start() -> SilentEndpoint {
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
-        let handler: Handler = Arc::new(move |tcp| {
+        let on_connection = move |tcp| {
             count.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move {
+            async move {
                 // Hold the connection open until the double is dropped.
                 let _held = tcp;
                 tokio::time::sleep(Duration::from_secs(600)).await;
-            })
-        });
+            }
+        };
         SilentEndpoint {
             accepted,
-            server: Server::start("silent-endpoint", handler),
+            server: LoopbackServer::start("silent-endpoint", on_connection),
         }
     }
 
     pub fn endpoint(&self) -> String {
-        self.server.addr.to_string()
+        self.server.addr().to_string()
     }
 
     pub fn accepted(&self) -> usize {
@@ -199,17 +132,16 @@ struct ProxyState {
 /// or connect), as Squid and corporate proxies do.
 pub struct ForwardProxy {
     state: Arc<Mutex<ProxyState>>,
-    server: Server,
+    server: LoopbackServer,
 }
 
 impl ForwardProxy {
     pub fn start() -> ForwardProxy {
         let state = Arc::new(Mutex::new(ProxyState::default()));
         let shared = state.clone();
-        let handler: Handler = Arc::new(move |tcp| Box::pin(relay(tcp, shared.clone())));
         ForwardProxy {
             state,
-            server: Server::start("forward-proxy", handler),
+            server: LoopbackServer::start("forward-proxy", move |tcp| relay(tcp, shared.clone())),
         }
     }
 
@@ -219,12 +151,12 @@ impl ForwardProxy {
 
     /// `http://127.0.0.1:<port>`, for `HTTPS_PROXY`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// The URL with credentials, e.g. `http://user:pass@127.0.0.1:<port>`.
     pub fn url_with(&self, user: &str, password: &str) -> String {
-        format!("http://{user}:{password}@{}", self.server.addr)
+        format!("http://{user}:{password}@{}", self.server.addr())
     }
 
     /// Makes `host_port` (e.g. `storage.contoso.invalid:443`) reach `to`: a

@@ -8,46 +8,34 @@
 //! and headers byte for byte where the shape is known (see
 //! `docs/spec/wire-formats.md`).
 //!
-//! The server runs on its own thread and Tokio runtime, so it keeps answering
-//! while a test blocks (e.g. on `std::process::Command::output`) or runs on a
-//! current-thread runtime. All knobs are plain `&self` methods, usable from
+//! The server runs on its own thread and Tokio runtime ([`HttpsServer`]), so
+//! it keeps answering while a test blocks (e.g. on `std::process::Command::output`)
+//! or runs on a current-thread runtime. All knobs are plain `&self` methods, usable from
 //! sync and async tests alike; they take effect from the next request.
 
 use crate::client_assertion::{AssertionRegistry, Presented, JWT_BEARER};
 use crate::entra_user;
 use crate::entra_user::UserState;
+use crate::https_server::HttpsServer;
 use crate::jwt::{self, AppClaims};
 use crate::tls::TestPki;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use time::macros::format_description;
 use time::OffsetDateTime;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
 
-/// Largest request body read; larger ones get 413 (the real limit is unknown,
-/// this only keeps a misbehaving client from exhausting memory).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use crate::https_server::MAX_BODY_BYTES;
 
 /// `expires_in` of issued tokens unless [`EntraDouble::set_token_lifetime`] says otherwise.
 pub const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3599;
-
-/// A client that connects but never completes a handshake is dropped after this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One request to the token endpoint, as the double understood it.
 ///
@@ -67,16 +55,14 @@ pub struct RecordedRequest {
 
 /// The running double. Dropping it stops the server and closes its connections.
 pub struct EntraDouble {
-    addr: SocketAddr,
+    server: HttpsServer,
     pub(crate) shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for EntraDouble {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EntraDouble")
-            .field("addr", &self.addr)
+            .field("addr", &self.addr())
             .finish_non_exhaustive()
     }
 }
@@ -93,46 +79,24 @@ impl EntraDouble {
     /// # Panics
     /// If the loopback listener or the server thread cannot be created.
     pub fn start_with_tls(tls: Arc<ServerConfig>) -> EntraDouble {
-        // Bind synchronously so the port is known (and connectable) on return,
-        // and so this works from inside or outside a Tokio runtime.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("making the listener non-blocking");
-        let addr = listener.local_addr().expect("listener address");
         let shared = Arc::new(Shared::default());
-        let (shutdown, shutdown_rx) = oneshot::channel();
         let server_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("entra-double-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("building the Entra double's runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("registering listener");
-                    serve(listener, TlsAcceptor::from(tls), server_shared, shutdown_rx).await;
-                });
-            })
-            .expect("spawning the Entra double thread");
-        EntraDouble {
-            addr,
-            shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        let server = HttpsServer::start_async("entra-double", tls, move |request| {
+            let shared = Arc::clone(&server_shared);
+            async move { handle(&shared, request).await }
+        });
+        EntraDouble { server, shared }
     }
 
     /// The authority host to configure clients with, e.g. `https://127.0.0.1:41234`
     /// (no trailing slash).
     pub fn authority(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", self.addr())
     }
 
     /// The socket address the double listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The token endpoint URL for `tenant`.
@@ -172,12 +136,12 @@ impl EntraDouble {
     /// TCP connections accepted so far, including ones whose TLS handshake
     /// failed: counts a client's (re)connection attempts.
     pub fn connections(&self) -> usize {
-        self.shared.connections.load(Ordering::SeqCst)
+        self.server.connections()
     }
 
     /// TLS handshakes that failed or timed out (e.g. the client rejected the certificate).
     pub fn failed_handshakes(&self) -> usize {
-        self.shared.failed_handshakes.load(Ordering::SeqCst)
+        self.server.failed_handshakes()
     }
 
     /// Sets `expires_in`/`ext_expires_in` (and the token's `exp`) of issued tokens.
@@ -258,18 +222,6 @@ impl EntraDouble {
     }
 }
 
-impl Drop for EntraDouble {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            // The server ends promptly: shutting down drops every connection task.
-            let _ = thread.join();
-        }
-    }
-}
-
 struct App {
     secret: String,
     /// Object ID of the app's service principal: stable per app, as in a real tenant.
@@ -328,8 +280,6 @@ impl Default for Config {
 pub(crate) struct Shared {
     config: Mutex<Config>,
     requests: Mutex<Vec<RecordedRequest>>,
-    connections: AtomicUsize,
-    failed_handshakes: AtomicUsize,
 }
 
 impl Shared {
@@ -341,51 +291,6 @@ impl Shared {
     fn requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
         self.requests.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    tls: TlsAcceptor,
-    shared: Arc<Shared>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
-    // Dropping the set on shutdown aborts every connection still open.
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    shared.connections.fetch_add(1, Ordering::SeqCst);
-                    connections.spawn(serve_connection(tcp, tls.clone(), Arc::clone(&shared)));
-                }
-                // E.g. out of file descriptors: back off instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn serve_connection(tcp: TcpStream, tls: TlsAcceptor, shared: Arc<Shared>) {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(_)) | Err(_) => {
-            shared.failed_handshakes.fetch_add(1, Ordering::SeqCst);
-            return;
-        }
-    };
-    let service = hyper::service::service_fn(move |request| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(&shared, request).await) }
-    });
-    // No header-read timeout: hyper applies it to idle keep-alive connections
-    // too, and closing those races with a client reusing them, which would make
-    // tests flaky. Connection errors (client hung up, malformed HTTP) only end
-    // this connection; dropping the double ends them all.
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
 }
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -901,6 +806,7 @@ mod tests {
     use azure_core::credentials::{Secret, TokenCredential};
     use azure_core::http::{ClientOptions, RetryOptions, Transport};
     use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+    use tokio::net::TcpStream;
 
     const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     const CLIENT: &str = "0c6ddb5e-5b87-4bd5-9c2a-3a7fd2b1c4a3";

@@ -1,40 +1,27 @@
-//! A fake Azure CLI: an `az` shell script that answers
-//! `az account get-access-token` exactly like the real CLI (output layout,
-//! flags, errors and exit codes), driven by files the test writes.
+//! A fake Azure CLI: an `az` shell script (over [`fake_tool`](crate::fake_tool))
+//! that answers `az account get-access-token` exactly like the real CLI
+//! (output layout, flags, errors and exit codes; see
+//! `docs/spec/wire-formats.md`), driven by files the test writes.
 //!
-//! Why a script and not a Rust binary: the broker (like `azure_identity`) runs
-//! `/bin/sh -c "cd /bin && az account get-access-token ..."`, finding `az` on
-//! `PATH`, so the double must be an executable file on `PATH` that works from
-//! `/bin`. A script needs no build step, and its control directory path is
-//! embedded absolutely. It is `/bin/sh` (dash) compatible and uses only
-//! `printf`, coreutils (`cat`, `date`, `sleep`, `head`, `base64`, `tr`) and
-//! `/proc/sys/kernel/random/uuid`: GNU/Linux is assumed (`date +%N`, `date -d @N`).
+//! Tokens are JWT-shaped, with [`HEADER_JSON`](crate::jwt::HEADER_JSON) as
+//! header, realistic v1 user claims (`aud`, `tid`, `oid`, `upn`, `exp`, unique
+//! `uti`, ...) and a random, unverifiable signature.
 //!
-//! Tokens are JWT-shaped, with [`jwt::HEADER_JSON`] as header, realistic v1
-//! user claims (`aud`, `tid`, `oid`, `upn`, `exp`, unique `uti`, ...) and a
-//! random, unverifiable signature.
+//! The invocation log holds `<unique id><TAB><arguments>` per run: the id lets
+//! a run find its own position in the log without a lock, for
+//! [`Mode::FailAfter`].
 
-use crate::jwt;
+use crate::fake_tool::{sh_quote, FakeTool, COMMON_SH};
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
-/// Tenant of the signed-in test user (used unless `--tenant` is given).
-pub const DEFAULT_TENANT: &str = "a1b2c3d4-0000-4000-8000-00000000a2b1";
+pub use crate::fake_tool::{DEFAULT_LIFETIME_SECS, DEFAULT_TENANT, HANG_SECS, USER_OID, USER_UPN};
+
 /// Default subscription of the signed-in test user.
 pub const DEFAULT_SUBSCRIPTION: &str = "5f0c7a1e-0000-4000-8000-0000000050b5";
 /// Display name of [`DEFAULT_SUBSCRIPTION`]; `--subscription` accepts it or any GUID.
 pub const SUBSCRIPTION_NAME: &str = "azbroker-test-subscription";
-/// Object ID (`oid`) of the signed-in test user.
-pub const USER_OID: &str = "0e1d2c3b-0000-4000-8000-00000000f00d";
-/// `upn`/`unique_name` of the signed-in test user.
-pub const USER_UPN: &str = "testuser@contoso.example";
-/// Token lifetime unless [`FakeAz::set_lifetime`] says otherwise.
-pub const DEFAULT_LIFETIME_SECS: u64 = 3600;
-/// How long [`Mode::Hang`] sleeps: far beyond any timeout the broker may use.
-pub const HANG_SECS: u64 = 600;
 
 /// Exact stderr line of the real CLI when nobody is logged in.
 pub const NOT_LOGGED_IN: &str = "ERROR: Please run 'az login' to setup account.";
@@ -79,12 +66,10 @@ impl Mode {
 }
 
 /// An installed fake `az`. Dropping it kills the processes still hanging in
-/// [`Mode::Hang`], so a test never leaks sleepers; the files stay (the test's
-/// temporary directory owns them).
+/// [`Mode::Hang`] (see [`FakeTool`]).
 #[derive(Debug)]
 pub struct FakeAz {
-    dir: PathBuf,
-    control: PathBuf,
+    tool: FakeTool,
 }
 
 impl FakeAz {
@@ -95,45 +80,35 @@ impl FakeAz {
     /// # Panics
     /// If the files cannot be written.
     pub fn install(dir: &Path) -> FakeAz {
-        let dir = std::fs::canonicalize(dir)
-            .unwrap_or_else(|e| panic!("resolving {}: {e}", dir.display()));
-        let control = dir.join(".az-control");
-        std::fs::create_dir_all(&control)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", control.display()));
-        let fake = FakeAz { dir, control };
-        fake.set_mode(Mode::Ok);
-        fake.set_lifetime(DEFAULT_LIFETIME_SECS);
-        fake.set_delay(Duration::ZERO);
-        fake.write_control("invocations.log", "");
-
-        let script = fake.script_path();
-        write_atomically(&script, &script_text(&fake.control));
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-            .unwrap_or_else(|e| panic!("making {} executable: {e}", script.display()));
-        fake
+        let template = SCRIPT_TEMPLATE
+            .replace("@COMMON@", COMMON_SH)
+            .replace("@SUBSCRIPTION@", DEFAULT_SUBSCRIPTION)
+            .replace("@SUBSCRIPTION_NAME@", SUBSCRIPTION_NAME)
+            .replace("@NOT_LOGGED_IN@", &sh_quote(NOT_LOGGED_IN));
+        FakeAz {
+            tool: FakeTool::install(dir, "az", &template),
+        }
     }
 
     /// The directory holding `az`, to put on `PATH`.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.tool.dir()
     }
 
     /// Path of the `az` script.
-    pub fn script_path(&self) -> PathBuf {
-        self.dir.join("az")
+    pub fn script_path(&self) -> &Path {
+        self.tool.script_path()
     }
 
     /// The control directory (mode, lifetime, delay, invocation log).
     pub fn control_dir(&self) -> &Path {
-        &self.control
+        self.tool.control_dir()
     }
 
     /// This process's `PATH` with [`dir`](Self::dir) in front, for the
     /// environment of the process under test.
     pub fn path_env(&self) -> OsString {
-        let inherited = std::env::var_os("PATH").unwrap_or_default();
-        let paths = std::iter::once(self.dir.clone()).chain(std::env::split_paths(&inherited));
-        std::env::join_paths(paths).expect("PATH entries contain no ':'")
+        self.tool.path_env()
     }
 
     /// Sets the behaviour of the next invocations.
@@ -146,33 +121,34 @@ impl FakeAz {
             // The script compares its own position in the invocation log with this bound.
             Mode::FailAfter(n) => format!("fail-after {}", self.invocations() + n),
             Mode::Aadsts(code, text) => {
-                self.write_control("aadsts.txt", &text);
+                self.tool.write("aadsts.txt", &text);
                 format!("aadsts {code}")
             }
         };
-        self.write_control("mode", &line);
+        self.tool.write("mode", &line);
     }
 
     /// Lifetime of the tokens printed from now on (`expires_on` = now + `secs`).
     pub fn set_lifetime(&self, secs: u64) {
-        self.write_control("lifetime", &secs.to_string());
+        self.tool.set_lifetime(secs);
     }
 
     /// Delay before every invocation does anything else (millisecond
     /// resolution), e.g. to mimic the real CLI's 1-2 s cold start.
     pub fn set_delay(&self, delay: Duration) {
-        self.write_control("delay_ms", &delay.as_millis().to_string());
+        self.tool.set_delay(delay);
     }
 
     /// Number of times `az` has been run (any command, any outcome).
     pub fn invocations(&self) -> usize {
-        self.log_lines().len()
+        self.tool.invocations()
     }
 
     /// The arguments of each invocation, oldest first, joined by spaces
     /// (e.g. `account get-access-token -o json --scope https://management.azure.com/.default`).
     pub fn invocation_args(&self) -> Vec<String> {
-        self.log_lines()
+        self.tool
+            .invocation_args()
             .into_iter()
             .map(|line| match line.split_once('\t') {
                 Some((_id, args)) => args.to_owned(),
@@ -181,35 +157,21 @@ impl FakeAz {
             .collect()
     }
 
-    /// PIDs of invocations that entered [`Mode::Hang`] and still run, e.g. to
-    /// check that the broker killed the `az` it gave up on (not just `/bin/sh`).
+    /// PIDs of invocations that entered [`Mode::Hang`] and still run.
     pub fn live_hung_pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.control.join("hung.pids"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.trim().parse().ok())
-            .filter(|&pid| is_running_sleep(pid))
-            .collect()
-    }
-
-    fn log_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.control.join("invocations.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.tool.live_hung_pids()
     }
 
     /// From now on, every run records the environment it was started with
     /// (see [`FakeAz::recorded_environment`]).
     pub fn record_environment(&self) {
-        self.write_control("record_environment", "");
+        self.tool.write("record_environment", "");
     }
 
     /// The environment of the latest run since [`FakeAz::record_environment`],
     /// in order; `None` before such a run.
     pub fn recorded_environment(&self) -> Option<Vec<(String, String)>> {
-        let block = std::fs::read(self.control.join("environ")).ok()?;
+        let block = self.tool.read("environ")?;
         Some(
             block
                 .split(|&b| b == 0)
@@ -224,69 +186,6 @@ impl FakeAz {
                 .collect(),
         )
     }
-
-    /// Replaces a control file atomically, so the script never reads half of it.
-    fn write_control(&self, name: &str, contents: &str) {
-        write_atomically(&self.control.join(name), contents);
-    }
-}
-
-impl Drop for FakeAz {
-    fn drop(&mut self) {
-        for pid in self.live_hung_pids() {
-            // Only our own `exec sleep` survivors: is_running_sleep checked the name.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-fn write_atomically(path: &Path, contents: &str) {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(format!(".tmp.{}.{unique}", std::process::id()));
-    std::fs::write(&temp, contents)
-        .and_then(|()| std::fs::rename(&temp, path))
-        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
-/// Whether `pid` is a live (not zombie) process named `sleep`: guards
-/// against signalling a recycled PID.
-fn is_running_sleep(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "<pid> (<comm>) <state> ..."; comm may contain spaces, so split on the last ')'.
-    let Some((head, tail)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let comm = head.split_once('(').map_or("", |(_, c)| c);
-    let state = tail.trim_start().chars().next();
-    comm == "sleep" && !matches!(state, Some('Z' | 'X'))
-}
-
-/// Quotes `s` for a POSIX shell.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn script_text(control: &Path) -> String {
-    let control = control.to_str().expect("control directory path is UTF-8");
-    SCRIPT_TEMPLATE
-        .replace("@CTL@", &sh_quote(control))
-        .replace("@HEADER@", &jwt::header_b64())
-        .replace("@TENANT@", DEFAULT_TENANT)
-        .replace("@SUBSCRIPTION@", DEFAULT_SUBSCRIPTION)
-        .replace("@SUBSCRIPTION_NAME@", SUBSCRIPTION_NAME)
-        .replace("@OID@", USER_OID)
-        .replace("@UPN@", USER_UPN)
-        .replace("@LIFETIME@", &DEFAULT_LIFETIME_SECS.to_string())
-        .replace("@HANG_SECS@", &HANG_SECS.to_string())
-        .replace("@BACKDATE@", &jwt::BACKDATE_SECS.to_string())
-        .replace("@NOT_LOGGED_IN@", &sh_quote(NOT_LOGGED_IN))
 }
 
 const SCRIPT_TEMPLATE: &str = r#"#!/bin/sh
@@ -300,23 +199,16 @@ DEFAULT_SUBSCRIPTION='@SUBSCRIPTION@'
 SUBSCRIPTION_NAME='@SUBSCRIPTION_NAME@'
 USER_OID='@OID@'
 USER_UPN='@UPN@'
-AZ_CLI_APP_ID='04b07795-8ddb-461a-bbee-02f9e1bf7b46'
-
+APP_ID='04b07795-8ddb-461a-bbee-02f9e1bf7b46'
+@COMMON@
 # One log line per invocation, "<unique id><TAB><arguments>". The id lets this
 # process find its own position in the log without a lock (appends are atomic).
 id="$$.$(date +%s%N)"
 printf '%s\t%s\n' "$id" "$(printf '%s' "$*" | tr '\n' ' ')" >>"$CTL/invocations.log"
 # A test may ask what the broker passed to its tools: this run's environment, as exec'd.
 if [ -e "$CTL/record_environment" ]; then cat /proc/$$/environ >"$CTL/environ"; fi
+apply_delay
 
-delay_ms=$(cat "$CTL/delay_ms" 2>/dev/null)
-case $delay_ms in '' | *[!0-9]*) delay_ms=0 ;; esac
-if [ "$delay_ms" -gt 0 ]; then
-    sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
-fi
-
-b64url() { base64 | tr -d '\n=' | tr '+/' '-_'; }
-uuid() { cat /proc/sys/kernel/random/uuid; }
 is_guid() {
     case $1 in
     *[!0-9a-fA-F-]*) return 1 ;;
@@ -440,10 +332,7 @@ not-logged-in)
     printf '%s\n' @NOT_LOGGED_IN@ >&2
     exit 1
     ;;
-hang)
-    printf '%s\n' "$$" >>"$CTL/hung.pids"
-    exec sleep @HANG_SECS@
-    ;;
+hang) hang ;;
 fail)
     printf '%s\n' "ERROR: HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries exceeded with url: /organizations/oauth2/v2.0/token (Caused by NewConnectionError('<urllib3.connection.HTTPSConnection object at 0x7f3a1c2b5d90>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution'))" >&2
     exit 1
@@ -484,24 +373,15 @@ fi
 
 # The v1 audience: a --resource as given, else the first scope minus its permission.
 if [ -n "$scopes" ]; then
-    scope=${scopes%% *}
-    case $scope in
-    */.default) aud=${scope%/.default} ;;
-    *://*/*) aud=${scope%/*} ;;
-    *) aud=$scope ;;
-    esac
+    aud=$(audience "${scopes%% *}")
 else
     aud=${resource:-https://management.core.windows.net/}
 fi
 
-lifetime=$(cat "$CTL/lifetime" 2>/dev/null)
-case $lifetime in '' | *[!0-9]*) lifetime=@LIFETIME@ ;; esac
-now=$(date +%s)
-iat=$((now - @BACKDATE@))
-exp=$((now + lifetime))
+set_expiry
 tid=${tenant:-$DEFAULT_TENANT}
 claims=$(printf '{"aud":"%s","iss":"https://sts.windows.net/%s/","iat":%s,"nbf":%s,"exp":%s,"acr":"1","amr":["pwd","mfa"],"appid":"%s","appidacr":"0","idtyp":"user","name":"Test User","oid":"%s","scp":"user_impersonation","sub":"%s","tid":"%s","unique_name":"%s","upn":"%s","uti":"%s","ver":"1.0"}' \
-    "$aud" "$tid" "$iat" "$iat" "$exp" "$AZ_CLI_APP_ID" "$USER_OID" "$USER_OID" "$tid" "$USER_UPN" "$USER_UPN" \
+    "$aud" "$tid" "$iat" "$iat" "$exp" "$APP_ID" "$USER_OID" "$USER_OID" "$tid" "$USER_UPN" "$USER_UPN" \
     "$(head -c 16 /dev/urandom | b64url)")
 token="$HEADER.$(printf '%s' "$claims" | b64url).$(head -c 256 /dev/urandom | b64url)"
 
@@ -522,6 +402,7 @@ printf '}\n'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt;
     use azure_core::credentials::TokenCredential;
     use azure_identity::{AzureCliCredential, AzureCliCredentialOptions, Executor};
     use std::ffi::OsStr;

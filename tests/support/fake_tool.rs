@@ -1,10 +1,18 @@
-//! What the fake `azd` and `pwsh` scripts share: an executable on `PATH`
-//! driven by files in a control directory (mode, delay, lifetime, Az.Accounts
-//! version), an invocation log, and cleanup of processes left hanging.
+//! What the fake `az`, `azd` and `pwsh` scripts share: an executable on
+//! `PATH` driven by files in a control directory (mode, delay, lifetime, ...),
+//! an invocation log, the signed-in test user, and cleanup of processes left
+//! hanging.
 //!
-//! The scripts are POSIX `sh` (dash) with coreutils, like the fake `az`.
+//! Why scripts and not Rust binaries: the broker (like `azure_identity`) runs
+//! them through `/bin/sh -c "cd /bin && <tool> ..."`, finding them on `PATH`,
+//! so a double must be an executable file on `PATH` that works from `/bin`. A
+//! script needs no build step, and its control directory path is embedded
+//! absolutely. The scripts are POSIX `sh` (dash) and use only `printf`,
+//! coreutils and `/proc/sys/kernel/random/uuid`: GNU/Linux is assumed
+//! (`date +%N`, `date -d @N`).
 
 use crate::jwt;
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +24,10 @@ pub const HANG_SECS: u64 = 600;
 pub const DEFAULT_LIFETIME_SECS: u64 = 3600;
 /// Tenant of the signed-in test user unless a tenant is asked for.
 pub const DEFAULT_TENANT: &str = "a1b2c3d4-0000-4000-8000-00000000a2b1";
+/// Object ID (`oid`) of the signed-in test user.
+pub const USER_OID: &str = "0e1d2c3b-0000-4000-8000-00000000f00d";
+/// `upn` of the signed-in test user.
+pub const USER_UPN: &str = "testuser@contoso.example";
 
 /// An installed fake tool. Dropping it kills invocations still hanging.
 #[derive(Debug)]
@@ -26,7 +38,12 @@ pub struct FakeTool {
 
 impl FakeTool {
     /// Writes `dir/<name>` from `template` (placeholders `@CTL@`, `@HEADER@`,
-    /// `@TENANT@`, `@HANG_SECS@`, `@BACKDATE@` filled in) and its control directory.
+    /// `@TENANT@`, `@OID@`, `@UPN@`, `@HANG_SECS@`, `@BACKDATE@` filled in)
+    /// and its control directory `dir/.<name>-control` (mode `ok`, lifetime
+    /// [`DEFAULT_LIFETIME_SECS`], no delay, an empty invocation log).
+    ///
+    /// # Panics
+    /// If the files cannot be written.
     pub fn install(dir: &Path, name: &str, template: &str) -> FakeTool {
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let control = dir.join(format!(".{name}-control"));
@@ -41,9 +58,11 @@ impl FakeTool {
         tool.write("invocations.log", "");
         let control = tool.control.to_str().expect("UTF-8 path");
         let text = template
-            .replace("@CTL@", &format!("'{}'", control.replace('\'', r"'\''")))
+            .replace("@CTL@", &sh_quote(control))
             .replace("@HEADER@", &jwt::header_b64())
             .replace("@TENANT@", DEFAULT_TENANT)
+            .replace("@OID@", USER_OID)
+            .replace("@UPN@", USER_UPN)
             .replace("@HANG_SECS@", &HANG_SECS.to_string())
             .replace("@BACKDATE@", &jwt::BACKDATE_SECS.to_string());
         write_atomically(&tool.script, &text);
@@ -56,9 +75,32 @@ impl FakeTool {
         &self.script
     }
 
-    /// Replaces a control file atomically.
+    /// The directory holding the script, to put on `PATH`.
+    pub fn dir(&self) -> &Path {
+        self.script.parent().expect("the script is in a directory")
+    }
+
+    /// This process's `PATH` with [`dir`](Self::dir) in front, for the
+    /// environment of the process under test.
+    pub fn path_env(&self) -> OsString {
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        let paths = std::iter::once(self.dir().to_owned()).chain(std::env::split_paths(&inherited));
+        std::env::join_paths(paths).expect("PATH entries contain no ':'")
+    }
+
+    /// The control directory (mode, lifetime, delay, invocation log, ...).
+    pub fn control_dir(&self) -> &Path {
+        &self.control
+    }
+
+    /// Replaces a control file atomically, so the script never reads half of it.
     pub fn write(&self, name: &str, contents: &str) {
         write_atomically(&self.control.join(name), contents);
+    }
+
+    /// A control file's contents, `None` if it does not exist (yet).
+    pub fn read(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.control.join(name)).ok()
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -69,7 +111,7 @@ impl FakeTool {
         self.write("lifetime", &secs.to_string());
     }
 
-    /// Number of runs so far.
+    /// Number of runs so far (any command, any outcome).
     pub fn invocations(&self) -> usize {
         self.invocation_args().len()
     }
@@ -83,7 +125,8 @@ impl FakeTool {
             .collect()
     }
 
-    /// PIDs of runs that hang (`exec sleep`) and are still alive.
+    /// PIDs of runs that hang (`exec sleep`) and are still alive, e.g. to check
+    /// that the broker killed the tool it gave up on (not just `/bin/sh`).
     pub fn live_hung_pids(&self) -> Vec<i32> {
         std::fs::read_to_string(self.control.join("hung.pids"))
             .unwrap_or_default()
@@ -94,15 +137,23 @@ impl FakeTool {
     }
 }
 
+/// Kills the runs still hanging, so a test never leaks sleepers; the files
+/// stay (the test's temporary directory owns them).
 impl Drop for FakeTool {
     fn drop(&mut self) {
         for pid in self.live_hung_pids() {
+            // Only our own `exec sleep` survivors: is_running_sleep checked the name.
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
     }
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn write_atomically(path: &Path, contents: &str) {
@@ -115,11 +166,13 @@ fn write_atomically(path: &Path, contents: &str) {
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
-/// Whether `pid` is a live process named `sleep` (guards against recycled PIDs).
+/// Whether `pid` is a live (not zombie) process named `sleep`: guards
+/// against signalling a recycled PID.
 fn is_running_sleep(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
+    // "<pid> (<comm>) <state> ..."; comm may contain spaces, so split on the last ')'.
     let Some((head, tail)) = stat.rsplit_once(')') else {
         return false;
     };
@@ -128,7 +181,7 @@ fn is_running_sleep(pid: i32) -> bool {
     comm == "sleep" && !matches!(state, Some('Z' | 'X'))
 }
 
-/// Shell functions both scripts use: logging, delay, hang, token minting.
+/// Shell functions the scripts use: logging, delay, hang, token minting.
 /// `set_expiry` sets `$iat` and `$exp` (call it in the main shell, not in
 /// `$(...)`); `mint_token AUD TID` then prints a JWT-shaped user token.
 pub const COMMON_SH: &str = r#"
@@ -154,7 +207,7 @@ set_expiry() {
     exp=$((now + lifetime))
 }
 mint_token() {
-    claims=$(printf '{"aud":"%s","iss":"https://sts.windows.net/%s/","iat":%s,"nbf":%s,"exp":%s,"appid":"%s","idtyp":"user","name":"Test User","oid":"0e1d2c3b-0000-4000-8000-00000000f00d","tid":"%s","upn":"testuser@contoso.example","uti":"%s","ver":"1.0"}' \
+    claims=$(printf '{"aud":"%s","iss":"https://sts.windows.net/%s/","iat":%s,"nbf":%s,"exp":%s,"appid":"%s","idtyp":"user","name":"Test User","oid":"@OID@","tid":"%s","upn":"@UPN@","uti":"%s","ver":"1.0"}' \
         "$1" "$2" "$iat" "$iat" "$exp" "$APP_ID" "$2" "$(head -c 16 /dev/urandom | b64url)")
     printf '%s.%s.%s' '@HEADER@' "$(printf '%s' "$claims" | b64url)" "$(head -c 256 /dev/urandom | b64url)"
 }

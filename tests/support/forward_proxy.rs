@@ -4,54 +4,33 @@
 //! only to loopback addresses and counts what it was asked, so a test can
 //! tell whether the daemon's calls went through it.
 
-use std::net::{IpAddr, SocketAddr};
+use crate::loopback_server::LoopbackServer;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 
 /// Longest request head read before giving up on a client.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// The running proxy; dropping it stops it and closes every tunnel.
 pub struct ForwardProxy {
-    addr: SocketAddr,
+    server: LoopbackServer,
     requests: Arc<Mutex<Vec<String>>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl ForwardProxy {
     pub fn start() -> ForwardProxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("address");
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (shutdown, shutdown_rx) = oneshot::channel();
         let log = Arc::clone(&requests);
-        let thread = std::thread::Builder::new()
-            .name(format!("proxy-{}", addr.port()))
-            .spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime")
-                    .block_on(serve(listener, log, shutdown_rx));
-            })
-            .expect("thread");
-        ForwardProxy {
-            addr,
-            requests,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        let server = LoopbackServer::start("proxy", move |client| proxy(client, Arc::clone(&log)));
+        ForwardProxy { server, requests }
     }
 
     /// The proxy URL for `HTTPS_PROXY`/`HTTP_PROXY`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Each proxied request's first line (`CONNECT 127.0.0.1:443`, `GET http://...`), oldest first.
@@ -60,38 +39,6 @@ impl ForwardProxy {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-}
-
-impl Drop for ForwardProxy {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    log: Arc<Mutex<Vec<String>>>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
-    let listener = TcpListener::from_std(listener).expect("listener");
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((client, _)) => {
-                    connections.spawn(proxy(client, Arc::clone(&log)));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! - [`tls`]: a per-test CA and TLS server configurations (valid and broken).
 //! - [`entra_double`]: a local HTTPS Microsoft identity platform token endpoint.
 //! - [`entra_user`]: its user flows (authorize, PKCE codes, rotating refresh tokens, device codes).
-//! - [`fake_az`]: a fake `az` (Azure CLI) script to put on `PATH`.
-//! - [`fake_azd`], [`fake_pwsh`]: fake `azd` and `pwsh` (over [`fake_tool`]).
+//! - [`fake_az`], [`fake_azd`], [`fake_pwsh`]: fake `az` (Azure CLI), `azd`
+//!   and `pwsh` scripts to put on `PATH` (over [`fake_tool`]).
 //! - [`managed_identity_double`]: App Service and IMDS managed identity endpoints.
 //! - [`client_assertion`]: the Entra double's checks of certificate and federated assertions.
 //! - [`certs`]: a service principal's certificate as PEM, encrypted PEM and PFX files.
@@ -16,7 +16,10 @@
 //!   resource groups, claims challenges, wrong-tenant errors).
 //! - [`azurite`]: the real Azure Storage emulator (npm), started with HTTPS and
 //!   bearer-token checks.
-//! - [`https_server`]: the small HTTPS server the ARM double runs on.
+//! - [`loopback_server`]: the accept loop every network double runs on (own
+//!   thread and runtime, stops on drop).
+//! - [`https_server`]: HTTP/1.1 over TLS or plain TCP on it, for the Entra, ARM
+//!   and managed identity doubles.
 //!
 //! Everything listens on or talks to loopback only.
 
@@ -34,6 +37,7 @@ pub mod fake_tool;
 pub mod forward_proxy;
 pub mod https_server;
 pub mod jwt;
+pub mod loopback_server;
 pub mod managed_identity_double;
 pub mod tls;
 

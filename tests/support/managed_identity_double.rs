@@ -16,21 +16,17 @@
 //! a wrong api-version (400) are not documented; the double uses the same
 //! `{statusCode, message, correlationId}` envelope as the documented error.
 
+use crate::https_server::serve_http1;
 use crate::jwt::{self, AppClaims};
+use crate::loopback_server::LoopbackServer;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 
 /// Tenant of the identities unless [`ManagedIdentityDouble::set_tenant`] says otherwise.
 pub const DEFAULT_TENANT: &str = "3c0ffee0-0000-4000-8000-00000000cafe";
@@ -56,11 +52,10 @@ pub struct MiRequest {
     pub status: u16,
 }
 
+/// The running double; dropping it stops the server.
 pub struct ManagedIdentityDouble {
-    addr: SocketAddr,
+    server: LoopbackServer,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 struct Config {
@@ -88,9 +83,6 @@ impl Shared {
 impl ManagedIdentityDouble {
     /// Starts on `127.0.0.1:<ephemeral>` with a system-assigned identity and a random secret header.
     pub fn start() -> ManagedIdentityDouble {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("address");
         let shared = Arc::new(Shared::default());
         *shared.config() = Some(Config {
             secret: jwt::new_uuid(),
@@ -100,33 +92,26 @@ impl ManagedIdentityDouble {
             failures: Vec::new(),
             delay: Duration::ZERO,
         });
-        let (shutdown, shutdown_rx) = oneshot::channel();
-        let server_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("mi-double-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(serve(listener, server_shared, shutdown_rx));
+        let handler = {
+            let shared = Arc::clone(&shared);
+            Arc::new(move |request| {
+                let shared = Arc::clone(&shared);
+                async move { handle(&shared, request).await }
             })
-            .expect("thread");
-        ManagedIdentityDouble {
-            addr,
-            shared,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        }
+        };
+        let server = LoopbackServer::start("mi-double", move |tcp| {
+            serve_http1(tcp, Arc::clone(&handler))
+        });
+        ManagedIdentityDouble { server, shared }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `IDENTITY_ENDPOINT` for the App Service protocol.
     pub fn app_service_endpoint(&self) -> String {
-        format!("http://{}/msi/token", self.addr)
+        format!("http://{}/msi/token", self.addr())
     }
 
     /// `IDENTITY_HEADER`: the secret the App Service endpoint expects.
@@ -136,7 +121,7 @@ impl ManagedIdentityDouble {
 
     /// The URL that stands in for `http://169.254.169.254/metadata/identity/oauth2/token`.
     pub fn imds_endpoint(&self) -> String {
-        format!("http://{}/metadata/identity/oauth2/token", self.addr)
+        format!("http://{}/metadata/identity/oauth2/token", self.addr())
     }
 
     pub fn set_system_assigned(&self, present: bool) {
@@ -170,47 +155,6 @@ impl ManagedIdentityDouble {
 
     fn with<T>(&self, f: impl FnOnce(&mut Config) -> T) -> T {
         f(self.shared.config().as_mut().expect("configured"))
-    }
-}
-
-impl Drop for ManagedIdentityDouble {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: oneshot::Receiver<()>,
-) {
-    let listener = TcpListener::from_std(listener).expect("listener");
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    let shared = Arc::clone(&shared);
-                    connections.spawn(async move {
-                        let service = hyper::service::service_fn(move |request| {
-                            let shared = Arc::clone(&shared);
-                            async move { Ok::<_, Infallible>(handle(&shared, request).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tcp), service)
-                            .await;
-                    });
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
     }
 }
 
