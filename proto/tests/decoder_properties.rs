@@ -589,4 +589,54 @@ proptest! {
         prop_assert!(frame::encode_into(&mut buf, &hello).is_err());
         prop_assert!(buf.is_empty(), "a failed encode leaves no partial frame");
     }
+
+    /// The buffered decoder on arbitrary bytes: no panic, a clean error, and
+    /// "need more" only when the frame really is not all there.
+    #[test]
+    fn arbitrary_read_buffers_decode_cleanly(bytes in vec(any::<u8>(), 0..1024)) {
+        match buffered::decode_front::<ClientFrame>(&bytes) {
+            Ok(buffered::Buffered::NeedMore { missing }) => {
+                prop_assert!(missing > 0);
+                prop_assert_eq!(frame::whole_frame_len(&bytes), None);
+            }
+            Ok(buffered::Buffered::Frame { consumed, .. }) => {
+                prop_assert_eq!(frame::whole_frame_len(&bytes), Some(Ok(consumed)));
+            }
+            Err(e) => assert_clean(&e),
+        }
+    }
+
+    /// Replies read in pieces of any sizes decode to what was sent, each
+    /// consumed whole, and the decoder asks for exactly the bytes it lacks.
+    #[test]
+    fn replies_split_across_reads_decode_the_same(
+        sent in vec(daemon_frame(), 1..4),
+        pieces in vec(1usize..64, 1..16),
+    ) {
+        let stream: Vec<u8> = sent.iter().flat_map(|m| frame::encode(m).unwrap()).collect();
+        let mut buffer = Vec::new();
+        let mut received = Vec::new();
+        let mut rest = &stream[..];
+        let mut sizes = pieces.iter().copied().cycle();
+        while !rest.is_empty() {
+            let n = sizes.next().unwrap().min(rest.len());
+            buffer.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            loop {
+                match buffered::decode_front::<DaemonFrame>(&buffer).unwrap() {
+                    buffered::Buffered::Frame { message, consumed } => {
+                        received.push(message);
+                        buffer.drain(..consumed);
+                    }
+                    buffered::Buffered::NeedMore { missing } => {
+                        let at_end = buffer.is_empty() && rest.is_empty();
+                        prop_assert!(missing <= rest.len() || at_end, "asks for bytes that never come");
+                        break;
+                    }
+                }
+            }
+        }
+        prop_assert!(buffer.is_empty());
+        prop_assert_eq!(received, sent);
+    }
 }
