@@ -57,48 +57,6 @@ mod tests {
         }
     }
 
-    /// Feeds `stream` to a reader in pieces of the given sizes, consuming
-    /// frames as the decoder finds them, and returns the messages.
-    fn read_in_pieces(stream: &[u8], pieces: &[usize]) -> Vec<ClientFrame> {
-        let mut buffer = Vec::new();
-        let mut messages = Vec::new();
-        let mut rest = stream;
-        let mut sizes = pieces.iter().copied().cycle();
-        while !rest.is_empty() {
-            let n = sizes.next().unwrap().min(rest.len());
-            buffer.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            loop {
-                match decode_front::<ClientFrame>(&buffer).unwrap() {
-                    Buffered::Frame { message, consumed } => {
-                        messages.push(message);
-                        buffer.drain(..consumed);
-                    }
-                    Buffered::NeedMore { missing } => {
-                        // Exactly what a reader would ask for: never past the stream's end.
-                        let at_end = buffer.is_empty() && rest.is_empty();
-                        assert!(missing > 0 && (missing <= rest.len() || at_end));
-                        break;
-                    }
-                }
-            }
-        }
-        messages
-    }
-
-    #[test]
-    fn frames_split_at_every_byte_boundary_decode_the_same() {
-        let sent: Vec<ClientFrame> = (1..=3).map(status).collect();
-        let stream: Vec<u8> = sent
-            .iter()
-            .flat_map(|m| frame::encode(m).unwrap())
-            .collect();
-        for size in 1..=stream.len() {
-            assert_eq!(read_in_pieces(&stream, &[size]), sent, "pieces of {size}");
-        }
-        assert_eq!(read_in_pieces(&stream, &[1, 5, 2, 7, 3]), sent);
-    }
-
     #[test]
     fn missing_counts_the_prefix_then_the_body() {
         let bytes = frame::encode(&status(9)).unwrap();
