@@ -5,22 +5,15 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
 
-use azbroker_proto::frame::{self, HEADER_LEN};
-use azbroker_proto::{
-    ClientFrame, DaemonFrame, GetToken, Hello, Reply, Request, TokenReply, PROTOCOL_VERSION,
-};
+use azbroker_proto::buffered::{self, Buffered};
+use azbroker_proto::frame;
+use azbroker_proto::handshake::{self, FirstRead, POLICY};
+use azbroker_proto::{ClientFrame, DaemonFrame, GetToken, Reply, Request, TokenReply};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::client::unexpected;
 use crate::{connect, ClientError, ClientOptions};
-
-/// How long the daemon may take to answer Hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connection attempts when a handshake breaks (a daemon that is dying or
-/// losing a start race may accept and then reset).
-const CONNECT_ATTEMPTS: u32 = 3;
 
 /// Sends `request` on a fresh connection and returns the daemon's reply; an
 /// error reply becomes [`ClientError::Daemon`].
@@ -32,10 +25,10 @@ pub fn request(options: &ClientOptions, request: &Request) -> Result<Reply, Clie
         match exchange(stream, options, request) {
             Ok(Reply::Error(e)) => return Err(ClientError::Daemon(e)),
             Ok(reply) => return Ok(reply),
-            Err(Handshake(ClientError::Protocol(_))) if attempt < CONNECT_ATTEMPTS => {
-                std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
-            }
-            Err(Handshake(e)) => return Err(e),
+            Err(e) => match e.retry_after(attempt) {
+                Some(pause) => std::thread::sleep(pause),
+                None => return Err(e),
+            },
         }
     }
 }
@@ -60,26 +53,14 @@ fn connect_or_start(options: &ClientOptions) -> Result<UnixStream, ClientError> 
     connect::connect_blocking(socket)?.ok_or_else(|| connect::vanished(socket))
 }
 
-/// A failure worth another connection only while it is a broken handshake.
-struct Handshake(ClientError);
-
 fn exchange(
     mut stream: UnixStream,
     options: &ClientOptions,
     request: &Request,
-) -> Result<Reply, Handshake> {
-    let broken = |what: &str, e: &dyn std::fmt::Display| {
-        Handshake(ClientError::Protocol(format!("{what}: {e}")))
-    };
-    let hello = ClientFrame {
-        id: 0,
-        request: Request::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_name: options.client_name.clone(),
-            pid: std::process::id(),
-            chain: options.chain.clone(),
-        }),
-    };
+) -> Result<Reply, ClientError> {
+    let broken =
+        |what: &str, e: &dyn std::fmt::Display| ClientError::Protocol(format!("{what}: {e}"));
+    let hello = handshake::hello(&options.client_name, &options.chain);
     // The Hello carries the chain's secrets: both frames go into one buffer,
     // wiped when it is dropped (the request is encoded straight after it).
     let mut bytes =
@@ -91,72 +72,63 @@ fn exchange(
     let mut second = Zeroizing::new(Vec::new());
     frame::encode_into(&mut second, &ask).map_err(|e| broken("encoding the request", &e))?;
     bytes.extend_from_slice(&second);
+    let opening = Some(POLICY.hello_timeout);
     stream
-        .set_write_timeout(Some(HELLO_TIMEOUT))
-        .and_then(|()| stream.set_read_timeout(Some(HELLO_TIMEOUT)))
+        .set_write_timeout(opening)
+        .and_then(|()| stream.set_read_timeout(opening))
         .map_err(|e| broken("socket options", &e))?;
-    // A refusing daemon answers and closes at once, maybe before our write:
-    // its answer is still worth reading when the write failed.
+    // The reply is read whatever the write did: see `handshake`.
     let sent = stream.write_all(&bytes);
 
     // Replies carry tokens: wiped when dropped.
     let mut buf = Zeroizing::new(Vec::new());
-    match read_frame(&mut stream, &mut buf) {
-        Ok(DaemonFrame {
-            reply: Reply::Welcome(_),
-            ..
-        }) => {}
-        Ok(DaemonFrame {
-            reply: Reply::Error(e),
-            ..
-        }) => return Err(Handshake(ClientError::Daemon(e))),
-        Ok(other) => return Err(Handshake(unexpected(&other.reply))),
-        Err(e) if is_timeout(&e) => {
-            return Err(Handshake(ClientError::Timeout(
-                "the daemon did not answer Hello".into(),
-            )))
-        }
-        Err(e) => match sent {
-            Err(sent) => return Err(broken("sending Hello", &sent)),
-            Ok(()) => return Err(broken("reading Welcome", &e)),
-        },
-    }
+    let read = match read_frame(&mut stream, &mut buf) {
+        Ok(frame) => FirstRead::Frame(frame),
+        Err(e) if is_timeout(&e) => FirstRead::TimedOut,
+        Err(e) => FirstRead::Failed(e),
+    };
+    handshake::first_reply(sent.as_ref().map(|&()| ()), read)?;
     if let Err(e) = sent {
         return Err(broken("sending the request", &e));
     }
 
-    // From here on the daemon is there: a failure is final, not a reason to reconnect.
-    let fail = |e: ClientError| Handshake(e);
+    // From here on the daemon is there: its refusal or silence is final; a
+    // broken connection is tried afresh like a broken opening (`request`).
     stream
         .set_read_timeout(Some(options.request_timeout))
-        .map_err(|e| fail(ClientError::Protocol(e.to_string())))?;
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
     match read_frame(&mut stream, &mut buf) {
         Ok(DaemonFrame { id: 1, reply }) => Ok(reply),
         Ok(DaemonFrame {
             reply: Reply::Error(e),
             ..
-        }) => Err(fail(ClientError::Daemon(e))),
-        Ok(other) => Err(fail(unexpected(&other.reply))),
-        Err(e) if is_timeout(&e) => Err(fail(ClientError::Timeout(format!(
+        }) => Err(ClientError::Daemon(e)),
+        Ok(other) => Err(unexpected(&other.reply)),
+        Err(e) if is_timeout(&e) => Err(ClientError::Timeout(format!(
             "no answer from azbrokerd within {} s",
             options.request_timeout.as_secs()
-        )))),
-        Err(e) => Err(fail(ClientError::Protocol(format!(
-            "reading the reply: {e}"
-        )))),
+        ))),
+        Err(e) => Err(broken("reading the reply", &e)),
     }
 }
 
-/// Reads one frame and decodes it; the length is checked before the body is read.
+/// Reads one frame into `buf` and decodes it. The length is checked before
+/// the body is read, and nothing past the frame is read (the next reply stays
+/// in the socket).
 fn read_frame(stream: &mut UnixStream, buf: &mut Vec<u8>) -> io::Result<DaemonFrame> {
-    let mut header = [0u8; HEADER_LEN];
-    stream.read_exact(&mut header)?;
-    let len = frame::body_len(header).map_err(invalid)?;
-    // Wiped before it may grow: a reallocation frees the old bytes unwiped.
+    // Wiped first: growing it below may reallocate, which frees the old bytes
+    // unwiped; after this they are at most a length prefix.
     buf.zeroize();
-    buf.resize(len, 0);
-    stream.read_exact(buf)?;
-    frame::decode(buf).map_err(invalid)
+    loop {
+        match buffered::decode_front(buf).map_err(invalid)? {
+            Buffered::Frame { message, .. } => return Ok(message),
+            Buffered::NeedMore { missing } => {
+                let start = buf.len();
+                buf.resize(start + missing, 0);
+                stream.read_exact(&mut buf[start..])?;
+            }
+        }
+    }
 }
 
 fn invalid(e: frame::FrameError) -> io::Error {
@@ -168,4 +140,70 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use azbroker_proto::{ChainSpec, ErrorKind, Welcome, WireError, PROTOCOL_VERSION};
+
+    use super::*;
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            socket: "/nonexistent/azbroker.sock".into(),
+            chain: ChainSpec {
+                authority_host: "https://login.microsoftonline.com".into(),
+                credentials: Vec::new(),
+                selected_by: "test".into(),
+            },
+            client_name: "blocking-test".into(),
+            autostart: false,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn frame_bytes(id: u64, reply: Reply) -> Vec<u8> {
+        frame::encode(&DaemonFrame { id, reply }).unwrap()
+    }
+
+    /// A daemon that refuses answers and closes before reading the Hello:
+    /// the refusal is what the caller sees, whatever the write did.
+    #[test]
+    fn a_refusal_sent_before_the_hello_is_reported() {
+        let (client, mut daemon) = UnixStream::pair().unwrap();
+        let refusal = WireError::new(ErrorKind::Refused, "protocol version 1 is not supported");
+        daemon
+            .write_all(&frame_bytes(0, Reply::Error(refusal.clone())))
+            .unwrap();
+        drop(daemon);
+        match exchange(client, &options(), &Request::Status) {
+            Err(ClientError::Daemon(e)) => assert_eq!(e, refusal),
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+    }
+
+    /// Welcome and reply trickling in a byte at a time still decode whole.
+    #[test]
+    fn replies_arriving_a_byte_at_a_time_are_read_whole() {
+        let (client, mut daemon) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut hello = [0u8; 1];
+            daemon.read_exact(&mut hello).unwrap();
+            let welcome = Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                daemon_version: "0.1.0".into(),
+                daemon_pid: 1,
+            };
+            let mut bytes = frame_bytes(0, Reply::Welcome(welcome));
+            bytes.extend(frame_bytes(1, Reply::Invalidated { removed: 3 }));
+            for byte in bytes {
+                daemon.write_all(&[byte]).unwrap();
+            }
+        });
+        let reply = exchange(client, &options(), &Request::Status).unwrap();
+        assert_eq!(reply, Reply::Invalidated { removed: 3 });
+        peer.join().unwrap();
+    }
 }

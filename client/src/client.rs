@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use azbroker_proto::buffered::{self, Buffered};
+use azbroker_proto::handshake::{self, FirstRead, POLICY};
 use azbroker_proto::io::{read_message, write_message_with, ReadError};
 use azbroker_proto::{
-    frame, ChainSpec, ClientFrame, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis,
-    GetToken, Hello, Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request,
-    StatusPage, StatusQuery, StatusReport, TokenReply, Welcome, PROTOCOL_VERSION,
+    ChainSpec, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken, Invalidate,
+    LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request, StatusPage, StatusQuery,
+    StatusReport, TokenReply, Welcome,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncBufReadExt;
@@ -23,11 +25,8 @@ use crate::{connect, ClientError};
 
 /// Default limit for one request; a first `az` call or a browser login can be slow.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(330);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A login waits for a person: a device code lives up to 15 minutes.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
-/// Connection attempts when a handshake breaks (see `Client::connection`).
-pub(crate) const CONNECT_ATTEMPTS: u64 = 3;
 
 /// How to reach the daemon and what to tell it.
 #[derive(Debug, Clone)]
@@ -267,10 +266,10 @@ impl Client {
                 connect::connect_or_start(&self.options.socket, self.options.autostart).await?;
             match Connection::open(stream, &self.options).await {
                 Ok(connection) => break Arc::new(connection),
-                Err(ClientError::Protocol(_)) if attempt < CONNECT_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
-                }
-                Err(e) => return Err(e),
+                Err(e) => match e.retry_after(attempt) {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => return Err(e),
+                },
             }
         };
         *slot = Some(connection.clone());
@@ -286,21 +285,7 @@ impl Client {
 }
 
 pub(crate) fn unexpected(reply: &Reply) -> ClientError {
-    let name = match reply {
-        Reply::Welcome(_) => "Welcome",
-        Reply::Token(_) => "Token",
-        Reply::Status(_) => "Status",
-        Reply::Invalidated { .. } => "Invalidated",
-        Reply::ShuttingDown => "ShuttingDown",
-        Reply::Error(_) => "Error",
-        Reply::LoginProgress { .. } => "LoginProgress",
-        Reply::LoggedIn(_) => "LoggedIn",
-        Reply::LoggedOut { .. } => "LoggedOut",
-        Reply::ManagedIdentity(_) => "ManagedIdentity",
-        Reply::Diagnosis(_) => "Diagnosis",
-        Reply::StatusPage(_) => "StatusPage",
-    };
-    ClientError::Protocol(format!("unexpected {name} reply"))
+    ClientError::Protocol(format!("unexpected {} reply", reply.name()))
 }
 
 /// The connection failed under a request (worth one reconnect).
@@ -354,43 +339,23 @@ impl Connection {
     async fn open(stream: Stream, options: &ClientOptions) -> Result<Connection, ClientError> {
         let (read, mut writer) = split(stream);
         let mut reader = ReplyReader::with_capacity(16 * 1024, read);
-        let hello = ClientFrame {
-            id: 0,
-            request: Request::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: options.client_name.clone(),
-                pid: std::process::id(),
-                chain: options.chain.clone(),
-            }),
-        };
-        let handshake = async {
-            // A daemon that refuses this client (another user, another protocol
-            // version) answers and closes at once, possibly before the Hello is
-            // written: its refusal is still waiting to be read, and it is the
-            // error to report (a failed write alone would be retried in vain).
+        let hello = handshake::hello(&options.client_name, &options.chain);
+        // The reply is read whatever the write did: see `handshake`.
+        let opening = async {
             // The Hello carries the chain's secrets: encoded into a wiped buffer.
             let mut out = Zeroizing::new(Vec::new());
             let sent = write_message_with(&mut writer, &mut out, &hello).await;
             let mut buf = Zeroizing::new(Vec::new());
-            let reply = read_message::<DaemonFrame, _>(&mut reader, &mut buf).await;
-            match (sent, reply) {
-                (Ok(()), Err(e)) => Err(ClientError::Protocol(format!("reading Welcome: {e}"))),
-                (Err(e), Err(_)) => Err(ClientError::Protocol(format!("sending Hello: {e}"))),
-                (_, Ok(frame)) => Ok(frame),
-            }
+            let read = match next_frame(&mut reader, &mut buf).await {
+                Ok(frame) => FirstRead::Frame(frame),
+                Err(e) => FirstRead::Failed(e),
+            };
+            (sent, read)
         };
-        let welcome = match tokio::time::timeout(HELLO_TIMEOUT, handshake).await {
-            Err(_) => {
-                return Err(ClientError::Timeout(
-                    "the daemon did not answer Hello".into(),
-                ))
-            }
-            Ok(result) => match result?.reply {
-                Reply::Welcome(welcome) => welcome,
-                Reply::Error(e) => return Err(ClientError::Daemon(e)),
-                other => return Err(unexpected(&other)),
-            },
-        };
+        let (sent, read) = tokio::time::timeout(POLICY.hello_timeout, opening)
+            .await
+            .unwrap_or((Ok(()), FirstRead::TimedOut));
+        let welcome = handshake::first_reply(sent, read)?;
         let pending: Pending = Arc::new(StdMutex::new(Some(HashMap::new())));
         let reader = tokio::spawn(route_replies(reader, pending.clone()));
         Ok(Connection {
@@ -491,13 +456,11 @@ async fn route_replies(mut reader: Replies, pending: Pending) {
 /// (the common case), else read into `buf` first.
 async fn next_frame(reader: &mut Replies, buf: &mut Vec<u8>) -> Result<DaemonFrame, ReadError> {
     reader.fill_buf().await.map_err(ReadError::Io)?;
-    match frame::whole_frame_len(reader.buffer()) {
-        Some(Ok(len)) => {
-            let decoded = frame::decode(&reader.buffer()[frame::HEADER_LEN..len]);
-            reader.consume(len);
-            Ok(decoded?)
+    match buffered::decode_front(reader.buffer())? {
+        Buffered::Frame { message, consumed } => {
+            reader.consume(consumed);
+            Ok(message)
         }
-        Some(Err(e)) => Err(e.into()),
-        None => read_message(reader, buf).await,
+        Buffered::NeedMore { .. } => read_message(reader, buf).await,
     }
 }

@@ -5,6 +5,8 @@
 //! opens with [`message::Hello`], which carries the protocol version and the
 //! client's [`chain::ChainSpec`] (the credential chain its environment selects);
 //! after that, requests may be pipelined and replies carry the request's id.
+//! [`handshake`] is a client's side of that opening and [`buffered`] decodes
+//! frames straight out of a read buffer; both without I/O, for every reader.
 //!
 //! This crate knows nothing about sockets, runtimes or Azure SDK types, so the
 //! contract can be read, tested and fuzzed on its own. The optional `tokio`
@@ -13,12 +15,14 @@
 //! Compatibility rule: enum variants and struct fields are only ever appended;
 //! anything else needs a new [`PROTOCOL_VERSION`].
 
+pub mod buffered;
 pub mod chain;
 pub mod cloud;
 pub mod diagnose;
 pub mod env;
 pub mod error;
 pub mod frame;
+pub mod handshake;
 #[cfg(feature = "tokio")]
 pub mod io;
 pub mod jwt;

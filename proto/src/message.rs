@@ -85,6 +85,26 @@ pub enum Reply {
     StatusPage(Box<StatusPage>),
 }
 
+impl Reply {
+    /// The variant's name, for errors about a reply that was not expected.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reply::Welcome(_) => "Welcome",
+            Reply::Token(_) => "Token",
+            Reply::Status(_) => "Status",
+            Reply::Invalidated { .. } => "Invalidated",
+            Reply::ShuttingDown => "ShuttingDown",
+            Reply::Error(_) => "Error",
+            Reply::LoginProgress { .. } => "LoginProgress",
+            Reply::LoggedIn(_) => "LoggedIn",
+            Reply::LoggedOut { .. } => "LoggedOut",
+            Reply::ManagedIdentity(_) => "ManagedIdentity",
+            Reply::Diagnosis(_) => "Diagnosis",
+            Reply::StatusPage(_) => "StatusPage",
+        }
+    }
+}
+
 /// How [`Request::Login`] signs the user in. Append-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoginMethod {

@@ -458,6 +458,62 @@ where
     }
 }
 
+/// Feeds `stream` to [`buffered::decode_front`] in pieces of the given sizes
+/// (cycled), as a reader's successive reads would bring it, consuming each
+/// frame it finds; panics when the decoder asks for bytes past the stream's end.
+fn read_in_pieces<T: serde::de::DeserializeOwned>(stream: &[u8], pieces: &[usize]) -> Vec<T> {
+    let mut buffer = Vec::new();
+    let mut messages = Vec::new();
+    let mut rest = stream;
+    let mut sizes = pieces.iter().copied().cycle();
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap().min(rest.len());
+        buffer.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match buffered::decode_front::<T>(&buffer).unwrap() {
+                buffered::Buffered::Frame { message, consumed } => {
+                    messages.push(message);
+                    buffer.drain(..consumed);
+                }
+                buffered::Buffered::NeedMore { missing } => {
+                    let at_end = buffer.is_empty() && rest.is_empty();
+                    assert!(missing > 0 && (missing <= rest.len() || at_end));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(buffer.is_empty(), "bytes left over");
+    messages
+}
+
+/// Frames split at every byte boundary decode the same.
+#[test]
+fn frames_split_at_every_boundary_decode_the_same() {
+    let sent: Vec<ClientFrame> = (1..=3)
+        .map(|id| ClientFrame {
+            id,
+            request: Request::Status,
+        })
+        .collect();
+    let stream: Vec<u8> = sent
+        .iter()
+        .flat_map(|m| frame::encode(m).unwrap())
+        .collect();
+    for size in 1..=stream.len() {
+        assert_eq!(
+            read_in_pieces::<ClientFrame>(&stream, &[size]),
+            sent,
+            "pieces of {size}"
+        );
+    }
+    assert_eq!(
+        read_in_pieces::<ClientFrame>(&stream, &[1, 5, 2, 7, 3]),
+        sent
+    );
+}
+
 // ---- properties -------------------------------------------------------------------------
 
 proptest! {
@@ -588,5 +644,32 @@ proptest! {
         let mut buf = vec![1, 2, 3];
         prop_assert!(frame::encode_into(&mut buf, &hello).is_err());
         prop_assert!(buf.is_empty(), "a failed encode leaves no partial frame");
+    }
+
+    /// The buffered decoder on arbitrary bytes: no panic, a clean error, and
+    /// "need more" only when the frame really is not all there.
+    #[test]
+    fn arbitrary_read_buffers_decode_cleanly(bytes in vec(any::<u8>(), 0..1024)) {
+        match buffered::decode_front::<ClientFrame>(&bytes) {
+            Ok(buffered::Buffered::NeedMore { missing }) => {
+                prop_assert!(missing > 0);
+                prop_assert_eq!(frame::whole_frame_len(&bytes), None);
+            }
+            Ok(buffered::Buffered::Frame { consumed, .. }) => {
+                prop_assert_eq!(frame::whole_frame_len(&bytes), Some(Ok(consumed)));
+            }
+            Err(e) => assert_clean(&e),
+        }
+    }
+
+    /// Replies read in pieces of any sizes decode to what was sent, each
+    /// consumed whole, and the decoder asks for exactly the bytes it lacks.
+    #[test]
+    fn replies_split_across_reads_decode_the_same(
+        sent in vec(daemon_frame(), 1..4),
+        pieces in vec(1usize..64, 1..16),
+    ) {
+        let stream: Vec<u8> = sent.iter().flat_map(|m| frame::encode(m).unwrap()).collect();
+        prop_assert_eq!(read_in_pieces::<DaemonFrame>(&stream, &pieces), sent);
     }
 }
