@@ -39,8 +39,9 @@ use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::{Broker, Session};
+use crate::broker::Broker;
 use crate::cache::CachedToken;
+use crate::session::Session;
 use crate::stats::Stats;
 
 /// The path `IDENTITY_ENDPOINT` names (App Service uses the same one).
@@ -122,14 +123,13 @@ impl BoundEndpoint {
         broker: Arc<Broker>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<tokio::task::JoinHandle<()>, String> {
-        let session = broker
-            .open_session(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "managed-identity-endpoint".into(),
-                pid: std::process::id(),
-                chain: self.chain,
-            })
-            .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
+        let session = Session::open(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "managed-identity-endpoint".into(),
+            pid: std::process::id(),
+            chain: self.chain,
+        })
+        .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
         tracing::info!(
             endpoint = %self.info.endpoint,
             chain = %session.chain.selected_by,

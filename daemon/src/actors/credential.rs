@@ -3,10 +3,11 @@
 //!
 //! Acquisitions run as spawned tasks that report back, so a slow `az` never
 //! blocks this actor's mailbox (and so never blocks a refresh timer or another
-//! scope). After the chain serves a token from this credential, the broker
-//! sends [`CredentialMsg::Track`]; at the refresh point the actor acquires a
-//! successor and puts it in the cache, provided a client used the key since the
-//! last token was minted. A failed refresh leaves the old token in place and is
+//! scope). An acquisition for the cache carries its key, and when it yields a
+//! token the actor schedules that key's refresh itself (the broker sends one
+//! message, [`CredentialMsg::Acquire`], and gets a cache entry back); at the
+//! refresh point the actor acquires a successor and puts it in the cache,
+//! provided a client used the key since the last token was minted. A failed refresh leaves the old token in place and is
 //! retried with jittered backoff while the old token lives.
 //!
 //! A server's `Retry-After` holds every acquisition of the credential, client
@@ -67,12 +68,14 @@ struct Tracked {
 }
 
 pub enum CredentialMsg {
-    /// Get a token now (a cache miss somewhere).
+    /// Get a token now (a cache miss somewhere). With `track`, the cache key
+    /// the token will be stored under: a token acquired for it is kept fresh.
     Acquire {
         request: SourceRequest,
-        reply: RpcReplyPort<Result<Token, SourceError>>,
+        track: Option<CacheKey>,
+        reply: RpcReplyPort<Result<Arc<CachedToken>, SourceError>>,
     },
-    /// The chain served `key` from this credential; refresh it at `refresh_on`.
+    /// Sent by an acquisition to its own actor: keep `key` fresh from `refresh_on`.
     Track {
         key: CacheKey,
         request: SourceRequest,
@@ -124,7 +127,7 @@ fn backing_off(wait: Duration, reason: &str) -> SourceError {
 }
 
 /// Turns a source's token into a cache entry.
-pub fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
+fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
     let now = clock::now_secs();
     Arc::new(CachedToken {
         refresh_on: refresh::refresh_on(now, token.expires_on, token.refresh_in),
@@ -265,7 +268,11 @@ impl Actor for CredentialActor {
         state: &mut CredentialState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CredentialMsg::Acquire { request, reply } => {
+            CredentialMsg::Acquire {
+                request,
+                track,
+                reply,
+            } => {
                 state.activity.touch();
                 if let Some((wait, reason)) = state.health.backoff() {
                     tracing::debug!(credential = %state.id, wait_secs = wait.as_secs(), "backing off (Retry-After)");
@@ -279,9 +286,19 @@ impl Actor for CredentialActor {
                     let _ = reply.send(Err(SourceError::Unavailable(reason)));
                     return Ok(());
                 }
-                let acquisition = state.spawn_acquire(request, false);
+                let acquisition = state.spawn_acquire(request.clone(), false);
+                let (id, me) = (state.id.clone(), myself.clone());
                 tokio::spawn(async move {
-                    let _ = reply.send(acquisition.await);
+                    let result = acquisition.await.map(|token| cache_entry(&id, token));
+                    if let (Ok(entry), Some(key)) = (&result, track) {
+                        // The refresh is this actor's to schedule; the caller only stores the entry.
+                        let _ = me.send_message(CredentialMsg::Track {
+                            key,
+                            request,
+                            refresh_on: entry.refresh_on,
+                        });
+                    }
+                    let _ = reply.send(result);
                 });
             }
             CredentialMsg::Track {
