@@ -380,3 +380,140 @@ fn chain_error(chain: &ChainSpec, reasons: Vec<CredentialReason>, timed_out: boo
         reasons,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::activity::ActorLimits;
+    use crate::actors::supervisor::{Supervisor, SupervisorArgs};
+    use crate::token_source::scripted::{self, ScriptedSource};
+    use azbroker_proto::{Hello, PROTOCOL_VERSION};
+    use ractor::Actor;
+
+    /// A broker whose chain is one Azure CLI credential answered by `source`.
+    async fn start(
+        authority: &str,
+        source: &Arc<ScriptedSource>,
+    ) -> (Arc<Broker>, Session, tempfile::TempDir) {
+        scripted::register(authority, source.clone());
+        let (deps, dir) = crate::actors::test_deps();
+        let registry = Arc::new(Registry::default());
+        let (supervisor, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                deps: deps.clone(),
+                registry: registry.clone(),
+                limits: ActorLimits::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let (shutdown, _) = watch::channel(false);
+        let broker = Broker::new(&deps, registry, supervisor, "test".into(), shutdown);
+        let session = Session::open(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "broker test".into(),
+            pid: 1,
+            chain: ChainSpec {
+                authority_host: authority.into(),
+                credentials: vec![CredentialSpec::AzureCli],
+                selected_by: "a test".into(),
+            },
+        })
+        .unwrap();
+        (Arc::new(broker), session, dir)
+    }
+
+    fn get(scope: &str) -> GetToken {
+        GetToken {
+            scopes: vec![scope.into()],
+            tenant: None,
+            claims: None,
+            min_validity_secs: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_acquires_once_and_the_next_request_hits() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("arm", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-miss.test", &source).await;
+        let scope = "https://management.azure.com/.default";
+
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        assert!(broker.lookup(&prepared).await.is_none());
+        let (token, cached) = broker.acquire(&session, prepared).await.unwrap();
+        assert_eq!(token.access_token.expose(), "arm");
+        assert!(!cached, "the miss ran the acquisition itself");
+
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        let hit = broker.lookup(&prepared).await.expect("a hit");
+        assert!(Arc::ptr_eq(&hit, &token));
+        assert_eq!(source.calls(), 1);
+        assert_eq!(broker.stats.cache_hits.load(Relaxed), 1);
+        assert_eq!(broker.stats.cache_misses.load(Relaxed), 1);
+        // The winning actor keeps the key fresh: it schedules the refresh itself.
+        let activity = broker.registry.get(&token.credential_id).unwrap().activity;
+        for _ in 0..250 {
+            if !activity.is_idle(Duration::ZERO, i64::MAX) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the served key's refresh was never scheduled");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_key_make_one_acquisition() {
+        let source = ScriptedSource::new();
+        let release = source.then_held(Ok(scripted::token("shared", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-single-flight.test", &source).await;
+        let session = Arc::new(session);
+
+        let mut waiters = Vec::new();
+        for _ in 0..20 {
+            let (broker, session) = (broker.clone(), session.clone());
+            waiters.push(tokio::spawn(async move {
+                let prepared = broker.prepare(&session, get("api://one/.default")).unwrap();
+                broker.acquire(&session, prepared).await.unwrap()
+            }));
+        }
+        // All twenty are waiting on the one acquisition before it answers.
+        while broker.stats.cache_misses.load(Relaxed) < 20 || source.calls() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release.add_permits(1);
+        let mut tokens = Vec::new();
+        for waiter in waiters {
+            tokens.push(waiter.await.unwrap());
+        }
+        assert_eq!(source.calls(), 1);
+        assert!(tokens.iter().all(|(t, _)| Arc::ptr_eq(t, &tokens[0].0)));
+        assert_eq!(tokens.iter().filter(|(_, cached)| !cached).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_acquisition_reports_every_reason_and_caches_nothing() {
+        let source = ScriptedSource::new();
+        source.then(Err(SourceError::failed("AADSTS700016: no such app")));
+        source.then(Ok(scripted::token("later", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-failure.test", &source).await;
+        let scope = "api://two/.default";
+
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        let error = broker.acquire(&session, prepared).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::AuthenticationFailed);
+        assert_eq!(error.reasons.len(), 1);
+        assert_eq!(error.reasons[0].credential, "AzureCliCredential");
+        assert!(!error.reasons[0].unavailable);
+        assert_eq!(error.reasons[0].reason, "AADSTS700016: no such app");
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        assert!(broker.lookup(&prepared).await.is_none());
+
+        // The error was not cached: the next miss asks again.
+        let (token, _) = broker.acquire(&session, prepared).await.unwrap();
+        assert_eq!(token.access_token.expose(), "later");
+        assert_eq!(source.calls(), 2);
+    }
+}

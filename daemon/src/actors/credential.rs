@@ -401,3 +401,192 @@ impl Actor for CredentialActor {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token_source::scripted::{self, ScriptedSource};
+    use ractor::rpc::CallResult;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// A credential actor whose source is `source`, under an authority of its own.
+    async fn start(
+        authority: &str,
+        source: &Arc<ScriptedSource>,
+    ) -> (
+        ActorRef<CredentialMsg>,
+        ActorDeps,
+        Arc<Activity>,
+        tempfile::TempDir,
+    ) {
+        scripted::register(authority, source.clone());
+        let (deps, dir) = super::super::test_deps();
+        let spec = CredentialSpec::AzureCli;
+        let activity = Arc::new(Activity::default());
+        let args = CredentialArgs {
+            id: CredentialId::of(&spec, authority),
+            health: Arc::new(Health::new(spec.kind())),
+            spec,
+            authority_host: authority.into(),
+            deps: deps.clone(),
+            activity: activity.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, CredentialActor, args).await.unwrap();
+        (actor, deps, activity, dir)
+    }
+
+    fn request() -> SourceRequest {
+        SourceRequest {
+            scopes: vec!["https://management.azure.com/.default".into()],
+            tenant: None,
+            claims: None,
+        }
+    }
+
+    fn key() -> CacheKey {
+        CacheKey {
+            chain: 7,
+            tenant: None,
+            scopes: request().scopes,
+        }
+    }
+
+    async fn acquire(
+        actor: &ActorRef<CredentialMsg>,
+        track: Option<CacheKey>,
+    ) -> Result<Arc<CachedToken>, SourceError> {
+        let call = actor
+            .call(
+                |reply| CredentialMsg::Acquire {
+                    request: request(),
+                    track,
+                    reply,
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        match call {
+            CallResult::Success(result) => result,
+            _ => panic!("the actor did not answer"),
+        }
+    }
+
+    async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        for _ in 0..250 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn acquire_answers_with_a_cache_entry_from_its_source() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("first", 3600, None)));
+        source.then(Err(SourceError::failed("AADSTS50000 no luck")));
+        let (actor, deps, activity, _dir) = start("https://credential-acquire.test", &source).await;
+
+        let entry = acquire(&actor, None).await.unwrap();
+        assert_eq!(entry.access_token.expose(), "first");
+        assert_eq!(entry.credential, CredentialKind::AzureCli);
+        assert!(entry.valid_for(3000));
+        assert!(entry.refresh_on < entry.expires_on);
+        assert_eq!(deps.stats.upstream_acquisitions.load(SeqCst), 1);
+        // Untracked: nothing to refresh.
+        assert!(activity.is_idle(Duration::ZERO, i64::MAX));
+
+        let failed = acquire(&actor, None).await.unwrap_err();
+        assert_eq!(failed.message(), "AADSTS50000 no luck");
+        assert_eq!(source.calls(), 2);
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_tracked_key_is_refreshed_before_expiry_without_a_request() {
+        let source = ScriptedSource::new();
+        // The server asks for a refresh after a second.
+        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        source.then(Ok(scripted::token("second", 3600, None)));
+        let (actor, deps, _activity, _dir) =
+            start("https://credential-refresh.test", &source).await;
+
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        deps.cache.insert(key(), first.clone()).await;
+        // A client used it, so it is worth keeping fresh.
+        deps.cache.get_fresh(&key(), 300).await.unwrap();
+
+        wait_for("the refreshed token", async || {
+            deps.cache
+                .peek(&key())
+                .await
+                .is_some_and(|t| t.access_token.expose() == "second")
+        })
+        .await;
+        assert_eq!(source.calls(), 2);
+        assert_eq!(
+            source.silent_calls(),
+            1,
+            "a refresh must never ask the user"
+        );
+        assert_eq!(deps.stats.refreshes.load(SeqCst), 1);
+        // The successor keeps the use counts of the token it replaced.
+        let second = deps.cache.peek(&key()).await.unwrap();
+        assert_eq!(second.hits.load(Relaxed), 1);
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn an_idle_key_is_not_refreshed() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        source.then(Ok(scripted::token("second", 3600, None)));
+        let (actor, deps, activity, _dir) = start("https://credential-idle.test", &source).await;
+
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        deps.cache.insert(key(), first).await;
+        wait_for("the key to be tracked", async || {
+            !activity.is_idle(Duration::ZERO, i64::MAX)
+        })
+        .await;
+        // Nobody asks for it: at the refresh point the key lapses instead.
+        wait_for("the key to be untracked", async || {
+            activity.is_idle(Duration::ZERO, i64::MAX)
+        })
+        .await;
+        assert_eq!(source.calls(), 1);
+        assert_eq!(
+            deps.cache.peek(&key()).await.unwrap().access_token.expose(),
+            "first"
+        );
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn an_invalidate_during_a_refresh_is_not_undone() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        let release = source.then_held(Ok(scripted::token("second", 3600, None)));
+        let (actor, deps, activity, _dir) =
+            start("https://credential-invalidate.test", &source).await;
+
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        deps.cache.insert(key(), first).await;
+        deps.cache.get_fresh(&key(), 300).await.unwrap();
+        wait_for("the refresh to start", async || source.calls() == 2).await;
+
+        assert_eq!(deps.cache.invalidate(&[]).await, 1);
+        release.add_permits(1);
+        // The refresh finishes, finds its key gone, and drops the key.
+        wait_for("the key to be untracked", async || {
+            activity.is_idle(Duration::ZERO, i64::MAX)
+        })
+        .await;
+        assert!(deps.cache.peek(&key()).await.is_none());
+        assert!(deps.cache.entries().is_empty());
+        assert_eq!(deps.stats.refreshes.load(SeqCst), 1);
+        actor.stop(None);
+    }
+}
