@@ -54,8 +54,8 @@ pub struct Broker {
     started: Instant,
     socket_path: String,
     shutdown: watch::Sender<bool>,
-    /// Set once when the managed-identity endpoint serves.
-    managed_identity: OnceLock<ManagedIdentityEndpoint>,
+    /// Where the managed-identity endpoint serves, set once when it does.
+    mi_endpoint: OnceLock<ManagedIdentityEndpoint>,
 }
 
 /// A validated token request. The key holds its normalized scopes and tenant;
@@ -99,18 +99,18 @@ impl Broker {
             started: Instant::now(),
             socket_path,
             shutdown,
-            managed_identity: OnceLock::new(),
+            mi_endpoint: OnceLock::new(),
         }
     }
 
     /// Records where the managed-identity endpoint serves (once).
     pub fn set_managed_identity(&self, endpoint: ManagedIdentityEndpoint) {
-        let _ = self.managed_identity.set(endpoint);
+        let _ = self.mi_endpoint.set(endpoint);
     }
 
     /// The managed-identity endpoint, when this daemon serves one.
-    pub fn managed_identity(&self) -> Option<ManagedIdentityEndpoint> {
-        self.managed_identity.get().cloned()
+    pub fn mi_endpoint(&self) -> Option<ManagedIdentityEndpoint> {
+        self.mi_endpoint.get().cloned()
     }
 
     /// Validates a request and builds its cache key.

@@ -372,7 +372,7 @@ async fn requests(
                 Err(e) => error_reply(broker, writer, id, e).await,
             },
             Request::ManagedIdentity => {
-                let endpoint = broker.managed_identity();
+                let endpoint = broker.mi_endpoint();
                 send_reply(writer, id, Reply::ManagedIdentity(endpoint)).await;
             }
             Request::Hello(_) => {

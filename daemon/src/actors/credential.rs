@@ -47,7 +47,7 @@ pub struct CredentialArgs {
     pub activity: Arc<Activity>,
 }
 
-pub struct CredentialState {
+pub struct CredentialActorState {
     id: CredentialId,
     source: Arc<dyn TokenSource>,
     deps: ActorDeps,
@@ -142,7 +142,7 @@ fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
     })
 }
 
-impl CredentialState {
+impl CredentialActorState {
     fn schedule(
         &mut self,
         myself: &ActorRef<CredentialMsg>,
@@ -221,14 +221,14 @@ impl CredentialState {
 
 impl Actor for CredentialActor {
     type Msg = CredentialMsg;
-    type State = CredentialState;
+    type State = CredentialActorState;
     type Arguments = CredentialArgs;
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
         args: CredentialArgs,
-    ) -> Result<CredentialState, ActorProcessingErr> {
+    ) -> Result<CredentialActorState, ActorProcessingErr> {
         if let Some(account) = crate::login::AccountKey::of_spec(&args.spec, &args.authority_host) {
             args.deps.accounts.link(args.id.clone(), account);
         }
@@ -237,7 +237,7 @@ impl Actor for CredentialActor {
             authority_host: args.authority_host,
             accounts: args.deps.accounts.clone(),
         };
-        Ok(CredentialState {
+        Ok(CredentialActorState {
             source: sources::build(&args.spec, &ctx),
             id: args.id,
             deps: args.deps,
@@ -251,7 +251,7 @@ impl Actor for CredentialActor {
     async fn post_stop(
         &self,
         _: ActorRef<Self::Msg>,
-        state: &mut CredentialState,
+        state: &mut CredentialActorState,
     ) -> Result<(), ActorProcessingErr> {
         // Timers are tasks of their own; dropping the handle would not cancel them.
         for (_, tracked) in state.tracked.drain() {
@@ -265,7 +265,7 @@ impl Actor for CredentialActor {
         &self,
         myself: ActorRef<Self::Msg>,
         message: CredentialMsg,
-        state: &mut CredentialState,
+        state: &mut CredentialActorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CredentialMsg::Acquire {

@@ -19,10 +19,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
-use super::account::{AccountKey, AccountRecord};
+use super::account_key::AccountKey;
 use super::flows;
 use super::oauth::{GrantError, OAuth, TokenSet};
-use super::store::Store;
+use super::store::{AccountRecord, Store};
 use crate::actors::activity::{Activity, Busy};
 use crate::clock;
 use crate::http::HttpClient;
@@ -463,7 +463,6 @@ impl Actor for AccountActor {
 
 #[cfg(test)]
 mod tests {
-    use super::super::account::AccountRecord;
     use super::super::Accounts;
     use super::*;
     use bytes::Bytes;
