@@ -1,10 +1,17 @@
 //! The broker: shared state and the two paths of a token request.
 //!
-//! Fast path ([`Broker::lookup`]): validate, build the key, one cache read.
-//! No actor hop, no lock. Slow path ([`Broker::acquire`]): the cache's
-//! single-flight runs [`Broker::resolve`], which walks the client's chain in
-//! order, asking each credential's actor; the first token wins and its actor is
-//! told to keep it fresh.
+//! Hit ([`Broker::lookup`]): validate, build the key, one cache read. No
+//! actor hop, no lock. Miss ([`Broker::acquire`]): the cache's single-flight
+//! runs [`Broker::resolve`], which walks the client's chain in order, asking
+//! each credential's actor with one message that carries the cache key; the
+//! first token wins, and its actor, which built the cache entry, keeps that
+//! key fresh.
+//!
+//! What else a client asks goes through the broker's state too, in modules of
+//! their own: [`status`] (the report) and [`accounts`] (login, logout).
+
+mod accounts;
+mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -12,29 +19,27 @@ use std::time::{Duration, Instant};
 
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
-    cloud, CacheEntryStatus, ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken,
-    Hello, LoggedIn, Login, LoginMethod, Logout, ManagedIdentityEndpoint, StatusPage, StatusQuery,
-    StatusReport, TokenReplyRef, WireError, PROTOCOL_VERSION,
+    ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, ManagedIdentityEndpoint,
+    WireError,
 };
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::actors::credential::{cache_entry, CredentialMsg};
+use crate::actors::credential::CredentialMsg;
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::ActorDeps;
 use crate::cache::{CacheKey, CachedToken, TokenCache};
 use crate::clock;
-use crate::identity::{chain_fingerprint, CredentialId};
-use crate::login::{AccountKey, Accounts};
+use crate::identity::CredentialId;
+use crate::login::Accounts;
 use crate::refresh::{DEFAULT_MIN_VALIDITY_SECS, MAX_MIN_VALIDITY_SECS, STALE_MIN_VALIDITY_SECS};
 use crate::scopes;
+use crate::session::Session;
 use crate::sources::{self, SourceError, SourceRequest};
 use crate::stats::Stats;
 
-/// Longest chain a client may send.
-const MAX_CHAIN_LEN: usize = 16;
 /// Backstop for one credential's acquisition; each source has a tighter limit of its own.
 const ACQUIRE_BACKSTOP: Duration = Duration::from_secs(15 * 60);
 
@@ -49,16 +54,8 @@ pub struct Broker {
     started: Instant,
     socket_path: String,
     shutdown: watch::Sender<bool>,
-    /// Set once when the managed-identity endpoint serves.
-    managed_identity: OnceLock<ManagedIdentityEndpoint>,
-}
-
-/// What a connection learned from its Hello.
-pub struct Session {
-    pub chain: Arc<ChainSpec>,
-    pub chain_fingerprint: u128,
-    pub client: String,
-    pub pid: u32,
+    /// Where the managed-identity endpoint serves, set once when it does.
+    mi_endpoint: OnceLock<ManagedIdentityEndpoint>,
 }
 
 /// A validated token request. The key holds its normalized scopes and tenant;
@@ -102,50 +99,18 @@ impl Broker {
             started: Instant::now(),
             socket_path,
             shutdown,
-            managed_identity: OnceLock::new(),
+            mi_endpoint: OnceLock::new(),
         }
     }
 
     /// Records where the managed-identity endpoint serves (once).
     pub fn set_managed_identity(&self, endpoint: ManagedIdentityEndpoint) {
-        let _ = self.managed_identity.set(endpoint);
+        let _ = self.mi_endpoint.set(endpoint);
     }
 
     /// The managed-identity endpoint, when this daemon serves one.
-    pub fn managed_identity(&self) -> Option<ManagedIdentityEndpoint> {
-        self.managed_identity.get().cloned()
-    }
-
-    /// Checks a client's Hello: protocol version and a sane chain.
-    pub fn open_session(&self, hello: Hello) -> Result<Session, WireError> {
-        if hello.protocol_version != PROTOCOL_VERSION {
-            return Err(version_mismatch(hello.protocol_version));
-        }
-        let chain = hello.chain;
-        if chain.credentials.len() > MAX_CHAIN_LEN {
-            return Err(WireError::new(
-                ErrorKind::InvalidRequest,
-                format!("a chain has at most {MAX_CHAIN_LEN} credentials"),
-            ));
-        }
-        if !chain.authority_host.starts_with("https://") {
-            return Err(WireError::new(
-                ErrorKind::InvalidRequest,
-                "the authority host must be an https:// URL",
-            ));
-        }
-        for spec in &chain.credentials {
-            for tenant in spec_tenants(spec) {
-                scopes::validate_tenant(tenant)
-                    .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
-            }
-        }
-        Ok(Session {
-            chain_fingerprint: chain_fingerprint(&chain),
-            chain: Arc::new(chain),
-            client: hello.client_name,
-            pid: hello.pid,
-        })
+    pub fn mi_endpoint(&self) -> Option<ManagedIdentityEndpoint> {
+        self.mi_endpoint.get().cloned()
     }
 
     /// Validates a request and builds its cache key.
@@ -261,7 +226,8 @@ impl Broker {
     }
 
     /// Walks the chain; the first credential that yields a token wins. `track`
-    /// is the cache key the winning actor should keep fresh.
+    /// is the cache key the winning actor keeps fresh (its own doing: the
+    /// acquisition carries the key).
     async fn resolve(
         &self,
         chain: &ChainSpec,
@@ -281,22 +247,15 @@ impl Broker {
                 continue;
             }
             let id = CredentialId::of(spec, &chain.authority_host);
-            let result = match self.ask(&id, spec, &chain.authority_host, request).await {
+            let asked = self
+                .ask(&id, spec, &chain.authority_host, request, track.as_ref())
+                .await;
+            let result = match asked {
                 Ok(result) => result,
                 Err(internal) => Err(SourceError::failed(internal)),
             };
             match result {
-                Ok(token) => {
-                    let entry = cache_entry(&id, token);
-                    if let (Some(key), Some(registered)) = (track, self.registry.get(&id)) {
-                        let _ = registered.actor.send_message(CredentialMsg::Track {
-                            key,
-                            request: request.clone(),
-                            refresh_on: entry.refresh_on,
-                        });
-                    }
-                    return Ok(entry);
-                }
+                Ok(entry) => return Ok(entry),
                 Err(e) => {
                     timed_out |= matches!(e, SourceError::Timeout(_));
                     reasons.push(CredentialReason {
@@ -310,14 +269,16 @@ impl Broker {
         Err(chain_error(chain, reasons, timed_out))
     }
 
-    /// Asks one credential's actor for a token, starting the actor if needed.
+    /// Asks one credential's actor for a token, starting the actor if needed;
+    /// the actor keeps `track` fresh when its token is the one served.
     async fn ask(
         &self,
         id: &CredentialId,
         spec: &CredentialSpec,
         authority_host: &str,
         request: &SourceRequest,
-    ) -> Result<Result<sources::Token, SourceError>, String> {
+        track: Option<&CacheKey>,
+    ) -> Result<Result<Arc<CachedToken>, SourceError>, String> {
         // Two tries: an actor may stop (and be restarted) between lookup and call.
         for _ in 0..2 {
             let actor = match self.registry.get(id) {
@@ -328,6 +289,7 @@ impl Broker {
                 .call(
                     |reply| CredentialMsg::Acquire {
                         request: request.clone(),
+                        track: track.cloned(),
                         reply,
                     },
                     Some(ACQUIRE_BACKSTOP),
@@ -375,38 +337,6 @@ impl Broker {
         }
     }
 
-    /// The page of the status that `query` asks for (see `status_page`);
-    /// `Request::Status` gets the first page.
-    pub fn status(&self, query: &StatusQuery) -> StatusPage {
-        let header = StatusReport {
-            daemon_pid: std::process::id(),
-            daemon_version: crate::VERSION.into(),
-            protocol_version: PROTOCOL_VERSION,
-            uptime_secs: self.started.elapsed().as_secs(),
-            socket_path: self.socket_path.clone(),
-            store: self.accounts.store_description(),
-            credentials: Vec::new(),
-            cache: Vec::new(),
-            counters: self.stats.snapshot(),
-        };
-        let mut cache = self.cache.entries();
-        crate::status_page::build(
-            header,
-            self.registry.statuses(),
-            &mut cache,
-            |(a, _), (b, _)| (&a.scopes, &a.tenant, a.chain).cmp(&(&b.scopes, &b.tenant, b.chain)),
-            |(key, token)| CacheEntryStatus {
-                credential: token.credential.name().into(),
-                tenant: key.tenant.clone(),
-                scopes: key.scopes.clone(),
-                expires_on: token.expires_on,
-                refresh_on: token.refresh_on,
-                hits: token.hits.load(Relaxed),
-            },
-            query,
-        )
-    }
-
     pub async fn invalidate(&self, scopes: &[String]) -> Result<u64, WireError> {
         let scopes = if scopes.is_empty() {
             Vec::new()
@@ -417,55 +347,6 @@ impl Broker {
         Ok(self.cache.invalidate(&scopes).await)
     }
 
-    /// An explicit login (`azbroker login`) of the account that `login` selects
-    /// under the session's authority; device-code messages go to `progress`.
-    pub async fn login(
-        &self,
-        session: &Session,
-        login: Login,
-        progress: mpsc::UnboundedSender<String>,
-    ) -> Result<LoggedIn, WireError> {
-        let key = account_key(session, login.tenant.as_deref(), login.client_id.as_deref())?;
-        let scopes = if login.scopes.is_empty() {
-            vec![resource_manager_scope(&key.authority)]
-        } else {
-            login.scopes
-        };
-        let scopes = scopes::normalize_scopes(&scopes)
-            .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
-        let timeout = crate::login::browser_timeout(login.timeout_secs);
-        let device_code = login.method == LoginMethod::DeviceCode;
-        tracing::info!(account = %crate::log_escape::Escaped(&key), device_code, client = %crate::log_escape::Escaped(&session.client), "login requested");
-        let done = self
-            .accounts
-            .login(&key, device_code, scopes, timeout, progress)
-            .await
-            .map_err(|e| source_error(e, "login failed"))?;
-        Ok(LoggedIn {
-            username: done.username,
-            tenant: done.tenant,
-            store: self.accounts.store_description(),
-        })
-    }
-
-    /// Forgets one account (or all) and drops their cached tokens; returns
-    /// (accounts forgotten, tokens dropped).
-    pub async fn logout(&self, session: &Session, logout: Logout) -> Result<(u64, u64), WireError> {
-        let keys = if logout.all {
-            None
-        } else {
-            Some(vec![account_key(
-                session,
-                logout.tenant.as_deref(),
-                logout.client_id.as_deref(),
-            )?])
-        };
-        self.accounts
-            .logout(keys, &self.cache)
-            .await
-            .map_err(|e| WireError::new(ErrorKind::Internal, format!("logout failed: {e}")))
-    }
-
     pub fn request_shutdown(&self) {
         let _ = self.shutdown.send(true);
     }
@@ -473,31 +354,6 @@ impl Broker {
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
-}
-
-/// The reply for `token`, borrowing from it (see [`TokenReplyRef`]). A token
-/// below the daemon's refresh floor is `stale`: a newer one could not be had.
-pub fn token_reply(token: &CachedToken, cached: bool) -> TokenReplyRef<'_> {
-    TokenReplyRef {
-        access_token: token.access_token.expose(),
-        token_type: "Bearer",
-        expires_on: token.expires_on,
-        refresh_on: token.refresh_on,
-        tenant: token.tenant.as_deref(),
-        credential: token.credential.name(),
-        cached,
-        stale: !token.valid_for(DEFAULT_MIN_VALIDITY_SECS),
-    }
-}
-
-pub fn version_mismatch(client_version: u32) -> WireError {
-    WireError::new(
-        ErrorKind::Refused,
-        format!(
-            "protocol version {client_version} is not supported: this azbrokerd {} speaks version {PROTOCOL_VERSION}; restart it with 'azbroker stop' so a matching daemon starts",
-            crate::VERSION
-        ),
-    )
 }
 
 fn chain_error(chain: &ChainSpec, reasons: Vec<CredentialReason>, timed_out: bool) -> WireError {
@@ -525,49 +381,139 @@ fn chain_error(chain: &ChainSpec, reasons: Vec<CredentialReason>, timed_out: boo
     }
 }
 
-/// The account a login or logout names, with its inputs checked.
-fn account_key(
-    session: &Session,
-    tenant: Option<&str>,
-    client_id: Option<&str>,
-) -> Result<AccountKey, WireError> {
-    let invalid = |e: String| WireError::new(ErrorKind::InvalidRequest, e);
-    if let Some(tenant) = tenant {
-        scopes::validate_tenant(tenant).map_err(invalid)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::activity::ActorLimits;
+    use crate::actors::supervisor::{Supervisor, SupervisorArgs};
+    use crate::token_source::scripted::{self, ScriptedSource};
+    use azbroker_proto::{Hello, PROTOCOL_VERSION};
+    use ractor::Actor;
+
+    /// A broker whose chain is one Azure CLI credential answered by `source`.
+    async fn start(
+        authority: &str,
+        source: &Arc<ScriptedSource>,
+    ) -> (Arc<Broker>, Session, tempfile::TempDir) {
+        scripted::register(authority, source.clone());
+        let (deps, dir) = crate::actors::test_deps();
+        let registry = Arc::new(Registry::default());
+        let (supervisor, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                deps: deps.clone(),
+                registry: registry.clone(),
+                limits: ActorLimits::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let (shutdown, _) = watch::channel(false);
+        let broker = Broker::new(&deps, registry, supervisor, "test".into(), shutdown);
+        let session = Session::open(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "broker test".into(),
+            pid: 1,
+            chain: ChainSpec {
+                authority_host: authority.into(),
+                credentials: vec![CredentialSpec::AzureCli],
+                selected_by: "a test".into(),
+            },
+        })
+        .unwrap();
+        (Arc::new(broker), session, dir)
     }
-    if let Some(client_id) = client_id {
-        scopes::validate_tenant(client_id)
-            .map_err(|_| invalid(format!("client id {client_id:?} is not an application id")))?;
+
+    fn get(scope: &str) -> GetToken {
+        GetToken {
+            scopes: vec![scope.into()],
+            tenant: None,
+            claims: None,
+            min_validity_secs: 0,
+        }
     }
-    Ok(AccountKey::new(
-        &session.chain.authority_host,
-        tenant,
-        client_id,
-    ))
-}
 
-/// Resource Manager's scope in the cloud of `authority` (public cloud otherwise).
-fn resource_manager_scope(authority: &str) -> String {
-    let cloud = cloud::by_authority(authority).unwrap_or(&cloud::AZURE_PUBLIC);
-    cloud.resource_manager_scope()
-}
+    #[tokio::test]
+    async fn a_miss_acquires_once_and_the_next_request_hits() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("arm", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-miss.test", &source).await;
+        let scope = "https://management.azure.com/.default";
 
-fn source_error(error: SourceError, what: &str) -> WireError {
-    let kind = match &error {
-        SourceError::Unavailable(_) => ErrorKind::CredentialUnavailable,
-        SourceError::Failed { .. } => ErrorKind::AuthenticationFailed,
-        SourceError::Timeout(_) => ErrorKind::Timeout,
-    };
-    WireError::new(kind, format!("{what}: {}", error.message()))
-}
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        assert!(broker.lookup(&prepared).await.is_none());
+        let (token, cached) = broker.acquire(&session, prepared).await.unwrap();
+        assert_eq!(token.access_token.expose(), "arm");
+        assert!(!cached, "the miss ran the acquisition itself");
 
-fn spec_tenants(spec: &CredentialSpec) -> impl Iterator<Item = &str> {
-    let tenant = match spec {
-        CredentialSpec::Environment { tenant_id, .. }
-        | CredentialSpec::WorkloadIdentity { tenant_id, .. }
-        | CredentialSpec::InteractiveBrowser { tenant_id, .. }
-        | CredentialSpec::DeviceCode { tenant_id, .. } => tenant_id.as_deref(),
-        _ => None,
-    };
-    tenant.into_iter()
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        let hit = broker.lookup(&prepared).await.expect("a hit");
+        assert!(Arc::ptr_eq(&hit, &token));
+        assert_eq!(source.calls(), 1);
+        assert_eq!(broker.stats.cache_hits.load(Relaxed), 1);
+        assert_eq!(broker.stats.cache_misses.load(Relaxed), 1);
+        // The winning actor keeps the key fresh: it schedules the refresh itself.
+        let activity = broker.registry.get(&token.credential_id).unwrap().activity;
+        for _ in 0..250 {
+            if !activity.is_idle(Duration::ZERO, i64::MAX) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the served key's refresh was never scheduled");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_key_make_one_acquisition() {
+        let source = ScriptedSource::new();
+        let release = source.then_held(Ok(scripted::token("shared", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-single-flight.test", &source).await;
+        let session = Arc::new(session);
+
+        let mut waiters = Vec::new();
+        for _ in 0..20 {
+            let (broker, session) = (broker.clone(), session.clone());
+            waiters.push(tokio::spawn(async move {
+                let prepared = broker.prepare(&session, get("api://one/.default")).unwrap();
+                broker.acquire(&session, prepared).await.unwrap()
+            }));
+        }
+        // All twenty are waiting on the one acquisition before it answers.
+        while broker.stats.cache_misses.load(Relaxed) < 20 || source.calls() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        release.add_permits(1);
+        let mut tokens = Vec::new();
+        for waiter in waiters {
+            tokens.push(waiter.await.unwrap());
+        }
+        assert_eq!(source.calls(), 1);
+        assert!(tokens.iter().all(|(t, _)| Arc::ptr_eq(t, &tokens[0].0)));
+        assert_eq!(tokens.iter().filter(|(_, cached)| !cached).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_acquisition_reports_every_reason_and_caches_nothing() {
+        let source = ScriptedSource::new();
+        source.then(Err(SourceError::failed("AADSTS700016: no such app")));
+        source.then(Ok(scripted::token("later", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-failure.test", &source).await;
+        let scope = "api://two/.default";
+
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        let error = broker.acquire(&session, prepared).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::AuthenticationFailed);
+        assert_eq!(error.reasons.len(), 1);
+        assert_eq!(error.reasons[0].credential, "AzureCliCredential");
+        assert!(!error.reasons[0].unavailable);
+        assert_eq!(error.reasons[0].reason, "AADSTS700016: no such app");
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        assert!(broker.lookup(&prepared).await.is_none());
+
+        // The error was not cached: the next miss asks again.
+        let (token, _) = broker.acquire(&session, prepared).await.unwrap();
+        assert_eq!(token.access_token.expose(), "later");
+        assert_eq!(source.calls(), 2);
+    }
 }

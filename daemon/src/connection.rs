@@ -20,7 +20,7 @@ use azbroker_proto::frame::HEADER_LEN;
 use azbroker_proto::io::{read_body, ReadError};
 use azbroker_proto::{
     frame, peek_hello_version, ClientFrame, DaemonFrame, ErrorKind, Reply, Request, RequestId,
-    StatusQuery, TokenFrameRef, Welcome, WireError, PROTOCOL_VERSION,
+    StatusQuery, TokenFrameRef, TokenReplyRef, Welcome, WireError, PROTOCOL_VERSION,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon;
@@ -30,9 +30,11 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::broker::{token_reply, version_mismatch, Broker, Session};
+use crate::broker::Broker;
 use crate::cache::CachedToken;
 use crate::connection_table::{Activity, Slot};
+use crate::refresh::DEFAULT_MIN_VALIDITY_SECS;
+use crate::session::Session;
 use crate::stats::Stats;
 
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,7 +87,7 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, slot: Slot) {
             let (read, write) = split(stream);
             let writer = FrameWriter::new(write, slot.activity().clone());
             let mut reader = BufReader::with_capacity(16 * 1024, read);
-            if let Some(session) = handshake(&broker, &mut reader, &writer).await {
+            if let Some(session) = handshake(&mut reader, &writer).await {
                 tracing::debug!(client = %crate::log_escape::Escaped(&session.client), pid = session.pid, "client connected");
                 requests(
                     &broker,
@@ -142,7 +144,7 @@ fn check_peer(stream: &Stream) -> Option<WireError> {
     }
 }
 
-async fn handshake(broker: &Broker, reader: &mut Reader, writer: &Writer) -> Option<Session> {
+async fn handshake(reader: &mut Reader, writer: &Writer) -> Option<Session> {
     let mut buf = Vec::new();
     match tokio::time::timeout(HELLO_TIMEOUT, read_body(reader, &mut buf)).await {
         Ok(Ok(())) => {}
@@ -175,7 +177,16 @@ async fn handshake(broker: &Broker, reader: &mut Reader, writer: &Writer) -> Opt
             return None;
         }
     };
-    match broker.open_session(hello) {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        send_reply(
+            writer,
+            id,
+            Reply::Error(version_mismatch(hello.protocol_version)),
+        )
+        .await;
+        return None;
+    }
+    match Session::open(hello) {
         Ok(session) => {
             let welcome = Welcome {
                 protocol_version: PROTOCOL_VERSION,
@@ -361,7 +372,7 @@ async fn requests(
                 Err(e) => error_reply(broker, writer, id, e).await,
             },
             Request::ManagedIdentity => {
-                let endpoint = broker.managed_identity();
+                let endpoint = broker.mi_endpoint();
                 send_reply(writer, id, Reply::ManagedIdentity(endpoint)).await;
             }
             Request::Hello(_) => {
@@ -397,6 +408,31 @@ async fn send_token(writer: &Writer, id: RequestId, token: &CachedToken, cached:
         token: token_reply(token, cached),
     };
     send(writer, id, &frame).await;
+}
+
+/// The reply for `token`, borrowing from it (see [`TokenReplyRef`]). A token
+/// below the daemon's refresh floor is `stale`: a newer one could not be had.
+pub fn token_reply(token: &CachedToken, cached: bool) -> TokenReplyRef<'_> {
+    TokenReplyRef {
+        access_token: token.access_token.expose(),
+        token_type: "Bearer",
+        expires_on: token.expires_on,
+        refresh_on: token.refresh_on,
+        tenant: token.tenant.as_deref(),
+        credential: token.credential.name(),
+        cached,
+        stale: !token.valid_for(DEFAULT_MIN_VALIDITY_SECS),
+    }
+}
+
+pub fn version_mismatch(client_version: u32) -> WireError {
+    WireError::new(
+        ErrorKind::Refused,
+        format!(
+            "protocol version {client_version} is not supported: this azbrokerd {} speaks version {PROTOCOL_VERSION}; restart it with 'azbroker stop' so a matching daemon starts",
+            crate::VERSION
+        ),
+    )
 }
 
 /// A client that went away loses its reply, nothing else. A reply that cannot

@@ -3,9 +3,11 @@
 //! Map of the crate (request path, top to bottom):
 //! - [`server`] binds the local socket, checks each peer's uid and spawns a task per connection.
 //! - [`connection`] turns frames into requests, answers cache hits inline and runs misses as tasks.
+//! - [`session`] checks a client's Hello (its chain) and holds what it establishes.
 //! - [`connection_table`] admits connections (per-process cap, the longest-quiet one gives
 //!   way when full) and closes idle ones.
-//! - [`broker`] owns the shared state: the [`cache`] (fast path), counters, and the chain walk.
+//! - [`broker`] owns the shared state: the [`cache`] (hit path), counters, and the chain walk
+//!   (miss path); status and login/logout requests read it from its submodules.
 //! - [`actors`] holds the ractor tree: a supervisor and one credential actor per credential
 //!   identity, which acquires tokens through a [`sources`] adapter and refreshes what it minted.
 //! - [`sources`] adapts each credential kind (mostly thin wrappers over `azure_identity`).
@@ -46,6 +48,7 @@ pub mod paths;
 pub mod refresh;
 pub mod scopes;
 pub mod server;
+pub mod session;
 pub mod sources;
 pub mod stats;
 pub mod status_page;

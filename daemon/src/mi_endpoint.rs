@@ -39,8 +39,9 @@ use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::broker::{Broker, Session};
+use crate::broker::Broker;
 use crate::cache::CachedToken;
+use crate::session::Session;
 use crate::stats::Stats;
 
 /// The path `IDENTITY_ENDPOINT` names (App Service uses the same one).
@@ -122,20 +123,19 @@ impl BoundEndpoint {
         broker: Arc<Broker>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<tokio::task::JoinHandle<()>, String> {
-        let session = broker
-            .open_session(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "managed-identity-endpoint".into(),
-                pid: std::process::id(),
-                chain: self.chain,
-            })
-            .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
+        let session = Session::open(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "managed-identity-endpoint".into(),
+            pid: std::process::id(),
+            chain: self.chain,
+        })
+        .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
         tracing::info!(
             endpoint = %self.info.endpoint,
             chain = %session.chain.selected_by,
             "managed-identity endpoint listening"
         );
-        let state = Arc::new(State {
+        let state = Arc::new(EndpointState {
             broker,
             session,
             secret: self.secret,
@@ -167,7 +167,8 @@ impl BoundEndpoint {
     }
 }
 
-struct State {
+/// What every connection to the endpoint shares.
+struct EndpointState {
     broker: Arc<Broker>,
     session: Session,
     secret: Secret,
@@ -203,7 +204,7 @@ fn write_secret_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
 /// Serves one connection, holding `slot` until it ends (a refused one gives
 /// it back at once: its linger must not keep the user's clients waiting).
 async fn serve_connection(
-    state: Arc<State>,
+    state: Arc<EndpointState>,
     stream: TcpStream,
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
@@ -281,7 +282,7 @@ async fn refuse_connection(mut stream: TcpStream) {
     .await;
 }
 
-async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &EndpointState, request: Request<Incoming>) -> Response<Full<Bytes>> {
     if !has_secret(&request, &state.secret) {
         Stats::bump(&state.broker.stats.connections_refused);
         return error(
@@ -299,7 +300,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             &format!("tokens are served at {TOKEN_PATH}"),
         );
     }
-    let query = match TokenQuery::parse(request.uri().query().unwrap_or("")) {
+    let query = match EndpointQuery::parse(request.uri().query().unwrap_or("")) {
         Ok(query) => query,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
@@ -338,12 +339,12 @@ fn has_secret(request: &Request<Incoming>, secret: &Secret) -> bool {
 /// (`client_id`, `object_id`, `mi_res_id`, `msi_res_id`, `principal_id`) are
 /// accepted and ignored: the endpoint serves the identity of the daemon's chain.
 #[derive(Debug, PartialEq, Eq)]
-struct TokenQuery {
+struct EndpointQuery {
     resource: String,
 }
 
-impl TokenQuery {
-    fn parse(query: &str) -> Result<TokenQuery, String> {
+impl EndpointQuery {
+    fn parse(query: &str) -> Result<EndpointQuery, String> {
         let mut resource = None;
         let mut api_version = None;
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -372,7 +373,7 @@ impl TokenQuery {
         let resource = resource
             .filter(|r| !r.is_empty())
             .ok_or("resource is required")?;
-        Ok(TokenQuery { resource })
+        Ok(EndpointQuery { resource })
     }
 }
 
@@ -385,7 +386,7 @@ fn resource_scope(resource: &str) -> String {
     format!("{}/.default", resource.trim_end_matches('/'))
 }
 
-async fn token(state: &State, resource: &str) -> Result<Arc<CachedToken>, WireError> {
+async fn token(state: &EndpointState, resource: &str) -> Result<Arc<CachedToken>, WireError> {
     let prepared = state.broker.prepare(
         &state.session,
         GetToken {
@@ -432,26 +433,26 @@ mod tests {
     #[test]
     fn query_needs_resource_and_the_one_api_version() {
         assert_eq!(
-            TokenQuery::parse("resource=https%3A%2F%2Fvault.azure.net&api-version=2019-08-01"),
-            Ok(TokenQuery {
+            EndpointQuery::parse("resource=https%3A%2F%2Fvault.azure.net&api-version=2019-08-01"),
+            Ok(EndpointQuery {
                 resource: "https://vault.azure.net".into()
             })
         );
-        assert!(TokenQuery::parse(
+        assert!(EndpointQuery::parse(
             "api-version=2019-08-01&resource=r&client_id=00000000-0000-0000-0000-000000000000"
         )
         .is_ok());
-        assert!(TokenQuery::parse("resource=r")
+        assert!(EndpointQuery::parse("resource=r")
             .unwrap_err()
             .contains("api-version"));
-        assert!(TokenQuery::parse("resource=r&api-version=2017-09-01")
+        assert!(EndpointQuery::parse("resource=r&api-version=2017-09-01")
             .unwrap_err()
             .contains("2017-09-01"));
-        assert!(TokenQuery::parse("api-version=2019-08-01")
+        assert!(EndpointQuery::parse("api-version=2019-08-01")
             .unwrap_err()
             .contains("resource"));
         assert!(
-            TokenQuery::parse("api-version=2019-08-01&resource=a&resource=b")
+            EndpointQuery::parse("api-version=2019-08-01&resource=a&resource=b")
                 .unwrap_err()
                 .contains("more than once")
         );

@@ -3,6 +3,9 @@
 //! `login/`): the request, the token, the error, and the [`TokenSource`] trait.
 //! It sits below both so that neither needs the other's module to speak.
 
+#[cfg(test)]
+pub mod scripted;
+
 use std::time::Duration;
 
 use azbroker_proto::Secret;

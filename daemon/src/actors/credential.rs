@@ -3,10 +3,11 @@
 //!
 //! Acquisitions run as spawned tasks that report back, so a slow `az` never
 //! blocks this actor's mailbox (and so never blocks a refresh timer or another
-//! scope). After the chain serves a token from this credential, the broker
-//! sends [`CredentialMsg::Track`]; at the refresh point the actor acquires a
-//! successor and puts it in the cache, provided a client used the key since the
-//! last token was minted. A failed refresh leaves the old token in place and is
+//! scope). An acquisition for the cache carries its key, and when it yields a
+//! token the actor schedules that key's refresh itself (the broker sends one
+//! message, [`CredentialMsg::Acquire`], and gets a cache entry back); at the
+//! refresh point the actor acquires a successor and puts it in the cache,
+//! provided a client used the key since the last token was minted. A failed refresh leaves the old token in place and is
 //! retried with jittered backoff while the old token lives.
 //!
 //! A server's `Retry-After` holds every acquisition of the credential, client
@@ -46,7 +47,7 @@ pub struct CredentialArgs {
     pub activity: Arc<Activity>,
 }
 
-pub struct CredentialState {
+pub struct CredentialActorState {
     id: CredentialId,
     source: Arc<dyn TokenSource>,
     deps: ActorDeps,
@@ -67,12 +68,14 @@ struct Tracked {
 }
 
 pub enum CredentialMsg {
-    /// Get a token now (a cache miss somewhere).
+    /// Get a token now (a cache miss somewhere). With `track`, the cache key
+    /// the token will be stored under: a token acquired for it is kept fresh.
     Acquire {
         request: SourceRequest,
-        reply: RpcReplyPort<Result<Token, SourceError>>,
+        track: Option<CacheKey>,
+        reply: RpcReplyPort<Result<Arc<CachedToken>, SourceError>>,
     },
-    /// The chain served `key` from this credential; refresh it at `refresh_on`.
+    /// Sent by an acquisition to its own actor: keep `key` fresh from `refresh_on`.
     Track {
         key: CacheKey,
         request: SourceRequest,
@@ -124,7 +127,7 @@ fn backing_off(wait: Duration, reason: &str) -> SourceError {
 }
 
 /// Turns a source's token into a cache entry.
-pub fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
+fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
     let now = clock::now_secs();
     Arc::new(CachedToken {
         refresh_on: refresh::refresh_on(now, token.expires_on, token.refresh_in),
@@ -139,7 +142,7 @@ pub fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
     })
 }
 
-impl CredentialState {
+impl CredentialActorState {
     fn schedule(
         &mut self,
         myself: &ActorRef<CredentialMsg>,
@@ -218,14 +221,14 @@ impl CredentialState {
 
 impl Actor for CredentialActor {
     type Msg = CredentialMsg;
-    type State = CredentialState;
+    type State = CredentialActorState;
     type Arguments = CredentialArgs;
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
         args: CredentialArgs,
-    ) -> Result<CredentialState, ActorProcessingErr> {
+    ) -> Result<CredentialActorState, ActorProcessingErr> {
         if let Some(account) = crate::login::AccountKey::of_spec(&args.spec, &args.authority_host) {
             args.deps.accounts.link(args.id.clone(), account);
         }
@@ -234,7 +237,7 @@ impl Actor for CredentialActor {
             authority_host: args.authority_host,
             accounts: args.deps.accounts.clone(),
         };
-        Ok(CredentialState {
+        Ok(CredentialActorState {
             source: sources::build(&args.spec, &ctx),
             id: args.id,
             deps: args.deps,
@@ -248,7 +251,7 @@ impl Actor for CredentialActor {
     async fn post_stop(
         &self,
         _: ActorRef<Self::Msg>,
-        state: &mut CredentialState,
+        state: &mut CredentialActorState,
     ) -> Result<(), ActorProcessingErr> {
         // Timers are tasks of their own; dropping the handle would not cancel them.
         for (_, tracked) in state.tracked.drain() {
@@ -262,10 +265,14 @@ impl Actor for CredentialActor {
         &self,
         myself: ActorRef<Self::Msg>,
         message: CredentialMsg,
-        state: &mut CredentialState,
+        state: &mut CredentialActorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CredentialMsg::Acquire { request, reply } => {
+            CredentialMsg::Acquire {
+                request,
+                track,
+                reply,
+            } => {
                 state.activity.touch();
                 if let Some((wait, reason)) = state.health.backoff() {
                     tracing::debug!(credential = %state.id, wait_secs = wait.as_secs(), "backing off (Retry-After)");
@@ -279,9 +286,19 @@ impl Actor for CredentialActor {
                     let _ = reply.send(Err(SourceError::Unavailable(reason)));
                     return Ok(());
                 }
-                let acquisition = state.spawn_acquire(request, false);
+                let acquisition = state.spawn_acquire(request.clone(), false);
+                let (id, me) = (state.id.clone(), myself.clone());
                 tokio::spawn(async move {
-                    let _ = reply.send(acquisition.await);
+                    let result = acquisition.await.map(|token| cache_entry(&id, token));
+                    if let (Ok(entry), Some(key)) = (&result, track) {
+                        // The refresh is this actor's to schedule; the caller only stores the entry.
+                        let _ = me.send_message(CredentialMsg::Track {
+                            key,
+                            request,
+                            refresh_on: entry.refresh_on,
+                        });
+                    }
+                    let _ = reply.send(result);
                 });
             }
             CredentialMsg::Track {
@@ -382,5 +399,194 @@ impl Actor for CredentialActor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token_source::scripted::{self, ScriptedSource};
+    use ractor::rpc::CallResult;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// A credential actor whose source is `source`, under an authority of its own.
+    async fn start(
+        authority: &str,
+        source: &Arc<ScriptedSource>,
+    ) -> (
+        ActorRef<CredentialMsg>,
+        ActorDeps,
+        Arc<Activity>,
+        tempfile::TempDir,
+    ) {
+        scripted::register(authority, source.clone());
+        let (deps, dir) = super::super::test_deps();
+        let spec = CredentialSpec::AzureCli;
+        let activity = Arc::new(Activity::default());
+        let args = CredentialArgs {
+            id: CredentialId::of(&spec, authority),
+            health: Arc::new(Health::new(spec.kind())),
+            spec,
+            authority_host: authority.into(),
+            deps: deps.clone(),
+            activity: activity.clone(),
+        };
+        let (actor, _) = Actor::spawn(None, CredentialActor, args).await.unwrap();
+        (actor, deps, activity, dir)
+    }
+
+    fn request() -> SourceRequest {
+        SourceRequest {
+            scopes: vec!["https://management.azure.com/.default".into()],
+            tenant: None,
+            claims: None,
+        }
+    }
+
+    fn key() -> CacheKey {
+        CacheKey {
+            chain: 7,
+            tenant: None,
+            scopes: request().scopes,
+        }
+    }
+
+    async fn acquire(
+        actor: &ActorRef<CredentialMsg>,
+        track: Option<CacheKey>,
+    ) -> Result<Arc<CachedToken>, SourceError> {
+        let call = actor
+            .call(
+                |reply| CredentialMsg::Acquire {
+                    request: request(),
+                    track,
+                    reply,
+                },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        match call {
+            CallResult::Success(result) => result,
+            _ => panic!("the actor did not answer"),
+        }
+    }
+
+    async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        for _ in 0..250 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn acquire_answers_with_a_cache_entry_from_its_source() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("first", 3600, None)));
+        source.then(Err(SourceError::failed("AADSTS50000 no luck")));
+        let (actor, deps, activity, _dir) = start("https://credential-acquire.test", &source).await;
+
+        let entry = acquire(&actor, None).await.unwrap();
+        assert_eq!(entry.access_token.expose(), "first");
+        assert_eq!(entry.credential, CredentialKind::AzureCli);
+        assert!(entry.valid_for(3000));
+        assert!(entry.refresh_on < entry.expires_on);
+        assert_eq!(deps.stats.upstream_acquisitions.load(SeqCst), 1);
+        // Untracked: nothing to refresh.
+        assert!(activity.is_idle(Duration::ZERO, i64::MAX));
+
+        let failed = acquire(&actor, None).await.unwrap_err();
+        assert_eq!(failed.message(), "AADSTS50000 no luck");
+        assert_eq!(source.calls(), 2);
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_tracked_key_is_refreshed_before_expiry_without_a_request() {
+        let source = ScriptedSource::new();
+        // The server asks for a refresh after a second.
+        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        source.then(Ok(scripted::token("second", 3600, None)));
+        let (actor, deps, _activity, _dir) =
+            start("https://credential-refresh.test", &source).await;
+
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        deps.cache.insert(key(), first.clone()).await;
+        // A client used it, so it is worth keeping fresh.
+        deps.cache.get_fresh(&key(), 300).await.unwrap();
+
+        wait_for("the refreshed token", async || {
+            deps.cache
+                .peek(&key())
+                .await
+                .is_some_and(|t| t.access_token.expose() == "second")
+        })
+        .await;
+        assert_eq!(source.calls(), 2);
+        assert_eq!(
+            source.silent_calls(),
+            1,
+            "a refresh must never ask the user"
+        );
+        assert_eq!(deps.stats.refreshes.load(SeqCst), 1);
+        // The successor keeps the use counts of the token it replaced.
+        let second = deps.cache.peek(&key()).await.unwrap();
+        assert_eq!(second.hits.load(Relaxed), 1);
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn an_idle_key_is_not_refreshed() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        source.then(Ok(scripted::token("second", 3600, None)));
+        let (actor, deps, activity, _dir) = start("https://credential-idle.test", &source).await;
+
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        deps.cache.insert(key(), first).await;
+        wait_for("the key to be tracked", async || {
+            !activity.is_idle(Duration::ZERO, i64::MAX)
+        })
+        .await;
+        // Nobody asks for it: at the refresh point the key lapses instead.
+        wait_for("the key to be untracked", async || {
+            activity.is_idle(Duration::ZERO, i64::MAX)
+        })
+        .await;
+        assert_eq!(source.calls(), 1);
+        assert_eq!(
+            deps.cache.peek(&key()).await.unwrap().access_token.expose(),
+            "first"
+        );
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn an_invalidate_during_a_refresh_is_not_undone() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        let release = source.then_held(Ok(scripted::token("second", 3600, None)));
+        let (actor, deps, activity, _dir) =
+            start("https://credential-invalidate.test", &source).await;
+
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        deps.cache.insert(key(), first).await;
+        deps.cache.get_fresh(&key(), 300).await.unwrap();
+        wait_for("the refresh to start", async || source.calls() == 2).await;
+
+        assert_eq!(deps.cache.invalidate(&[]).await, 1);
+        release.add_permits(1);
+        // The refresh finishes, finds its key gone, and drops the key.
+        wait_for("the key to be untracked", async || {
+            activity.is_idle(Duration::ZERO, i64::MAX)
+        })
+        .await;
+        assert!(deps.cache.peek(&key()).await.is_none());
+        assert!(deps.cache.entries().is_empty());
+        assert_eq!(deps.stats.refreshes.load(SeqCst), 1);
+        actor.stop(None);
     }
 }

@@ -27,3 +27,23 @@ pub struct ActorDeps {
     /// Logged-in accounts, each owned by its account actor.
     pub accounts: Arc<crate::login::Accounts>,
 }
+
+/// What actors get in tests: a small cache, fresh counters, an HTTP client
+/// that can reach nothing but a closed loopback port, and an account store in
+/// the returned directory (kept alive by the caller).
+#[cfg(test)]
+pub fn test_deps() -> (ActorDeps, tempfile::TempDir) {
+    let http = HttpClient::from_env(Some(
+        "http://127.0.0.1:1/metadata/identity/oauth2/token".into(),
+    ))
+    .unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = crate::login::store::Store::file(store_dir.path().join("accounts.json"));
+    let deps = ActorDeps {
+        cache: TokenCache::new(100),
+        stats: Arc::new(Stats::default()),
+        accounts: crate::login::Accounts::new(http.clone(), store),
+        http,
+    };
+    (deps, store_dir)
+}

@@ -19,10 +19,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
-use super::account::{AccountKey, AccountRecord};
+use super::account_key::AccountKey;
 use super::flows;
 use super::oauth::{GrantError, OAuth, TokenSet};
-use super::store::Store;
+use super::store::{AccountRecord, Store};
 use crate::actors::activity::{Activity, Busy};
 use crate::clock;
 use crate::http::HttpClient;
@@ -458,5 +458,136 @@ impl Actor for AccountActor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Accounts;
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use std::sync::Mutex;
+
+    /// A token endpoint on loopback that rotates refresh tokens like Entra:
+    /// `rt-N` is redeemed once for `rt-N+1`; an older one is refused
+    /// (`invalid_grant`), as a real server may when it sees reuse.
+    struct RotatingEndpoint {
+        /// Every refresh token presented, in order of arrival.
+        presented: Mutex<Vec<String>>,
+        current: Mutex<u32>,
+    }
+
+    async fn serve(endpoint: Arc<RotatingEndpoint>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let endpoint = endpoint.clone();
+                let service = hyper::service::service_fn(
+                    move |request: Request<hyper::body::Incoming>| {
+                        let endpoint = endpoint.clone();
+                        async move {
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let presented = form_urlencoded::parse(&body)
+                                .find(|(name, _)| name == "refresh_token")
+                                .map(|(_, value)| value.into_owned())
+                                .unwrap_or_default();
+                            endpoint.presented.lock().unwrap().push(presented.clone());
+                            // A slow server widens any window for two redemptions to overlap.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let mut current = endpoint.current.lock().unwrap();
+                            let (status, reply) = if presented == format!("rt-{current}") {
+                                *current += 1;
+                                (
+                                    200,
+                                    serde_json::json!({
+                                        "access_token": format!("at-{current}"),
+                                        "token_type": "Bearer",
+                                        "expires_in": 3600,
+                                        "refresh_token": format!("rt-{current}"),
+                                    }),
+                                )
+                            } else {
+                                (
+                                    400,
+                                    serde_json::json!({
+                                        "error": "invalid_grant",
+                                        "error_description": "AADSTS70000: the refresh token was already used",
+                                    }),
+                                )
+                            };
+                            Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(reply.to_string())))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        authority
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_redeem_each_rotated_refresh_token_once_in_turn() {
+        let endpoint = Arc::new(RotatingEndpoint {
+            presented: Mutex::new(Vec::new()),
+            current: Mutex::new(0),
+        });
+        let authority = serve(endpoint.clone()).await;
+        let key = AccountKey::new(&authority, None, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.json");
+        let seed = Arc::new(Store::file(path.clone()));
+        seed.save(AccountRecord {
+            key: key.clone(),
+            username: None,
+            home_tenant: None,
+            object_id: None,
+            refresh_token: azbroker_proto::Secret::new("rt-0"),
+            updated_at: 0,
+        })
+        .await
+        .unwrap();
+        let http = HttpClient::from_env(None).unwrap();
+        let accounts = Accounts::new(http, Store::file(path.clone()));
+
+        let mut requests = Vec::new();
+        for n in 0..10 {
+            let (accounts, key) = (accounts.clone(), key.clone());
+            requests.push(tokio::spawn(async move {
+                let request = SourceRequest {
+                    scopes: vec![format!("api://app-{n}/.default")],
+                    tenant: None,
+                    claims: None,
+                };
+                accounts.acquire(&key, &request, None).await
+            }));
+        }
+        let mut access_tokens = Vec::new();
+        for request in requests {
+            let token = request.await.unwrap().expect("every redemption succeeds");
+            access_tokens.push(token.access_token.expose().to_string());
+        }
+        access_tokens.sort();
+        access_tokens.dedup();
+        assert_eq!(access_tokens.len(), 10, "each request got its own token");
+        // Each refresh token was presented once, and only after its predecessor was redeemed.
+        let expected: Vec<String> = (0..10).map(|n| format!("rt-{n}")).collect();
+        assert_eq!(*endpoint.presented.lock().unwrap(), expected);
+        // The newest refresh token is what survives a restart.
+        let stored = seed.load(&key).await.unwrap().unwrap();
+        assert_eq!(stored.refresh_token.expose(), "rt-10");
     }
 }

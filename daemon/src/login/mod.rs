@@ -1,15 +1,16 @@
 //! User logins (browser, device code) and the accounts they leave behind.
 //!
-//! - [`account`]: who a login is for ([`AccountKey`]) and what is persisted.
-//! - [`store`]: where refresh tokens survive a restart (OS secret store or a 0600 file).
+//! - [`account_key`]: who a login is for ([`AccountKey`]).
+//! - [`store`]: what a login leaves behind ([`store::AccountRecord`]: the refresh token) and
+//!   where it survives a restart (OS secret store or a 0600 file).
 //! - [`oauth`]: the grants (authorization code + PKCE, refresh, device code) over our HTTP client.
 //! - [`flows`]: a whole browser login ([`loopback`] listener + [`opener`]) or device-code login.
 //! - [`Accounts`] (here): account key -> the one actor that owns its refresh token
 //!   (`login/account_actor.rs`), started on first use and stopped when idle
 //!   ([`Accounts::stop_idle`]; the refresh token stays in the store).
 
-pub mod account;
 pub mod account_actor;
+pub mod account_key;
 pub mod flows;
 pub mod loopback;
 pub mod oauth;
@@ -24,7 +25,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, ActorStatus};
 use tokio::sync::mpsc;
 
-pub use account::AccountKey;
+pub use account_key::AccountKey;
 
 use crate::actors::activity::Activity;
 use crate::cache::TokenCache;

@@ -24,7 +24,7 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::account::AccountKey;
+use super::account_key::AccountKey;
 use crate::clock;
 use crate::http::HttpClient;
 
@@ -529,7 +529,7 @@ mod tests {
         assert_eq!(query["response_type"], "code");
         assert_eq!(
             query["client_id"],
-            super::super::account::DEVELOPER_CLIENT_ID
+            super::super::account_key::DEVELOPER_CLIENT_ID
         );
         assert_eq!(query["redirect_uri"], "http://localhost:4711");
         assert_eq!(query["code_challenge_method"], "S256");

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{AccountKey, AccountRecord};
+use azbroker_proto::Secret;
+
+use super::account_key::AccountKey;
 use crate::paths;
 
 const DOCUMENT_VERSION: u32 = 1;
@@ -28,6 +30,22 @@ const KEYRING_SERVICE: &str = "azbroker";
 const KEYRING_ACCOUNT: &str = "accounts";
 /// A secret store that does not answer within this is treated as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What survives a daemon restart: the account and its current refresh token.
+/// `Debug` redacts the token (it is a [`Secret`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub key: AccountKey,
+    /// `preferred_username` of the id token, e.g. `user@contoso.com`.
+    pub username: Option<String>,
+    /// The user's home tenant (`tid`) and object id (`oid`), when known.
+    pub home_tenant: Option<String>,
+    pub object_id: Option<String>,
+    /// The newest refresh token; the one before it is never presented again.
+    pub refresh_token: Secret,
+    /// When this record was last written, seconds since the epoch.
+    pub updated_at: i64,
+}
 
 #[derive(Default, Serialize, Deserialize)]
 struct Document {

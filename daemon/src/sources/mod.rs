@@ -43,6 +43,10 @@ pub struct SourceContext {
 
 /// Builds the source for one credential of a chain.
 pub fn build(spec: &CredentialSpec, ctx: &SourceContext) -> Arc<dyn TokenSource> {
+    #[cfg(test)]
+    if let Some(scripted) = crate::token_source::scripted::registered(&ctx.authority_host) {
+        return scripted;
+    }
     match spec {
         CredentialSpec::Environment { .. } => Arc::new(EnvironmentSource::new(spec.clone(), ctx)),
         CredentialSpec::WorkloadIdentity { .. } => {

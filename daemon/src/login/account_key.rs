@@ -1,6 +1,6 @@
-//! Who a login is for ([`AccountKey`]) and what it leaves behind ([`AccountRecord`]).
+//! Who a login is for: [`AccountKey`] (authority, tenant, client id) and its defaults.
 
-use azbroker_proto::{CredentialSpec, Secret};
+use azbroker_proto::CredentialSpec;
 use serde::{Deserialize, Serialize};
 
 /// Azure.Identity's public developer client (the one `InteractiveBrowserCredential`
@@ -59,20 +59,4 @@ impl std::fmt::Display for AccountKey {
             self.tenant, self.authority, self.client_id
         )
     }
-}
-
-/// What survives a daemon restart: the account and its current refresh token.
-/// `Debug` redacts the token (it is a [`Secret`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccountRecord {
-    pub key: AccountKey,
-    /// `preferred_username` of the id token, e.g. `user@contoso.com`.
-    pub username: Option<String>,
-    /// The user's home tenant (`tid`) and object id (`oid`), when known.
-    pub home_tenant: Option<String>,
-    pub object_id: Option<String>,
-    /// The newest refresh token; the one before it is never presented again.
-    pub refresh_token: Secret,
-    /// When this record was last written, seconds since the epoch.
-    pub updated_at: i64,
 }

@@ -1,0 +1,65 @@
+//! A client's session: what its Hello establishes, once checked.
+//!
+//! The protocol version is the connection's to check (`connection.rs`, before
+//! a Hello is even decoded whole); here the chain is: its length, its
+//! authority, and every tenant it names.
+
+use std::sync::Arc;
+
+use azbroker_proto::{ChainSpec, CredentialSpec, ErrorKind, Hello, WireError};
+
+use crate::identity::chain_fingerprint;
+use crate::scopes;
+
+/// Longest chain a client may send.
+const MAX_CHAIN_LEN: usize = 16;
+
+/// What a connection learned from its Hello.
+pub struct Session {
+    pub chain: Arc<ChainSpec>,
+    pub chain_fingerprint: u128,
+    pub client: String,
+    pub pid: u32,
+}
+
+impl Session {
+    /// Checks a Hello's chain and opens the session it describes.
+    pub fn open(hello: Hello) -> Result<Session, WireError> {
+        let chain = hello.chain;
+        if chain.credentials.len() > MAX_CHAIN_LEN {
+            return Err(WireError::new(
+                ErrorKind::InvalidRequest,
+                format!("a chain has at most {MAX_CHAIN_LEN} credentials"),
+            ));
+        }
+        if !chain.authority_host.starts_with("https://") {
+            return Err(WireError::new(
+                ErrorKind::InvalidRequest,
+                "the authority host must be an https:// URL",
+            ));
+        }
+        for spec in &chain.credentials {
+            for tenant in spec_tenants(spec) {
+                scopes::validate_tenant(tenant)
+                    .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
+            }
+        }
+        Ok(Session {
+            chain_fingerprint: chain_fingerprint(&chain),
+            chain: Arc::new(chain),
+            client: hello.client_name,
+            pid: hello.pid,
+        })
+    }
+}
+
+fn spec_tenants(spec: &CredentialSpec) -> impl Iterator<Item = &str> {
+    let tenant = match spec {
+        CredentialSpec::Environment { tenant_id, .. }
+        | CredentialSpec::WorkloadIdentity { tenant_id, .. }
+        | CredentialSpec::InteractiveBrowser { tenant_id, .. }
+        | CredentialSpec::DeviceCode { tenant_id, .. } => tenant_id.as_deref(),
+        _ => None,
+    };
+    tenant.into_iter()
+}
