@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_proto::frame::HEADER_LEN;
+use azbroker_proto::buffered::{self, Buffered};
 use azbroker_proto::io::{read_body, ReadError};
 use azbroker_proto::{
     frame, peek_hello_version, ClientFrame, DaemonFrame, ErrorKind, Reply, Request, RequestId,
@@ -218,14 +218,13 @@ async fn next_frame(reader: &mut Reader, buf: &mut Vec<u8>) -> Incoming {
     };
     // The common case: the whole frame came in one read. Decode it where it
     // is, with no copy and no deadline to arm.
-    match frame::whole_frame_len(reader.buffer()) {
-        Some(Ok(len)) => {
-            let frame = decoded(&reader.buffer()[HEADER_LEN..len]);
-            reader.consume(len);
-            return frame;
+    match buffered::decode_front::<ClientFrame>(reader.buffer()) {
+        Ok(Buffered::Frame { message, consumed }) => {
+            reader.consume(consumed);
+            return Incoming::Frame(message);
         }
-        Some(Err(e)) => return Incoming::Bad(format!("bad frame: {e}")),
-        None => {}
+        Ok(Buffered::NeedMore { .. }) => {}
+        Err(e) => return Incoming::Bad(format!("bad frame: {e}")),
     }
     match tokio::time::timeout(FRAME_TIMEOUT, read_body(reader, buf)).await {
         Ok(Ok(())) => decoded(buf),

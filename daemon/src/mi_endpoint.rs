@@ -377,20 +377,11 @@ impl EndpointQuery {
     }
 }
 
-/// A resource (`https://vault.azure.net`, `https://management.azure.com/`)
-/// means its `/.default` scope.
-fn resource_scope(resource: &str) -> String {
-    if resource.ends_with("/.default") {
-        return resource.to_string();
-    }
-    format!("{}/.default", resource.trim_end_matches('/'))
-}
-
 async fn token(state: &EndpointState, resource: &str) -> Result<Arc<CachedToken>, WireError> {
     let prepared = state.broker.prepare(
         &state.session,
         GetToken {
-            scopes: vec![resource_scope(resource)],
+            scopes: vec![azbroker_proto::resource::resource_to_scope(resource)],
             tenant: None,
             claims: None,
             min_validity_secs: 0,
@@ -455,23 +446,6 @@ mod tests {
             EndpointQuery::parse("api-version=2019-08-01&resource=a&resource=b")
                 .unwrap_err()
                 .contains("more than once")
-        );
-    }
-
-    #[test]
-    fn resources_become_default_scopes() {
-        assert_eq!(
-            resource_scope("https://management.azure.com/"),
-            "https://management.azure.com/.default"
-        );
-        assert_eq!(
-            resource_scope("https://vault.azure.net"),
-            "https://vault.azure.net/.default"
-        );
-        assert_eq!(resource_scope("api://my-app"), "api://my-app/.default");
-        assert_eq!(
-            resource_scope("https://graph.microsoft.com/.default"),
-            "https://graph.microsoft.com/.default"
         );
     }
 

@@ -72,26 +72,6 @@ fn bare_resource_to_default(scope: &str) -> Option<String> {
     None
 }
 
-/// For credentials that take a resource (CLI tools, managed identity): a scope
-/// that does not end in `/.default` becomes `{scheme}://{host}/.default`.
-pub fn to_default_scope(scope: &str) -> String {
-    if scope.ends_with("/.default") {
-        return scope.to_string();
-    }
-    match scope.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.split('/').next().unwrap_or(rest);
-            format!("{scheme}://{host}/.default")
-        }
-        None => scope.to_string(),
-    }
-}
-
-/// The resource behind a `/.default` scope, e.g. `https://management.azure.com`.
-pub fn scope_to_resource(scope: &str) -> &str {
-    scope.strip_suffix("/.default").unwrap_or(scope)
-}
-
 /// A tenant is a GUID or a domain name: letters, digits, dots and hyphens.
 pub fn validate_tenant(tenant: &str) -> Result<(), String> {
     let ok = !tenant.is_empty()
@@ -156,22 +136,6 @@ mod tests {
         assert!(norm(&[&"a".repeat(513)]).is_err());
         let many: Vec<String> = (0..17).map(|i| format!("s{i}")).collect();
         assert!(normalize_scopes(&many).is_err());
-    }
-
-    #[test]
-    fn resource_scopes_for_cli_tools() {
-        assert_eq!(
-            to_default_scope("https://graph.microsoft.com/User.Read"),
-            "https://graph.microsoft.com/.default"
-        );
-        assert_eq!(
-            to_default_scope("https://vault.azure.net/.default"),
-            "https://vault.azure.net/.default"
-        );
-        assert_eq!(
-            scope_to_resource("https://vault.azure.net/.default"),
-            "https://vault.azure.net"
-        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use base64::Engine as _;
 
 use super::process::{classify_tool_error, BoundedExecutor, ToolNames};
 use super::{SourceError, SourceRequest, Token, TokenSource};
-use crate::scopes;
+use azbroker_proto::resource;
 
 /// The Azure MCP Server's limit for `az` (`docs/spec/authentication.md`, "Each credential").
 pub const TIMEOUT: Duration = Duration::from_secs(13);
@@ -34,7 +34,7 @@ impl TokenSource for AzureCliSource {
                 "AzureCliCredential takes exactly one scope per token; ask for each scope separately",
             ));
         };
-        let scope = scopes::to_default_scope(scope);
+        let scope = resource::to_default_scope(scope);
         if let Some(claims) = &request.claims {
             // Requests carry claims decoded (Azure.Identity's convention);
             // `az login --claims-challenge` takes them base64-encoded.

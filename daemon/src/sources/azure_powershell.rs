@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::process::BoundedExecutor;
 use super::{SourceError, SourceRequest, Token, TokenSource};
-use crate::scopes;
+use azbroker_proto::resource;
 
 /// The Azure MCP Server's limit for PowerShell (`docs/spec/authentication.md`, "Each credential").
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,7 +49,7 @@ impl TokenSource for AzurePowerShellSource {
                 "AzurePowerShellCredential takes exactly one scope per token (Get-AzAccessToken takes a resource); ask for each scope separately",
             ));
         };
-        let resource = scopes::scope_to_resource(&scopes::to_default_scope(scope)).to_string();
+        let resource = resource::scope_to_resource(&resource::to_default_scope(scope)).to_string();
         if let Some(claims) = &request.claims {
             let mut command = format!(
                 "Connect-AzAccount -ClaimsChallenge {}",

@@ -10,12 +10,11 @@
 //! IMDS is reached without any proxy and with a short connect timeout, so
 //! off Azure the chain moves on within about a second.
 
-use azbroker_proto::{CredentialSpec, Secret};
+use azbroker_proto::{resource, CredentialSpec, Secret};
 use serde::Deserialize;
 
-use super::{token_tenant, SourceContext, SourceError, SourceRequest, Token, TokenSource};
+use super::{SourceContext, SourceError, SourceRequest, Token, TokenSource};
 use crate::http::{describe_transport_error, retry_after};
-use crate::scopes;
 
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";
 const IMDS_API_VERSION: &str = "2018-02-01";
@@ -59,7 +58,7 @@ impl TokenSource for ManagedIdentitySource {
                 "a managed identity cannot answer a claims challenge: nothing can be run to satisfy it; the resource's conditional access policy must allow this identity",
             ));
         }
-        let resource = scopes::scope_to_resource(&scopes::to_default_scope(scope)).to_string();
+        let resource = resource::scope_to_resource(&resource::to_default_scope(scope)).to_string();
         let client_id = client_id.as_deref();
         let token = match (endpoint, header) {
             (Some(endpoint), Some(header)) => {
@@ -197,7 +196,7 @@ impl ManagedIdentitySource {
 /// A managed identity lives in one tenant: a request for another is refused,
 /// which it can only be once the token (and its `tid`) is known.
 fn check_tenant(request: &SourceRequest, mut token: Token) -> Result<Token, SourceError> {
-    let issued_in = token_tenant(token.access_token.expose());
+    let issued_in = azbroker_proto::jwt::tenant(token.access_token.expose());
     if let Some(wanted) = &request.tenant {
         let same = issued_in
             .as_deref()

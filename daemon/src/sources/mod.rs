@@ -101,18 +101,3 @@ impl TokenSource for Unavailable {
         Err(SourceError::Unavailable(self.0.clone()))
     }
 }
-
-/// The `tid` claim of a JWT access token, when it has one. Read for display
-/// and tenant checks only: the token is not verified (it is not ours to verify).
-pub fn token_tenant(access_token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let payload = access_token.split('.').nth(1)?;
-    if payload.len() > 16 * 1024 {
-        return None;
-    }
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    claims.get("tid")?.as_str().map(str::to_string)
-}
