@@ -23,6 +23,7 @@ mod network;
 mod refresh;
 mod robustness;
 mod security;
+mod service;
 mod shim;
 mod socket_trust;
 mod upstream;
