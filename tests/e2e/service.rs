@@ -139,3 +139,104 @@ fn an_activated_socket_at_another_path_than_the_daemons_is_refused() {
         "{stderr}"
     );
 }
+
+/// A sandbox whose clients compute the socket from `XDG_RUNTIME_DIR` (as on
+/// a desktop session) and whose configuration lives in the sandbox. That
+/// runtime directory has no service manager in it, so `systemctl --user`
+/// reaches none, whatever runs on the machine.
+fn unit_sandbox() -> (Sandbox, std::path::PathBuf) {
+    let mut sandbox = Sandbox::new();
+    let runtime = sandbox.dir.path().join("rt");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&runtime)
+        .unwrap();
+    sandbox.unset("AZBROKER_SOCKET");
+    sandbox.set("XDG_RUNTIME_DIR", &runtime);
+    sandbox.set("XDG_CONFIG_HOME", sandbox.dir.path().join("config"));
+    sandbox.socket = runtime.join("azbroker/azbroker.sock");
+    let units = sandbox.dir.path().join("config/systemd/user");
+    (sandbox, units)
+}
+
+fn service(sandbox: &Sandbox, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["service"];
+    all.extend_from_slice(args);
+    sandbox.cli(&all)
+}
+
+/// What `systemd-analyze --user verify` says about `units` (it needs only a
+/// runtime directory, no running manager); warnings about them included.
+fn verify(sandbox: &Sandbox, units: &[std::path::PathBuf]) -> (bool, Vec<String>) {
+    let out = sandbox
+        .command_for("systemd-analyze")
+        .args(["--user", "verify"])
+        .args(units)
+        .output()
+        .expect("run systemd-analyze (Debian package systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let about_ours = stderr
+        .lines()
+        .filter(|line| line.contains("azbrokerd"))
+        .map(str::to_string)
+        .collect();
+    (out.status.success(), about_ours)
+}
+
+#[test]
+fn service_install_writes_units_that_systemd_analyze_verify_accepts() {
+    let (sandbox, dir) = unit_sandbox();
+    let out = service(&sandbox, &["install", "--no-start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let socket_unit = std::fs::read_to_string(dir.join("azbrokerd.socket")).unwrap();
+    let service_unit = std::fs::read_to_string(dir.join("azbrokerd.service")).unwrap();
+    // The path clients compute from XDG_RUNTIME_DIR.
+    assert!(socket_unit.contains("\nListenStream=%t/azbroker/azbroker.sock\n"));
+    let daemon = std::fs::canonicalize(bin("azbrokerd")).unwrap();
+    assert!(
+        service_unit.contains(&format!(
+            "\nExecStart={} --foreground --socket %t/azbroker/azbroker.sock\n",
+            daemon.display()
+        )),
+        "{service_unit}"
+    );
+
+    let units = [dir.join("azbrokerd.socket"), dir.join("azbrokerd.service")];
+    let (ok, complaints) = verify(&sandbox, &units);
+    assert!(ok && complaints.is_empty(), "{complaints:?}");
+
+    // The check is real: a damaged copy draws a complaint.
+    let damaged = sandbox.dir.path().join("azbrokerd-damaged.service");
+    std::fs::write(&damaged, service_unit.replace("Type=notify", "Type=bogus")).unwrap();
+    let (_, complaints) = verify(&sandbox, &[damaged]);
+    assert!(
+        complaints.iter().any(|line| line.contains("bogus")),
+        "{complaints:?}"
+    );
+
+    let out = service(&sandbox, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("azbrokerd.socket   written"), "{text}");
+    let out = service(&sandbox, &["uninstall"]);
+    assert!(out.status.success());
+    assert!(!units[0].exists() && !units[1].exists());
+}
+
+#[test]
+fn without_a_user_manager_install_says_so_and_clients_still_start_the_daemon() {
+    let (sandbox, dir) = unit_sandbox();
+    let out = service(&sandbox, &["install"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no systemd user manager"), "{stderr}");
+    assert!(dir.join("azbrokerd.socket").is_file());
+    let out = service(&sandbox, &["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("clients start azbrokerd themselves"));
+
+    sandbox.token(ARM, &[]);
+    assert_eq!(sandbox.daemon_pids().len(), 1);
+}

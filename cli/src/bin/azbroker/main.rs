@@ -7,6 +7,7 @@
 mod mcp_config;
 mod mi_env;
 mod output;
+mod service;
 mod shim;
 
 use std::ffi::OsString;
@@ -109,6 +110,13 @@ enum Command {
         #[arg(long)]
         plain: bool,
     },
+    /// Run azbrokerd under the user's service manager (systemd user units with
+    /// socket activation), so it starts with the session's environment rather
+    /// than the first client's.
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
     /// Print a shell completion script, e.g. `azbroker completions bash > ~/.local/share/bash-completion/completions/azbroker`.
     Completions {
         /// The shell to complete in.
@@ -180,6 +188,7 @@ fn main() -> ExitCode {
         Command::Shim { command } => shim_command(&command),
         Command::Env { plain, .. } => env_command(plain),
         Command::Completions { shell } => completions(shell),
+        Command::Service { command } => service::run(command),
     }
 }
 
