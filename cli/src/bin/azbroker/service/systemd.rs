@@ -119,15 +119,28 @@ fn stop_unmanaged_daemon() {
         eprintln!(
             "azbroker: stopped the running azbrokerd; the service manager starts the next one"
         );
-        // It removes its socket as it exits; give it a moment.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while options.socket.exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_until_gone(&options.socket);
     }
 }
 
-/// Writes `text` to `path` (mode 0644, as systemd expects of unit files).
+/// Waits (at most 5 s) until no daemon holds the lock beside `socket`: a
+/// socket file may outlive its daemon (the service manager's does).
+fn wait_until_gone(socket: &Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    let lock = azbroker_proto::paths::sibling(socket, "lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let Ok(file) = std::fs::File::open(&lock) else {
+            return;
+        };
+        if Flock::lock(file, FlockArg::LockSharedNonblock).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Writes `text` to `path` (unit files hold no secret; the umask decides the mode).
 fn write_unit(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
