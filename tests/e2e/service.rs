@@ -19,6 +19,11 @@ const SOCKET_ACTIVATE: &str = "systemd-socket-activate";
 /// `azbrokerd` (same pid) on the first connection. Clients must not start a
 /// daemon of their own, so a test passes only through activation.
 fn activate(sandbox: &mut Sandbox) -> Child {
+    activate_with(sandbox, &[])
+}
+
+/// [`activate`] with extra daemon arguments.
+fn activate_with(sandbox: &mut Sandbox, args: &[&str]) -> Child {
     sandbox.set("AZBROKER_NO_AUTOSTART", "1");
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -32,6 +37,7 @@ fn activate(sandbox: &mut Sandbox) -> Child {
         .arg(bin("azbrokerd"))
         .args(["--foreground", "--imds-endpoint", CLOSED_IMDS, "--socket"])
         .arg(&sandbox.socket)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -106,6 +112,21 @@ fn an_activated_daemon_stops_cleanly_on_sigterm_and_leaves_the_socket() {
     assert!(exit.success(), "azbrokerd exited with {exit}");
     assert!(sandbox.log().contains("shutting down"));
     assert_eq!(inode(&sandbox.socket), socket_inode);
+}
+
+#[test]
+fn an_activated_daemon_serves_the_managed_identity_endpoint_its_unit_asks_for() {
+    let mut sandbox = Sandbox::new();
+    let mut activator = activate_with(&mut sandbox, &["--managed-identity-endpoint"]);
+    let identity = sandbox.managed_identity_env();
+    assert!(
+        identity.endpoint.starts_with("http://127.0.0.1:"),
+        "{}",
+        identity.endpoint
+    );
+    assert!(!identity.header.is_empty());
+    assert!(sandbox.cli(&["stop"]).status.success());
+    assert!(activator.wait().unwrap().success());
 }
 
 #[test]

@@ -444,7 +444,8 @@ fn managed_identity_vars(plain: bool) -> Result<String, ExitCode> {
             return Err(fail(
                 "the running azbrokerd serves no managed-identity endpoint: it was started \
                  without --managed-identity-endpoint (or AZBROKER_MANAGED_IDENTITY=1). \
-                 Restart it with the endpoint: azbroker stop && azbroker env --managed-identity",
+                 Restart it with the endpoint: azbroker stop && azbroker env --managed-identity \
+                 (under the service: azbroker service install --managed-identity-endpoint)",
                 1,
             ))
         }

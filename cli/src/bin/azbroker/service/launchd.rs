@@ -17,15 +17,21 @@ pub fn run(command: ServiceCommand) -> Result<(), String> {
         .join(format!("{LABEL}.plist"));
     let domain = format!("gui/{}", nix::unistd::geteuid().as_raw());
     match command {
-        ServiceCommand::Install { no_start } => {
+        ServiceCommand::Install {
+            no_start,
+            managed_identity_endpoint,
+        } => {
             let daemon = crate::beside_this_program("azbrokerd")?;
             let socket = azbroker_proto::paths::socket_path(nix::unistd::geteuid().as_raw());
             if let Some(dir) = plist.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
-            std::fs::write(&plist, agent_plist(&daemon, &socket))
-                .map_err(|e| format!("cannot write {}: {e}", plist.display()))?;
+            std::fs::write(
+                &plist,
+                agent_plist(&daemon, &socket, managed_identity_endpoint),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", plist.display()))?;
             eprintln!("azbroker: wrote {} (untested on macOS)", plist.display());
             if !no_start {
                 launchctl(&["bootstrap", &domain, &plist.to_string_lossy()])?;
@@ -67,7 +73,7 @@ fn launchctl(args: &[&str]) -> Result<(), String> {
 
 /// The agent's property list: run `daemon --socket socket` (logging to its
 /// file in the state directory) at login, and again if it fails.
-pub fn agent_plist(daemon: &Path, socket: &Path) -> String {
+pub fn agent_plist(daemon: &Path, socket: &Path, managed_identity: bool) -> String {
     let escape = |path: &Path| {
         path.to_string_lossy()
             .replace('&', "&amp;")
@@ -84,7 +90,7 @@ pub fn agent_plist(daemon: &Path, socket: &Path) -> String {
   <array>
     <string>{daemon}</string>
     <string>--socket</string>
-    <string>{socket}</string>
+    <string>{socket}</string>{endpoint}
   </array>
   <key>RunAtLoad</key><true/>
   <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
@@ -92,6 +98,11 @@ pub fn agent_plist(daemon: &Path, socket: &Path) -> String {
 </dict>
 </plist>
 "#,
+        endpoint = if managed_identity {
+            "\n    <string>--managed-identity-endpoint</string>"
+        } else {
+            ""
+        },
         daemon = escape(daemon),
         socket = escape(socket),
     )

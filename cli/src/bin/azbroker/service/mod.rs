@@ -20,6 +20,10 @@ pub enum ServiceCommand {
         /// Only write the units; start nothing.
         #[arg(long)]
         no_start: bool,
+        /// The daemon also serves the managed-identity endpoint (`azbroker env
+        /// --managed-identity`); a service-run daemon takes no wish from clients.
+        #[arg(long)]
+        managed_identity_endpoint: bool,
     },
     /// Stop and disable the units, then remove them.
     Uninstall,

@@ -11,7 +11,10 @@ const SERVICE_UNIT: &str = "azbrokerd.service";
 pub fn run(command: ServiceCommand) -> Result<(), String> {
     let dir = unit_dir()?;
     match command {
-        ServiceCommand::Install { no_start } => install(&dir, no_start),
+        ServiceCommand::Install {
+            no_start,
+            managed_identity_endpoint,
+        } => install(&dir, no_start, managed_identity_endpoint),
         ServiceCommand::Uninstall => uninstall(&dir),
         ServiceCommand::Status => status(&dir),
     }
@@ -67,7 +70,7 @@ fn systemctl(args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn install(dir: &Path, no_start: bool) -> Result<(), String> {
+fn install(dir: &Path, no_start: bool, managed_identity: bool) -> Result<(), String> {
     let daemon = crate::beside_this_program("azbrokerd")?;
     let socket = azbroker_proto::paths::socket_path(nix::unistd::geteuid().as_raw());
     let runtime_dir = non_empty_var("XDG_RUNTIME_DIR").map(PathBuf::from);
@@ -77,7 +80,7 @@ fn install(dir: &Path, no_start: bool) -> Result<(), String> {
     write_unit(&dir.join(SOCKET_UNIT), &units::socket_unit(&socket_spec))?;
     write_unit(
         &dir.join(SERVICE_UNIT),
-        &units::service_unit(&daemon_spec, &socket_spec),
+        &units::service_unit(&daemon_spec, &socket_spec, managed_identity),
     )?;
     eprintln!(
         "azbroker: wrote {SOCKET_UNIT} and {SERVICE_UNIT} in {} (daemon {}, socket {})",

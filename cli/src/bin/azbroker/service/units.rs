@@ -63,7 +63,8 @@ WantedBy=sockets.target
     )
 }
 
-/// `azbrokerd.service`, running `daemon` (a [`unit_path`]) on `socket`.
+/// `azbrokerd.service`, running `daemon` (a [`unit_path`]) on `socket`, with
+/// the managed-identity endpoint when `managed_identity` says so.
 ///
 /// Hardening that leaves alone what the daemon's tools need (az, azd, pwsh
 /// and the browser opener read and write the user's home, reach the network
@@ -71,7 +72,12 @@ WantedBy=sockets.target
 /// PrivateTmp, ProtectSystem, RestrictNamespaces or MemoryDenyWriteExecute
 /// (.NET and Node JIT). `KillMode=process`: a browser the daemon opened for a
 /// login belongs to the user and outlives a daemon restart.
-pub fn service_unit(daemon: &str, socket: &str) -> String {
+pub fn service_unit(daemon: &str, socket: &str, managed_identity: bool) -> String {
+    let endpoint = if managed_identity {
+        " --managed-identity-endpoint"
+    } else {
+        ""
+    };
     format!(
         "\
 # Written by `azbroker service install`; `azbroker service uninstall` removes it.
@@ -82,7 +88,7 @@ After=azbrokerd.socket
 
 [Service]
 Type=notify
-ExecStart={daemon} --foreground --socket {socket}
+ExecStart={daemon} --foreground --socket {socket}{endpoint}
 Restart=on-failure
 KillMode=process
 UMask=0077
@@ -147,7 +153,7 @@ mod tests {
         ] {
             assert!(socket.lines().any(|l| l == line), "{line} in\n{socket}");
         }
-        let service = service_unit("/opt/azbroker/bin/azbrokerd", RUNTIME_SOCKET);
+        let service = service_unit("/opt/azbroker/bin/azbrokerd", RUNTIME_SOCKET, false);
         for line in [
             "Type=notify",
             "ExecStart=/opt/azbroker/bin/azbrokerd --foreground --socket %t/azbroker/azbroker.sock",
@@ -157,6 +163,10 @@ mod tests {
         ] {
             assert!(service.lines().any(|l| l == line), "{line} in\n{service}");
         }
+        let with_endpoint = service_unit("/a/azbrokerd", RUNTIME_SOCKET, true);
+        assert!(with_endpoint.lines().any(|l| l
+            == "ExecStart=/a/azbrokerd --foreground --socket %t/azbroker/azbroker.sock \
+                --managed-identity-endpoint"));
         for breaks_the_tools in [
             "ProtectHome",
             "PrivateTmp",
