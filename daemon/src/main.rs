@@ -1,11 +1,12 @@
-//! `azbrokerd`: arguments, logging, then the server.
+//! `azbrokerd`: arguments, logging, then the server (on a socket it binds, or
+//! on one the service manager passed by socket activation).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use azbroker_daemon::actors::activity::ActorLimits;
 use azbroker_daemon::connection_table::Limits;
-use azbroker_daemon::server::{self, Outcome, ServerConfig};
+use azbroker_daemon::server::{self, activation, notify, Outcome, ServerConfig};
 use clap::Parser;
 
 /// The azbroker daemon: one per user, serving Entra ID tokens over a local socket.
@@ -55,6 +56,9 @@ fn main() -> ExitCode {
     // First, while this is the only thread: no dumps, no tracing, no secrets
     // of the starter's environment.
     let hardening = azbroker_daemon::harden::at_start();
+    // Also while single-threaded: both remove their variables.
+    let activated = activation::take();
+    let notifier = notify::Notifier::from_env();
     let args = Args::parse();
     let limits = limits(&args);
     let uid = nix::unistd::geteuid().as_raw();
@@ -63,6 +67,13 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| azbroker_proto::paths::socket_path(uid));
     let managed_identity = match azbroker_proto::env::boolean("AZBROKER_MANAGED_IDENTITY") {
         Ok(on) => args.managed_identity_endpoint || on,
+        Err(e) => {
+            eprintln!("azbrokerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let activated = match activated {
+        Ok(activated) => activated,
         Err(e) => {
             eprintln!("azbrokerd: {e}");
             return ExitCode::FAILURE;
@@ -91,8 +102,10 @@ fn main() -> ExitCode {
     if let Some(max) = args.max_credential_actors {
         actor_limits.max_credential_actors = max as usize;
     }
-    let outcome = runtime.block_on(server::run(ServerConfig {
+    let outcome = runtime.block_on(server::start(ServerConfig {
         socket_path: socket_path.clone(),
+        activated,
+        notifier,
         imds_url: args.imds_endpoint,
         managed_identity,
         limits,

@@ -1,10 +1,13 @@
-//! Binds the socket, accepts connections, and shuts down cleanly.
+//! Binds the socket (or takes the one the service manager passed), accepts
+//! connections, and shuts down cleanly. [`run`] is the accept loop alone, for
+//! tests that start a daemon in-process on a listener they made.
 //!
 //! Only one daemon per socket: each holds an exclusive lock on `<socket>.lock`
 //! for its whole life. The lock (not a connect probe) decides who owns the
 //! socket, so two daemons started at once cannot delete each other's socket;
 //! a crashed daemon's lock dies with it, and its leftover socket file is then
-//! known to be stale and is removed.
+//! known to be stale and is removed. A socket passed by socket activation is
+//! never removed: the service manager owns it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,15 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azbroker_proto::{ErrorKind, WireError};
+use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 
+use crate::actors::activity::ActorLimits;
 use crate::actors::registry::Registry;
-use crate::actors::supervisor::{Supervisor, SupervisorArgs};
+use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::actors::ActorDeps;
 use crate::broker::Broker;
 use crate::cache::TokenCache;
@@ -31,6 +37,9 @@ use crate::login::Accounts;
 use crate::paths;
 use crate::stats::Stats;
 
+pub mod activation;
+pub mod notify;
+
 /// Refused connections being told why at once; more are closed without a word.
 const MAX_REFUSING: usize = 64;
 /// Cached keys kept at most.
@@ -38,6 +47,11 @@ const MAX_CACHE_ENTRIES: u64 = 100_000;
 
 pub struct ServerConfig {
     pub socket_path: PathBuf,
+    /// A socket the service manager bound and passed (see [`activation`]):
+    /// served as it is, never bound, removed or replaced by the daemon.
+    pub activated: Option<activation::Activated>,
+    /// Told when the daemon is ready and when it stops (see [`notify`]).
+    pub notifier: notify::Notifier,
     /// Replaces the VM metadata endpoint (tests only; a checked loopback URL).
     pub imds_url: Option<String>,
     /// Serve the managed-identity endpoint (see `mi_endpoint`).
@@ -45,7 +59,7 @@ pub struct ServerConfig {
     /// Connection cap, per-peer cap and idle timeout (see `connection_table`).
     pub limits: Limits,
     /// When idle actors stop, and how many credential actors there may be.
-    pub actor_limits: crate::actors::activity::ActorLimits,
+    pub actor_limits: ActorLimits,
 }
 
 pub enum Outcome {
@@ -55,8 +69,13 @@ pub enum Outcome {
     AlreadyRunning,
 }
 
-pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
-    let socket = config.socket_path;
+/// The daemon's life: lock, signals, socket, broker, then [`run`] until asked
+/// to stop, then cleanup.
+pub async fn start(config: ServerConfig) -> Result<Outcome, String> {
+    let socket = match &config.activated {
+        Some(activated) => activated_socket_path(&config.socket_path, &activated.path)?,
+        None => config.socket_path.clone(),
+    };
     if let Some(problem) = azbroker_proto::paths::socket_path_problem(&socket) {
         return Err(problem);
     }
@@ -65,21 +84,20 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         .filter(|d| !d.as_os_str().is_empty())
         .ok_or_else(|| format!("{} has no parent directory", socket.display()))?;
     paths::ensure_private_dir(dir).map_err(|e| format!("socket directory: {e}"))?;
-    let Some(_lock) = take_daemon_lock(&socket)? else {
-        return Ok(Outcome::AlreadyRunning);
+    let activated = config.activated.is_some();
+    let _lock = if activated {
+        wait_for_daemon_lock(&socket).await?
+    } else {
+        let Some(lock) = take_daemon_lock(&socket)? else {
+            return Ok(Outcome::AlreadyRunning);
+        };
+        lock
     };
     // Before the socket exists: a SIGTERM sent as soon as clients can connect
     // must reach the clean shutdown, not the default action.
     let signals = Signals::install()?;
-    match std::fs::remove_file(&socket) {
-        Ok(()) => tracing::info!(socket = %socket.display(), "removed a stale socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot remove stale socket {}: {e}",
-                socket.display()
-            ))
-        }
+    if !activated {
+        remove_stale_socket(&socket)?;
     }
     // Bound before the socket: a daemon asked for the endpoint that cannot
     // serve it fails before any client relies on it.
@@ -88,17 +106,16 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     } else {
         None
     };
-    let name = socket
-        .as_path()
-        .to_fs_name::<GenericFilePath>()
-        .map_err(|e| format!("bad socket path {}: {e}", socket.display()))?;
-    // A filesystem socket created 0600; the peer check in `connection` is the
-    // real guard, this keeps others from even connecting.
-    let listener = ListenerOptions::new()
-        .name(name)
-        .mode(0o600)
-        .create_tokio()
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let listener = match config.activated {
+        Some(activated) => activated_listener(activated)?,
+        None => bind(&socket)?,
+    };
+    // The socket file is the service manager's when it was passed to us.
+    let remove_socket = || {
+        if !activated {
+            let _ = std::fs::remove_file(&socket);
+        }
+    };
 
     raise_open_file_limit();
     crate::child_env::prepare_child_path();
@@ -108,6 +125,66 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     }
     let store = Store::from_env()?;
     tracing::info!(store = %store.describe(), "refresh tokens of logged-in accounts are kept here");
+    let daemon = start_broker(http, store, config.actor_limits, &socket).await?;
+    let broker = daemon.broker.clone();
+    signals.spawn_handler(broker.clone());
+    let mut mi_header_file = None;
+    if let Some(endpoint) = mi_endpoint {
+        broker.set_managed_identity(endpoint.info().clone());
+        mi_header_file = Some(endpoint.header_file().to_path_buf());
+        if let Err(e) = endpoint.serve(broker.clone(), broker.shutdown_signal()) {
+            remove_socket();
+            if let Some(file) = &mi_header_file {
+                let _ = std::fs::remove_file(file);
+            }
+            daemon.supervisor.stop(Some("daemon startup failed".into()));
+            return Err(e);
+        }
+    }
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), version = crate::VERSION, activated, "azbrokerd listening");
+    config
+        .notifier
+        .ready(&format!("serving {}", socket.display()));
+
+    run(listener, broker, config.limits, daemon.shutdown.clone()).await;
+
+    tracing::info!("shutting down");
+    config.notifier.stopping();
+    remove_socket();
+    if let Some(file) = &mi_header_file {
+        let _ = std::fs::remove_file(file);
+    }
+    daemon.stop().await;
+    Ok(Outcome::Stopped)
+}
+
+/// The broker and the actor tree behind it, running.
+pub struct Daemon {
+    pub broker: Arc<Broker>,
+    /// Turns true when the broker is asked to stop. Held from the start: a
+    /// watch sender with no receiver drops what it is sent.
+    pub shutdown: watch::Receiver<bool>,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_done: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Stops the actor tree, waiting a little for it.
+    pub async fn stop(self) {
+        self.supervisor.stop(Some("daemon shutdown".into()));
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.supervisor_done).await;
+    }
+}
+
+/// Starts the supervisor and builds the broker over `http` and `store`;
+/// `socket` is what status reports. No lock, signal or socket involved, so a
+/// test can build one in-process.
+pub async fn start_broker(
+    http: HttpClient,
+    store: Store,
+    actor_limits: ActorLimits,
+    socket: &Path,
+) -> Result<Daemon, String> {
     let accounts = Accounts::new(http.clone(), store);
     let stats = Arc::new(Stats::default());
     let cache = TokenCache::new(MAX_CACHE_ENTRIES);
@@ -124,12 +201,12 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         SupervisorArgs {
             deps: deps.clone(),
             registry: registry.clone(),
-            limits: config.actor_limits,
+            limits: actor_limits,
         },
     )
     .await
     .map_err(|e| format!("cannot start the supervisor: {e}"))?;
-    let (shutdown_tx, mut shutdown) = watch::channel(false);
+    let (shutdown_tx, shutdown) = watch::channel(false);
     let broker = Arc::new(Broker::new(
         &deps,
         registry,
@@ -137,32 +214,34 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
         socket.display().to_string(),
         shutdown_tx,
     ));
-    signals.spawn_handler(broker.clone());
-    let mut mi_header_file = None;
-    if let Some(endpoint) = mi_endpoint {
-        broker.set_managed_identity(endpoint.info().clone());
-        mi_header_file = Some(endpoint.header_file().to_path_buf());
-        if let Err(e) = endpoint.serve(broker.clone(), broker.shutdown_signal()) {
-            let _ = std::fs::remove_file(&socket);
-            if let Some(file) = &mi_header_file {
-                let _ = std::fs::remove_file(file);
-            }
-            supervisor.stop(Some("daemon startup failed".into()));
-            return Err(e);
-        }
-    }
-    tracing::info!(socket = %socket.display(), pid = std::process::id(), version = crate::VERSION, "azbrokerd listening");
+    Ok(Daemon {
+        broker,
+        shutdown,
+        supervisor,
+        supervisor_done,
+    })
+}
 
+/// Accepts and serves connections on `listener` until `shutdown` turns true,
+/// then closes every connection. Knows nothing of locks, signals or the
+/// socket file: it neither creates nor removes it.
+pub async fn run(
+    listener: Listener,
+    broker: Arc<Broker>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     // Every accepted connection gets in or is told why (see `connection_table`):
     // waiting for a free slot before accepting once let idle connections lock
     // out every client, `azbroker stop` included.
-    let connections = Connections::new(config.limits);
+    let connections = Connections::new(limits);
     let sweeper = tokio::spawn(connections.clone().sweep_idle());
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
+            // Also when the sender is gone: nobody could ask to stop any more.
+            _ = shutdown.wait_for(|stop| *stop) => break,
         };
         match accepted {
             Ok(stream) => admit(&broker, &connections, &refusing, stream),
@@ -175,16 +254,58 @@ pub async fn run(config: ServerConfig) -> Result<Outcome, String> {
     }
     sweeper.abort();
     connections.close_all();
+}
 
-    tracing::info!("shutting down");
-    drop(listener);
-    let _ = std::fs::remove_file(&socket);
-    if let Some(file) = &mi_header_file {
-        let _ = std::fs::remove_file(file);
+/// Removes the socket file a crashed daemon left (the lock says it is stale).
+fn remove_stale_socket(socket: &Path) -> Result<(), String> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => {
+            tracing::info!(socket = %socket.display(), "removed a stale socket");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "cannot remove stale socket {}: {e}",
+            socket.display()
+        )),
     }
-    supervisor.stop(Some("daemon shutdown".into()));
-    let _ = tokio::time::timeout(Duration::from_secs(2), supervisor_done).await;
-    Ok(Outcome::Stopped)
+}
+
+/// Binds a fresh socket file at `socket`.
+fn bind(socket: &Path) -> Result<Listener, String> {
+    let name = socket
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| format!("bad socket path {}: {e}", socket.display()))?;
+    // A filesystem socket created 0600; the peer check in `connection` is the
+    // real guard, this keeps others from even connecting.
+    ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .create_tokio()
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))
+}
+
+/// The passed socket as a listener that never removes its file on drop.
+fn activated_listener(activated: activation::Activated) -> Result<Listener, String> {
+    interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(activated.fd)
+        .map(Listener::from)
+        .map_err(|e| format!("socket activation: cannot use the passed socket: {e}"))
+}
+
+/// The path of an activated socket: where it is bound. A `--socket` (or
+/// default path) elsewhere would put the lock and status beside another path
+/// than the one clients reach, so that is refused.
+fn activated_socket_path(configured: &Path, bound: &Path) -> Result<PathBuf, String> {
+    if configured == bound {
+        Ok(bound.to_path_buf())
+    } else {
+        Err(format!(
+            "socket activation passed a socket bound to {}, but this daemon's socket is {} \
+             (--socket, AZBROKER_SOCKET or XDG_RUNTIME_DIR): make them the same",
+            bound.display(),
+            configured.display()
+        ))
+    }
 }
 
 /// Serves `stream` if the connection table admits it, else tells the peer why.
@@ -231,6 +352,30 @@ fn take_daemon_lock(socket: &Path) -> Result<Option<nix::fcntl::Flock<File>>, St
     }
 }
 
+/// How long an activated daemon waits for a daemon that still holds the lock
+/// (say one a client started before the service was installed, shutting down).
+const ACTIVATED_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// [`take_daemon_lock`] for an activated daemon. It cannot step aside as a
+/// racing autostart does: the manager passed it the socket and clients wait
+/// on it. So it waits a while, then fails with the cause.
+async fn wait_for_daemon_lock(socket: &Path) -> Result<nix::fcntl::Flock<File>, String> {
+    let deadline = tokio::time::Instant::now() + ACTIVATED_LOCK_WAIT;
+    loop {
+        if let Some(lock) = take_daemon_lock(socket)? {
+            return Ok(lock);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "another azbrokerd holds {} (one started outside the service manager?); \
+                 stop it (kill the other azbrokerd) and connect again",
+                azbroker_proto::paths::sibling(socket, "lock").display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// SIGTERM and SIGINT, registered early; handled once the broker exists.
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -266,5 +411,69 @@ fn raise_open_file_limit() {
         if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
             tracing::debug!(from = soft, to = hard, "raised the open-file limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azbroker_client::{Client, ClientOptions};
+    use azbroker_proto::ChainSpec;
+    use std::os::fd::OwnedFd;
+
+    /// A listener as a service manager would pass it: bound by someone else,
+    /// with no claim to remove its file.
+    fn passed_listener(socket: &Path) -> Listener {
+        let std_listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(OwnedFd::from(
+            std_listener,
+        ))
+        .map(Listener::from)
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_serves_a_listener_it_was_given_and_leaves_its_file_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let listener = passed_listener(&socket);
+        let http = HttpClient::from_env(None).unwrap();
+        let store = Store::file(dir.path().join("accounts.json"));
+        let daemon = start_broker(http, store, ActorLimits::default(), &socket)
+            .await
+            .unwrap();
+        let server = tokio::spawn(run(
+            listener,
+            daemon.broker.clone(),
+            Limits::new(16, Duration::from_secs(60)),
+            daemon.shutdown.clone(),
+        ));
+
+        let client = Client::new(ClientOptions {
+            socket: socket.clone(),
+            chain: ChainSpec::from_lookup(|_| None).unwrap(),
+            client_name: "server-test".into(),
+            autostart: false,
+            request_timeout: Duration::from_secs(10),
+        });
+        let status = client.status().await.unwrap();
+        assert_eq!(status.daemon_pid, std::process::id());
+        assert_eq!(status.socket_path, socket.display().to_string());
+
+        client.shutdown().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("run returns once shutdown is asked")
+            .unwrap();
+        assert!(socket.exists(), "run removed a socket it did not create");
+        daemon.stop().await;
+    }
+
+    #[test]
+    fn an_activated_socket_elsewhere_than_the_configured_path_is_refused() {
+        let here = Path::new("/run/user/1/azbroker/azbroker.sock");
+        assert_eq!(activated_socket_path(here, here).unwrap(), here);
+        let err = activated_socket_path(here, Path::new("/tmp/other.sock")).unwrap_err();
+        assert!(err.contains("bound to /tmp/other.sock"), "{err}");
     }
 }

@@ -24,6 +24,7 @@ mod network;
 mod refresh;
 mod robustness;
 mod security;
+mod service;
 mod shim;
 mod socket_trust;
 mod upstream;

@@ -8,6 +8,7 @@ mod exec;
 mod mcp_config;
 mod mi_env;
 mod output;
+mod service;
 mod shim;
 
 use std::ffi::OsString;
@@ -80,7 +81,6 @@ enum Command {
     },
     /// Stop the daemon.
     Stop,
-    /// Print the JSON that registers azbroker-mcp with an MCP client.
     /// Print the JSON that registers an MCP server with an MCP client: azbroker-mcp,
     /// or with `--name NAME -- COMMAND...` any server, started through `azbroker exec`.
     McpConfig {
@@ -136,6 +136,13 @@ enum Command {
         #[arg(long)]
         plain: bool,
     },
+    /// Run azbrokerd under the user's service manager (systemd user units with
+    /// socket activation), so it starts with the session's environment rather
+    /// than the first client's.
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
     /// Print a shell completion script, e.g. `azbroker completions bash > ~/.local/share/bash-completion/completions/azbroker`.
     Completions {
         /// The shell to complete in.
@@ -175,57 +182,96 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    if let Command::Shim { command } = &cli.command {
-        return shim_command(command);
-    }
-    if let Command::Completions { shell } = cli.command {
-        use clap::CommandFactory;
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "azbroker",
-            &mut std::io::stdout(),
-        );
-        return ExitCode::SUCCESS;
-    }
-    if let Command::Env { plain, .. } = cli.command {
-        return env_command(plain);
-    }
-    if let Command::Exec {
-        managed_identity,
-        command,
-    } = cli.command
-    {
-        return exec_command(&command, managed_identity);
-    }
-    // Diagnose reads the environment itself: a broken one is what it reports on.
-    if let Command::Diagnose { args } = cli.command {
-        return diagnose(args);
-    }
-    if let Command::Token {
-        scope,
-        tenant,
-        raw,
-        min_validity,
-        claims,
-    } = cli.command
-    {
-        let request = GetToken {
-            scopes: scope,
+    // One arm per command; each command owns its set-up (a runtime only where
+    // it talks to the daemon asynchronously).
+    match cli.command {
+        Command::Token {
+            scope,
             tenant,
+            raw,
+            min_validity,
             claims,
-            min_validity_secs: min_validity.unwrap_or(0),
-        };
-        return token(request, raw);
+        } => token(
+            GetToken {
+                scopes: scope,
+                tenant,
+                claims,
+                min_validity_secs: min_validity.unwrap_or(0),
+            },
+            raw,
+        ),
+        Command::Status { json, limit } => with_runtime(status(json, limit)),
+        Command::Login {
+            device_code,
+            tenant,
+            scope,
+        } => with_runtime(login(device_code, tenant, scope)),
+        Command::Logout { all, tenant } => with_runtime(logout(all, tenant)),
+        Command::Stop => with_runtime(stop()),
+        Command::McpConfig {
+            client,
+            name,
+            managed_identity,
+            command,
+            ..
+        } => mcp_config(client, name, managed_identity, &command),
+        Command::Exec {
+            managed_identity,
+            command,
+        } => exec_command(&command, managed_identity),
+        // Diagnose reads the environment itself: a broken one is what it reports on.
+        Command::Diagnose { args } => diagnose(args),
+        Command::Shim { command } => shim_command(&command),
+        Command::Env { plain, .. } => env_command(plain),
+        Command::Completions { shell } => completions(shell),
+        Command::Service { command } => service::run(command),
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+}
+
+/// Runs a command's future on a current-thread runtime.
+fn with_runtime(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}"), 3),
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => fail(&format!("cannot start the runtime: {e}"), 3),
+    }
+}
+
+/// The client's options from the environment; a bad one is a usage error.
+fn client_options() -> Result<ClientOptions, ExitCode> {
+    ClientOptions::from_env("azbroker-cli").map_err(|e| fail(&e.to_string(), 2))
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "azbroker",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
+}
+
+/// Needs no daemon and no credential chain.
+/// Needs no daemon and no credential chain.
+fn mcp_config(
+    client: mcp_config::McpClient,
+    name: Option<String>,
+    managed_identity: bool,
+    command: &[OsString],
+) -> ExitCode {
+    let snippet = match name {
+        Some(name) => match mcp_config::wrapped_snippet(client, &name, command, managed_identity) {
+            Ok(snippet) => snippet,
+            Err(e) => return fail(&e, 2),
+        },
+        None => mcp_config::snippet(client),
     };
-    runtime.block_on(run(cli))
+    println!("{}", serde_json::to_string_pretty(&snippet).expect("JSON"));
+    ExitCode::SUCCESS
 }
 
 /// The program behind `azbroker diagnose`.
@@ -261,9 +307,9 @@ fn diagnose(args: Vec<OsString>) -> ExitCode {
 /// The hot path of scripts: one blocking exchange (Hello and request in one
 /// write), no async runtime to start.
 fn token(request: GetToken, raw: bool) -> ExitCode {
-    let options = match ClientOptions::from_env("azbroker-cli") {
+    let options = match client_options() {
         Ok(options) => options,
-        Err(e) => return fail(&e.to_string(), 2),
+        Err(code) => return code,
     };
     match blocking::get_token(&options, request) {
         Ok(token) => {
@@ -274,124 +320,103 @@ fn token(request: GetToken, raw: bool) -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> ExitCode {
-    if let Command::McpConfig {
-        client,
-        name,
-        managed_identity,
-        command,
-        ..
-    } = cli.command
-    {
-        // Needs no daemon and no credential chain.
-        let snippet = match name {
-            Some(name) => {
-                match mcp_config::wrapped_snippet(client, &name, &command, managed_identity) {
-                    Ok(snippet) => snippet,
-                    Err(e) => return fail(&e, 2),
-                }
-            }
-            None => mcp_config::snippet(client),
-        };
-        println!("{}", serde_json::to_string_pretty(&snippet).expect("JSON"));
-        return ExitCode::SUCCESS;
-    }
-    let options = match ClientOptions::from_env("azbroker-cli") {
+async fn status(json: bool, limit: Option<u64>) -> ExitCode {
+    let options = match client_options() {
         Ok(options) => options,
-        Err(e) => return fail(&e.to_string(), 2),
+        Err(code) => return code,
     };
-    match cli.command {
-        Command::Token { .. } => unreachable!("handled in main"),
-        Command::Status { json, limit } => {
-            let client = Client::new(ClientOptions {
-                autostart: false,
-                ..options
-            });
-            let limit = match (limit, json) {
-                (Some(0), _) | (None, true) => None,
-                (Some(n), _) => Some(n),
-                (None, false) => Some(output::STATUS_ENTRIES_SHOWN),
-            };
-            match client.status_with_limit(limit).await {
-                Ok(status) => {
-                    output::status(&status, json);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => client_error(&e),
-            }
+    let client = Client::new(ClientOptions {
+        autostart: false,
+        ..options
+    });
+    let limit = match (limit, json) {
+        (Some(0), _) | (None, true) => None,
+        (Some(n), _) => Some(n),
+        (None, false) => Some(output::STATUS_ENTRIES_SHOWN),
+    };
+    match client.status_with_limit(limit).await {
+        Ok(status) => {
+            output::status(&status, json);
+            ExitCode::SUCCESS
         }
-        Command::Login {
-            device_code,
-            tenant,
-            scope,
-        } => {
-            let timeout_secs = match browser_timeout() {
-                Ok(secs) => secs,
-                Err(e) => return fail(&e, 2),
-            };
-            let login = Login {
-                method: if device_code {
-                    LoginMethod::DeviceCode
-                } else {
-                    LoginMethod::Browser
-                },
-                tenant: tenant.or_else(|| env_text("AZURE_TENANT_ID")),
-                client_id: env_text("AZURE_MCP_CLIENT_ID"),
-                scopes: scope,
-                timeout_secs,
-            };
-            if !device_code {
-                eprintln!("azbroker: opening a browser to sign in (azbroker login --device-code shows a code instead)");
-            }
-            let client = Client::new(options);
-            match client.login(login, |message| eprintln!("{message}")).await {
-                Ok(done) => {
-                    output::logged_in(&done);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => client_error(&e),
-            }
+        Err(e) => client_error(&e),
+    }
+}
+
+async fn login(device_code: bool, tenant: Option<String>, scopes: Vec<String>) -> ExitCode {
+    let options = match client_options() {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
+    let timeout_secs = match browser_timeout() {
+        Ok(secs) => secs,
+        Err(e) => return fail(&e, 2),
+    };
+    let login = Login {
+        method: if device_code {
+            LoginMethod::DeviceCode
+        } else {
+            LoginMethod::Browser
+        },
+        tenant: tenant.or_else(|| env_text("AZURE_TENANT_ID")),
+        client_id: env_text("AZURE_MCP_CLIENT_ID"),
+        scopes,
+        timeout_secs,
+    };
+    if !device_code {
+        eprintln!(
+            "azbroker: opening a browser to sign in (azbroker login --device-code shows a code instead)"
+        );
+    }
+    let client = Client::new(options);
+    match client.login(login, |message| eprintln!("{message}")).await {
+        Ok(done) => {
+            output::logged_in(&done);
+            ExitCode::SUCCESS
         }
-        Command::Logout { all, tenant } => {
-            let client = Client::new(options);
-            let logout = Logout {
-                all,
-                tenant: tenant.or_else(|| env_text("AZURE_TENANT_ID")),
-                client_id: env_text("AZURE_MCP_CLIENT_ID"),
-            };
-            match client.logout(logout).await {
-                Ok((accounts, tokens)) => {
-                    println!(
-                        "azbroker: forgot {accounts} account(s) and dropped {tokens} cached token(s)"
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => client_error(&e),
-            }
+        Err(e) => client_error(&e),
+    }
+}
+
+async fn logout(all: bool, tenant: Option<String>) -> ExitCode {
+    let options = match client_options() {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
+    let client = Client::new(options);
+    let logout = Logout {
+        all,
+        tenant: tenant.or_else(|| env_text("AZURE_TENANT_ID")),
+        client_id: env_text("AZURE_MCP_CLIENT_ID"),
+    };
+    match client.logout(logout).await {
+        Ok((accounts, tokens)) => {
+            println!("azbroker: forgot {accounts} account(s) and dropped {tokens} cached token(s)");
+            ExitCode::SUCCESS
         }
-        Command::Diagnose { .. } => unreachable!("handled in main"),
-        Command::Stop => {
-            let client = Client::new(ClientOptions {
-                autostart: false,
-                ..options
-            });
-            match client.shutdown().await {
-                Ok(()) => {
-                    eprintln!("azbroker: daemon stopping");
-                    ExitCode::SUCCESS
-                }
-                Err(ClientError::Connect(_)) => {
-                    eprintln!("azbroker: no daemon running");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => client_error(&e),
-            }
+        Err(e) => client_error(&e),
+    }
+}
+
+async fn stop() -> ExitCode {
+    let options = match client_options() {
+        Ok(options) => options,
+        Err(code) => return code,
+    };
+    let client = Client::new(ClientOptions {
+        autostart: false,
+        ..options
+    });
+    match client.shutdown().await {
+        Ok(()) => {
+            eprintln!("azbroker: daemon stopping");
+            ExitCode::SUCCESS
         }
-        Command::Env { .. } => unreachable!("handled in main"),
-        Command::Shim { .. } => unreachable!("handled before the runtime starts"),
-        Command::McpConfig { .. } => unreachable!("handled before the broker options"),
-        Command::Completions { .. } => unreachable!("handled before the runtime starts"),
-        Command::Exec { .. } => unreachable!("handled before the runtime starts"),
+        Err(ClientError::Connect(_)) => {
+            eprintln!("azbroker: no daemon running");
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_error(&e),
     }
 }
 
@@ -438,7 +463,9 @@ fn shim_command(command: &ShimCommand) -> ExitCode {
 /// `mi_env::EVAL_FAILS`: `eval "$(...)"` ignores the exit status.
 fn env_command(plain: bool) -> ExitCode {
     // A daemon this command has to start must serve the endpoint it asks
-    // for. Still single-threaded here, so changing the environment is sound.
+    // for. The client library's autostart has no option for the daemon's
+    // arguments, so the wish travels in the environment the daemon inherits.
+    // Still single-threaded here, so changing the environment is sound.
     std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
     match managed_identity_vars(plain) {
         Ok(lines) => {
@@ -490,15 +517,15 @@ fn managed_identity_endpoint() -> Result<(String, String), ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| fail(&format!("cannot start the runtime: {e}"), 3))?;
-    let options = ClientOptions::from_env("azbroker-cli").map_err(|e| fail(&e.to_string(), 2))?;
-    let client = Client::new(options);
+    let client = Client::new(client_options()?);
     let endpoint = match runtime.block_on(client.managed_identity()) {
         Ok(Some(endpoint)) => endpoint,
         Ok(None) => {
             return Err(fail(
                 "the running azbrokerd serves no managed-identity endpoint: it was started \
                  without --managed-identity-endpoint (or AZBROKER_MANAGED_IDENTITY=1). \
-                 Restart it with the endpoint: azbroker stop && azbroker env --managed-identity",
+                 Restart it with the endpoint: azbroker stop && azbroker env --managed-identity \
+                 (under the service: azbroker service install --managed-identity-endpoint)",
                 1,
             ))
         }
