@@ -172,6 +172,7 @@ pub fn client_at(socket: &Path, chain: ChainSpec) -> Client {
         chain,
         client_name: "azbroker-bench".into(),
         autostart: false,
+        start_with_managed_identity: false,
         request_timeout: Duration::from_secs(60),
     })
 }

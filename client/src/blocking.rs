@@ -49,7 +49,7 @@ fn connect_or_start(options: &ClientOptions) -> Result<UnixStream, ClientError> 
     if !options.autostart {
         return Err(connect::not_running_no_autostart(socket));
     }
-    connect::start_locked(socket)?;
+    connect::start_locked(socket, options.start_with_managed_identity)?;
     connect::connect_blocking(socket)?.ok_or_else(|| connect::vanished(socket))
 }
 
@@ -160,6 +160,7 @@ mod tests {
             },
             client_name: "blocking-test".into(),
             autostart: false,
+            start_with_managed_identity: false,
             request_timeout: Duration::from_secs(5),
         }
     }

@@ -37,6 +37,9 @@ pub struct ClientOptions {
     pub client_name: String,
     /// Start `azbrokerd` when none runs (off with `AZBROKER_NO_AUTOSTART=1`).
     pub autostart: bool,
+    /// A daemon this client starts also serves the managed-identity endpoint
+    /// (`azbrokerd --managed-identity-endpoint`).
+    pub start_with_managed_identity: bool,
     pub request_timeout: Duration,
 }
 
@@ -51,6 +54,7 @@ impl ClientOptions {
             chain,
             client_name: client_name.to_string(),
             autostart: !no_autostart,
+            start_with_managed_identity: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
@@ -262,8 +266,7 @@ impl Client {
         let mut attempt = 0;
         let connection = loop {
             attempt += 1;
-            let stream =
-                connect::connect_or_start(&self.options.socket, self.options.autostart).await?;
+            let stream = connect::connect_or_start(&self.options).await?;
             match Connection::open(stream, &self.options).await {
                 Ok(connection) => break Arc::new(connection),
                 Err(e) => match e.retry_after(attempt) {

@@ -17,6 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use interprocess::local_socket::tokio::Stream;
+
+use crate::ClientOptions;
 use interprocess::local_socket::traits::tokio::Stream as _;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 
@@ -78,17 +80,19 @@ pub fn is_not_running(e: &io::Error) -> bool {
     )
 }
 
-/// Connects, starting `azbrokerd` first when none is running and `autostart` is on.
-pub async fn connect_or_start(socket: &Path, autostart: bool) -> Result<Stream, ClientError> {
+/// Connects, starting `azbrokerd` first when none is running and autostart is on.
+pub async fn connect_or_start(options: &ClientOptions) -> Result<Stream, ClientError> {
+    let socket = &options.socket;
     if let Some(stream) = connect(socket).await? {
         return Ok(stream);
     }
-    if !autostart {
+    if !options.autostart {
         return Err(not_running_no_autostart(socket));
     }
     let path = socket.to_path_buf();
+    let with_managed_identity = options.start_with_managed_identity;
     // The lock wait and the spawn block; keep them off the async reactor.
-    tokio::task::spawn_blocking(move || start_locked(&path))
+    tokio::task::spawn_blocking(move || start_locked(&path, with_managed_identity))
         .await
         .map_err(|e| ClientError::Connect(format!("autostart task failed: {e}")))??;
     connect(socket).await?.ok_or_else(|| vanished(socket))
@@ -116,7 +120,7 @@ fn answers(socket: &Path) -> Result<bool, ClientError> {
 
 /// Under the autostart lock: return once a daemon answers, spawning one if
 /// needed. Blocking; for clients without an async runtime.
-pub fn start_locked(socket: &Path) -> Result<(), ClientError> {
+pub fn start_locked(socket: &Path, with_managed_identity: bool) -> Result<(), ClientError> {
     let fail = |m: String| ClientError::Connect(m);
     let dir = trust::socket_dir(socket)?;
     if trust::check_dir(dir)? == Found::Nothing {
@@ -143,7 +147,7 @@ pub fn start_locked(socket: &Path) -> Result<(), ClientError> {
         )
     })?;
     let log = log_path();
-    let mut child = spawn_detached(&daemon, socket, log.as_deref())
+    let mut child = spawn_detached(&daemon, socket, log.as_deref(), with_managed_identity)
         .map_err(|e| fail(format!("cannot start {}: {e}", daemon.display())))?;
     let deadline = Instant::now() + START_TIMEOUT;
     let mut pause = Duration::from_millis(2);
@@ -221,9 +225,13 @@ fn spawn_detached(
     daemon: &Path,
     socket: &Path,
     log: Option<&Path>,
+    with_managed_identity: bool,
 ) -> io::Result<std::process::Child> {
     let mut command = Command::new(daemon);
     command.arg("--socket").arg(socket);
+    if with_managed_identity {
+        command.arg("--managed-identity-endpoint");
+    }
     if let Some(log) = log {
         command.arg("--log-file").arg(log);
     }

@@ -454,6 +454,7 @@ mod tests {
             chain: ChainSpec::from_lookup(|_| None).unwrap(),
             client_name: "server-test".into(),
             autostart: false,
+            start_with_managed_identity: false,
             request_timeout: Duration::from_secs(10),
         });
         let status = client.status().await.unwrap();

@@ -316,6 +316,7 @@ fn a_newline_in_the_client_name_forges_no_log_line() {
         .unwrap(),
         client_name: format!("evil\n{forged}\r\u{1b}[2K"),
         autostart: false,
+        start_with_managed_identity: false,
         request_timeout: Duration::from_secs(60),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()

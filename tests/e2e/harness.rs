@@ -406,6 +406,7 @@ impl Sandbox {
             chain,
             client_name: "e2e".into(),
             autostart: false,
+            start_with_managed_identity: false,
             request_timeout: Duration::from_secs(60),
         })
     }

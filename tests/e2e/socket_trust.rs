@@ -168,6 +168,7 @@ fn assert_every_client_refuses(sandbox: &Sandbox, expected: &[&str]) {
         },
         client_name: "socket-trust-test".into(),
         autostart: true,
+        start_with_managed_identity: false,
         request_timeout: Duration::from_secs(30),
     });
     let result = runtime.block_on(client.get_token(GetToken {

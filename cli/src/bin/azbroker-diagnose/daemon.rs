@@ -65,6 +65,7 @@ pub async fn connect(env: &Environment) -> Daemon {
         chain: empty_chain(&env.authority_url),
         client_name: "azbroker-diagnose".into(),
         autostart,
+        start_with_managed_identity: false,
         request_timeout: REQUEST_TIMEOUT,
     });
     let welcome = client.welcome().await;
@@ -124,6 +125,7 @@ impl Daemon {
                 chain,
                 client_name: "azbroker-diagnose".into(),
                 autostart: false,
+                start_with_managed_identity: false,
                 request_timeout: timeout,
             })
         })

@@ -462,11 +462,6 @@ fn shim_command(command: &ShimCommand) -> ExitCode {
 /// `azbroker env --managed-identity`. On any failure stdout carries
 /// `mi_env::EVAL_FAILS`: `eval "$(...)"` ignores the exit status.
 fn env_command(plain: bool) -> ExitCode {
-    // A daemon this command has to start must serve the endpoint it asks
-    // for. The client library's autostart has no option for the daemon's
-    // arguments, so the wish travels in the environment the daemon inherits.
-    // Still single-threaded here, so changing the environment is sound.
-    std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
     match managed_identity_vars(plain) {
         Ok(lines) => {
             print!("{lines}");
@@ -486,8 +481,6 @@ fn exec_command(command: &[OsString], managed_identity: bool) -> ExitCode {
         Err(e) => return fail(&format!("cannot install the az shim: {e}"), 1),
     };
     let managed_identity = if managed_identity {
-        // As for `azbroker env`: a daemon started here must serve the endpoint.
-        std::env::set_var("AZBROKER_MANAGED_IDENTITY", "1");
         match managed_identity_endpoint() {
             Ok(pair) => Some(pair),
             Err(code) => return code,
@@ -517,7 +510,11 @@ fn managed_identity_endpoint() -> Result<(String, String), ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| fail(&format!("cannot start the runtime: {e}"), 3))?;
-    let client = Client::new(client_options()?);
+    // A daemon this command has to start must serve the endpoint it asks for.
+    let client = Client::new(ClientOptions {
+        start_with_managed_identity: true,
+        ..client_options()?
+    });
     let endpoint = match runtime.block_on(client.managed_identity()) {
         Ok(Some(endpoint)) => endpoint,
         Ok(None) => {
