@@ -104,7 +104,7 @@ impl Broker {
     }
 
     /// Records where the managed-identity endpoint serves (once).
-    pub fn set_managed_identity(&self, endpoint: ManagedIdentityEndpoint) {
+    pub fn set_mi_endpoint(&self, endpoint: ManagedIdentityEndpoint) {
         let _ = self.mi_endpoint.set(endpoint);
     }
 

@@ -1,7 +1,9 @@
 //! `azbrokerd`: one long-running token broker per user session.
 //!
 //! Map of the crate (request path, top to bottom):
-//! - [`server`] binds the local socket, checks each peer's uid and spawns a task per connection.
+//! - [`server`] binds the local socket, or takes the one socket activation passed
+//!   (`server/activation.rs`), reports readiness (`server/notify.rs`), checks each peer's
+//!   uid and spawns a task per connection.
 //! - [`connection`] turns frames into requests, answers cache hits inline and runs misses as tasks.
 //! - [`session`] checks a client's Hello (its chain) and holds what it establishes.
 //! - [`connection_table`] admits connections (per-process cap, the longest-quiet one gives

@@ -130,7 +130,7 @@ pub async fn start(config: ServerConfig) -> Result<Outcome, String> {
     signals.spawn_handler(broker.clone());
     let mut mi_header_file = None;
     if let Some(endpoint) = mi_endpoint {
-        broker.set_managed_identity(endpoint.info().clone());
+        broker.set_mi_endpoint(endpoint.info().clone());
         mi_header_file = Some(endpoint.header_file().to_path_buf());
         if let Err(e) = endpoint.serve(broker.clone(), broker.shutdown_signal()) {
             remove_socket();
