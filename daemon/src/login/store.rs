@@ -28,6 +28,8 @@ const KEYRING_SERVICE: &str = "azbroker";
 const KEYRING_ACCOUNT: &str = "accounts";
 /// A secret store that does not answer within this is treated as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Moving the file's logins into the secret store takes a read and a write.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default, Serialize, Deserialize)]
 struct Document {
@@ -65,7 +67,7 @@ impl Store {
             #[cfg(any(target_os = "linux", target_os = "macos"))]
             "keyring" => Ok(Store::new(Backend::Keyring, None)),
             "" | "auto" => match probe_keyring() {
-                Ok(backend) => Ok(Store::new(backend, None)),
+                Ok(backend) => Ok(Store::with_file_moved_in(backend, file())),
                 Err(why) => Ok(Store::new(file(), Some(why))),
             },
             other => Err(format!(
@@ -95,6 +97,32 @@ impl Store {
             backend,
             description,
             lock: Mutex::new(()),
+        }
+    }
+
+    /// The keyring `backend`, after moving the logins of the 0600 file into
+    /// it. The file loses its tokens only once the keyring holds them; if the
+    /// move fails, the file stays the store (nothing is lost or duplicated).
+    fn with_file_moved_in(backend: Backend, file: Backend) -> Store {
+        let Backend::File(path) = file else {
+            return Store::new(backend, None);
+        };
+        match move_file_into_keyring(&path) {
+            Ok(0) => Store::new(backend, None),
+            Ok(moved) => {
+                let mut store = Store::new(backend, None);
+                store.description.push_str(&format!(
+                    " (moved {moved} login(s) here from {}, which holds none now)",
+                    path.display()
+                ));
+                store
+            }
+            Err(why) => Store::new(
+                Backend::File(path),
+                Some(format!(
+                    "cannot move the logins of this file into it: {why}"
+                )),
+            ),
         }
     }
 
@@ -265,7 +293,20 @@ fn write_file(path: &Path, document: &Document) -> Result<(), String> {
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 fn keyring_entry() -> Result<keyring::Entry, String> {
     keyring::Entry::new(KEYRING_SERVICE, KEYRING_ACCOUNT)
-        .map_err(|e| format!("OS secret store: {e}"))
+        .map_err(|e| format!("OS secret store: {}", keyring_failure(&e)))
+}
+
+/// What went wrong, in words a user can act on: a locked keyring (whose
+/// unlock prompt nobody answered) is the common case on a headless session.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn keyring_failure(error: &keyring::Error) -> String {
+    match error {
+        keyring::Error::NoStorageAccess(why) => {
+            format!("it is locked or refused access ({why}); unlock it, then restart azbrokerd")
+        }
+        keyring::Error::PlatformFailure(why) => format!("it failed ({why})"),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -273,7 +314,7 @@ fn keyring_read() -> Result<Document, String> {
     match keyring_entry()?.get_password() {
         Ok(text) => parse(text.as_bytes(), "the OS secret store entry"),
         Err(keyring::Error::NoEntry) => Ok(Document::default()),
-        Err(e) => Err(format!("OS secret store: {e}")),
+        Err(e) => Err(format!("OS secret store: {}", keyring_failure(&e))),
     }
 }
 
@@ -283,14 +324,65 @@ fn keyring_write(document: &Document) -> Result<(), String> {
     if document.accounts.is_empty() {
         return match entry.delete_credential() {
             Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-            Err(e) => Err(format!("OS secret store: {e}")),
+            Err(e) => Err(format!("OS secret store: {}", keyring_failure(&e))),
         };
     }
     let bytes = serialize(document)?;
     let text = String::from_utf8(bytes).map_err(|e| e.to_string())?;
     entry
         .set_password(&text)
-        .map_err(|e| format!("OS secret store: {e}"))
+        .map_err(|e| format!("OS secret store: {}", keyring_failure(&e)))
+}
+
+/// Moves every record of the file at `path` into the keyring (a record the
+/// keyring holds is replaced only by a newer one), then removes the file.
+/// Returns how many records the file held. Runs on a thread of its own, as
+/// the keyring client must not run on a Tokio worker.
+fn move_file_into_keyring(path: &Path) -> Result<usize, String> {
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    {
+        let path = path.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("azbroker-store-move".into())
+            .spawn(move || {
+                let _ = tx.send((|| {
+                    let _file_lock = lock_file(&path)?;
+                    let from_file = read_file(&path)?;
+                    if from_file.accounts.is_empty() {
+                        return Ok(0);
+                    }
+                    let mut document = keyring_read()?;
+                    for record in &from_file.accounts {
+                        let newer = document
+                            .accounts
+                            .iter()
+                            .all(|r| r.key != record.key || r.updated_at < record.updated_at);
+                        if newer {
+                            document.accounts.retain(|r| r.key != record.key);
+                            document.accounts.push(record.clone());
+                        }
+                    }
+                    keyring_write(&document)?;
+                    // Only now that the keyring holds them.
+                    std::fs::remove_file(&path)
+                        .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                    Ok(from_file.accounts.len())
+                })());
+            })
+            .map_err(|e| e.to_string())?;
+        rx.recv_timeout(MOVE_TIMEOUT).unwrap_or_else(|_| {
+            Err(format!(
+                "the OS secret store did not answer within {} s",
+                MOVE_TIMEOUT.as_secs()
+            ))
+        })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        let _ = path;
+        Ok(0)
+    }
 }
 
 /// The OS secret store, if it answers within [`PROBE_TIMEOUT`].
@@ -311,7 +403,7 @@ fn probe_keyring() -> Result<Backend, String> {
                 let _ = tx.send(
                     keyring_entry().and_then(|entry| match entry.get_password() {
                         Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(keyring_failure(&e)),
                     }),
                 );
             })
