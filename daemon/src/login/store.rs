@@ -5,6 +5,8 @@
 //! (Secret Service on Linux, the Keychain on macOS: service `azbroker`, account
 //! `accounts`), else in `<state dir>/accounts.json`, created 0600 in a 0700
 //! directory and replaced atomically. `AZBROKER_STORE=file|keyring` forces one.
+//! When the secret store answers, the file's logins move into it at startup
+//! (the file is removed only once the secret store holds them).
 //!
 //! Every operation runs on a thread of its own: the keyring crate's D-Bus
 //! client blocks (and must not run on a Tokio worker), and file I/O is blocking
