@@ -23,6 +23,7 @@ mod mcp;
 mod network;
 mod refresh;
 mod robustness;
+mod secret_store;
 mod security;
 mod service;
 mod shim;

@@ -5,6 +5,8 @@
 //! (Secret Service on Linux, the Keychain on macOS: service `azbroker`, account
 //! `accounts`), else in `<state dir>/accounts.json`, created 0600 in a 0700
 //! directory and replaced atomically. `AZBROKER_STORE=file|keyring` forces one.
+//! When the secret store answers, the file's logins move into it at startup
+//! (the file is removed only once the secret store holds them).
 //!
 //! Every operation runs on a thread of its own: the keyring crate's D-Bus
 //! client blocks (and must not run on a Tokio worker), and file I/O is blocking
@@ -30,6 +32,8 @@ const KEYRING_SERVICE: &str = "azbroker";
 const KEYRING_ACCOUNT: &str = "accounts";
 /// A secret store that does not answer within this is treated as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Moving the file's logins into the secret store takes a read and a write.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What survives a daemon restart: the account and its current refresh token.
 /// `Debug` redacts the token (it is a [`Secret`]).
@@ -83,7 +87,7 @@ impl Store {
             #[cfg(any(target_os = "linux", target_os = "macos"))]
             "keyring" => Ok(Store::new(Backend::Keyring, None)),
             "" | "auto" => match probe_keyring() {
-                Ok(backend) => Ok(Store::new(backend, None)),
+                Ok(backend) => Ok(Store::with_file_moved_in(backend, file())),
                 Err(why) => Ok(Store::new(file(), Some(why))),
             },
             other => Err(format!(
@@ -113,6 +117,32 @@ impl Store {
             backend,
             description,
             lock: Mutex::new(()),
+        }
+    }
+
+    /// The keyring `backend`, after moving the logins of the 0600 file into
+    /// it. The file loses its tokens only once the keyring holds them; if the
+    /// move fails, the file stays the store (nothing is lost or duplicated).
+    fn with_file_moved_in(backend: Backend, file: Backend) -> Store {
+        let Backend::File(path) = file else {
+            return Store::new(backend, None);
+        };
+        match move_file_into_keyring(&path) {
+            Ok(0) => Store::new(backend, None),
+            Ok(moved) => {
+                let mut store = Store::new(backend, None);
+                store.description.push_str(&format!(
+                    " (moved {moved} login(s) here from {}, which holds none now)",
+                    path.display()
+                ));
+                store
+            }
+            Err(why) => Store::new(
+                Backend::File(path),
+                Some(format!(
+                    "cannot move the logins of this file into it: {why}"
+                )),
+            ),
         }
     }
 
@@ -283,7 +313,20 @@ fn write_file(path: &Path, document: &Document) -> Result<(), String> {
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 fn keyring_entry() -> Result<keyring::Entry, String> {
     keyring::Entry::new(KEYRING_SERVICE, KEYRING_ACCOUNT)
-        .map_err(|e| format!("OS secret store: {e}"))
+        .map_err(|e| format!("OS secret store: {}", keyring_failure(&e)))
+}
+
+/// What went wrong, in words a user can act on: a locked keyring (whose
+/// unlock prompt nobody answered) is the common case on a headless session.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn keyring_failure(error: &keyring::Error) -> String {
+    match error {
+        keyring::Error::NoStorageAccess(why) => {
+            format!("it is locked or refused access ({why}); unlock it, then restart azbrokerd")
+        }
+        keyring::Error::PlatformFailure(why) => format!("it failed ({why})"),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -291,7 +334,7 @@ fn keyring_read() -> Result<Document, String> {
     match keyring_entry()?.get_password() {
         Ok(text) => parse(text.as_bytes(), "the OS secret store entry"),
         Err(keyring::Error::NoEntry) => Ok(Document::default()),
-        Err(e) => Err(format!("OS secret store: {e}")),
+        Err(e) => Err(format!("OS secret store: {}", keyring_failure(&e))),
     }
 }
 
@@ -301,14 +344,65 @@ fn keyring_write(document: &Document) -> Result<(), String> {
     if document.accounts.is_empty() {
         return match entry.delete_credential() {
             Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-            Err(e) => Err(format!("OS secret store: {e}")),
+            Err(e) => Err(format!("OS secret store: {}", keyring_failure(&e))),
         };
     }
     let bytes = serialize(document)?;
     let text = String::from_utf8(bytes).map_err(|e| e.to_string())?;
     entry
         .set_password(&text)
-        .map_err(|e| format!("OS secret store: {e}"))
+        .map_err(|e| format!("OS secret store: {}", keyring_failure(&e)))
+}
+
+/// Moves every record of the file at `path` into the keyring (a record the
+/// keyring holds is replaced only by a newer one), then removes the file.
+/// Returns how many records the file held. Runs on a thread of its own, as
+/// the keyring client must not run on a Tokio worker.
+fn move_file_into_keyring(path: &Path) -> Result<usize, String> {
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    {
+        let path = path.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("azbroker-store-move".into())
+            .spawn(move || {
+                let _ = tx.send((|| {
+                    let _file_lock = lock_file(&path)?;
+                    let from_file = read_file(&path)?;
+                    if from_file.accounts.is_empty() {
+                        return Ok(0);
+                    }
+                    let mut document = keyring_read()?;
+                    for record in &from_file.accounts {
+                        let newer = document
+                            .accounts
+                            .iter()
+                            .all(|r| r.key != record.key || r.updated_at < record.updated_at);
+                        if newer {
+                            document.accounts.retain(|r| r.key != record.key);
+                            document.accounts.push(record.clone());
+                        }
+                    }
+                    keyring_write(&document)?;
+                    // Only now that the keyring holds them.
+                    std::fs::remove_file(&path)
+                        .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                    Ok(from_file.accounts.len())
+                })());
+            })
+            .map_err(|e| e.to_string())?;
+        rx.recv_timeout(MOVE_TIMEOUT).unwrap_or_else(|_| {
+            Err(format!(
+                "the OS secret store did not answer within {} s",
+                MOVE_TIMEOUT.as_secs()
+            ))
+        })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        let _ = path;
+        Ok(0)
+    }
 }
 
 /// The OS secret store, if it answers within [`PROBE_TIMEOUT`].
@@ -329,7 +423,7 @@ fn probe_keyring() -> Result<Backend, String> {
                 let _ = tx.send(
                     keyring_entry().and_then(|entry| match entry.get_password() {
                         Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(keyring_failure(&e)),
                     }),
                 );
             })
