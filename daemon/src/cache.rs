@@ -329,6 +329,26 @@ mod tests {
         assert!(Arc::ptr_eq(&cache.peek(&key("a")).await.unwrap(), &fresh));
     }
 
+    /// Expiry is judged on `clock`, which tests run on tokio's clock: a paused
+    /// runtime moves it only by `advance`, and moves it for expiry too.
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_past_its_expiry_is_not_served_on_paused_time() {
+        let cache = TokenCache::new(100);
+        let t = token(3600);
+        cache.insert(key("a"), t.clone()).await;
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        // One second left: served to a caller content with that, not under the floor.
+        assert!(Arc::ptr_eq(
+            &cache.get_fresh(&key("a"), 0).await.unwrap(),
+            &t
+        ));
+        assert!(cache.get_fresh(&key("a"), 300).await.is_none());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(cache.get_fresh(&key("a"), 0).await.is_none());
+        assert!(cache.entries().is_empty());
+        assert_eq!(t.hits.load(Relaxed), 1);
+    }
+
     #[tokio::test]
     async fn hits_and_use_are_recorded() {
         let cache = TokenCache::new(100);

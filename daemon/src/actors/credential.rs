@@ -504,20 +504,45 @@ mod tests {
         actor.stop(None);
     }
 
-    #[tokio::test]
+    /// Where a token living an hour, without a server hint, is refreshed:
+    /// 6 minutes before it expires (`refresh::refresh_on`).
+    const REFRESH_POINT: Duration = Duration::from_secs(3600 - 360);
+
+    /// Lets every task that can run do so. On paused time the sleep ends only
+    /// once the runtime is idle, and costs no real time.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The refresh tests run on paused time: `clock` follows tokio's clock in
+    // tests, so advancing it moves token expiry and the refresh timers
+    // (ractor's `send_after` is a tokio sleep) together, and an hour-long
+    // token is refreshed without waiting.
+
+    #[tokio::test(start_paused = true)]
     async fn a_tracked_key_is_refreshed_before_expiry_without_a_request() {
         let source = ScriptedSource::new();
-        // The server asks for a refresh after a second.
-        source.then(Ok(scripted::token("first", 3600, Some(1))));
-        source.then(Ok(scripted::token("second", 3600, None)));
+        source.then(Ok(scripted::token("first", 3600, None)));
         let (actor, deps, _activity, _dir) =
             start("https://credential-refresh.test", &source).await;
 
         let first = acquire(&actor, Some(key())).await.unwrap();
+        assert_eq!(first.refresh_on, first.expires_on - 360);
         deps.cache.insert(key(), first.clone()).await;
         // A client used it, so it is worth keeping fresh.
         deps.cache.get_fresh(&key(), 300).await.unwrap();
+        settle().await;
 
+        // Short of the refresh point nothing happens (the script is empty:
+        // an early refresh would count a call and a failure).
+        tokio::time::advance(REFRESH_POINT - Duration::from_secs(2)).await;
+        settle().await;
+        assert_eq!(source.calls(), 1);
+        assert_eq!(deps.stats.refresh_failures.load(SeqCst), 0);
+
+        // The successor is minted at the refresh point: it lives an hour from there.
+        source.then(Ok(scripted::token("second", 3600, None)));
+        tokio::time::advance(Duration::from_secs(2)).await;
         wait_for("the refreshed token", async || {
             deps.cache
                 .peek(&key())
@@ -532,16 +557,19 @@ mod tests {
             "a refresh must never ask the user"
         );
         assert_eq!(deps.stats.refreshes.load(SeqCst), 1);
+        assert_eq!(deps.stats.refresh_failures.load(SeqCst), 0);
         // The successor keeps the use counts of the token it replaced.
         let second = deps.cache.peek(&key()).await.unwrap();
         assert_eq!(second.hits.load(Relaxed), 1);
+        assert!(second.expires_on >= first.expires_on + REFRESH_POINT.as_secs() as i64 - 2);
+        assert!(second.valid_for(3000));
         actor.stop(None);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_idle_key_is_not_refreshed() {
         let source = ScriptedSource::new();
-        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        source.then(Ok(scripted::token("first", 3600, None)));
         source.then(Ok(scripted::token("second", 3600, None)));
         let (actor, deps, activity, _dir) = start("https://credential-idle.test", &source).await;
 
@@ -552,11 +580,13 @@ mod tests {
         })
         .await;
         // Nobody asks for it: at the refresh point the key lapses instead.
+        tokio::time::advance(REFRESH_POINT).await;
         wait_for("the key to be untracked", async || {
             activity.is_idle(Duration::ZERO, i64::MAX)
         })
         .await;
         assert_eq!(source.calls(), 1);
+        assert_eq!(deps.stats.refreshes.load(SeqCst), 0);
         assert_eq!(
             deps.cache.peek(&key()).await.unwrap().access_token.expose(),
             "first"
@@ -564,10 +594,10 @@ mod tests {
         actor.stop(None);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_invalidate_during_a_refresh_is_not_undone() {
         let source = ScriptedSource::new();
-        source.then(Ok(scripted::token("first", 3600, Some(1))));
+        source.then(Ok(scripted::token("first", 3600, None)));
         let release = source.then_held(Ok(scripted::token("second", 3600, None)));
         let (actor, deps, activity, _dir) =
             start("https://credential-invalidate.test", &source).await;
@@ -575,6 +605,8 @@ mod tests {
         let first = acquire(&actor, Some(key())).await.unwrap();
         deps.cache.insert(key(), first).await;
         deps.cache.get_fresh(&key(), 300).await.unwrap();
+        settle().await;
+        tokio::time::advance(REFRESH_POINT).await;
         wait_for("the refresh to start", async || source.calls() == 2).await;
 
         assert_eq!(deps.cache.invalidate(&[]).await, 1);

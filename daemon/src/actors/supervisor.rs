@@ -318,7 +318,9 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
-    #[tokio::test]
+    // The idle tests run on paused time: the sweep is a tokio interval and
+    // idleness is measured on `clock`, which follows tokio's clock in tests.
+    #[tokio::test(start_paused = true)]
     async fn idle_credential_actors_stop_and_come_back_on_demand() {
         let (supervisor, registry) = start(ActorLimits {
             idle_after: Duration::from_millis(300),
@@ -344,7 +346,7 @@ mod tests {
         supervisor.stop(None);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_busy_actor_is_not_idle() {
         let (supervisor, registry) = start(ActorLimits {
             idle_after: Duration::from_millis(200),
