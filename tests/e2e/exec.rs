@@ -15,16 +15,6 @@ use crate::harness::{bin, python, python_script, wait_until, Sandbox};
 
 const ARM: &str = "https://management.azure.com/.default";
 
-fn raw_token(sandbox: &Sandbox, scope: &str) -> String {
-    let out = sandbox.cli(&["token", "--scope", scope, "--raw"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn the_command_finds_the_shim_first_and_gets_the_brokers_token() {
     let mut sandbox = Sandbox::new();
@@ -50,7 +40,7 @@ fn the_command_finds_the_shim_first_and_gets_the_brokers_token() {
     let json: Value = serde_json::from_slice(&out.stdout).expect("the CLI's JSON");
     assert_eq!(
         json["accessToken"].as_str().unwrap(),
-        raw_token(&sandbox, ARM)
+        sandbox.raw_token(ARM)
     );
     // The daemon ran the real (fake) `az` once; the shim never ran it.
     assert_eq!(sandbox.az.invocations(), 1);
@@ -131,7 +121,7 @@ fn with_managed_identity_an_sdk_in_the_command_gets_the_brokers_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["token"].as_str().unwrap(), raw_token(&sandbox, ARM));
+    assert_eq!(json["token"].as_str().unwrap(), sandbox.raw_token(ARM));
 }
 
 #[test]

@@ -303,6 +303,17 @@ impl Sandbox {
     }
 
     /// `azbroker token --scope SCOPE [extra]`, which must succeed; returns its JSON.
+    /// `azbroker token --scope <scope> --raw`, which must succeed: the token.
+    pub fn raw_token(&self, scope: &str) -> String {
+        let out = self.cli(&["token", "--scope", scope, "--raw"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     pub fn token(&self, scope: &str, extra: &[&str]) -> Value {
         let mut args = vec!["token", "--scope", scope];
         args.extend_from_slice(extra);

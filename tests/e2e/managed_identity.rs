@@ -70,16 +70,6 @@ fn token_target(resource: &str) -> String {
     format!("/msi/token?{query}")
 }
 
-fn raw_token(sandbox: &Sandbox, scope: &str) -> String {
-    let out = sandbox.cli(&["token", "--scope", scope, "--raw"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn python_managed_identity_credential_gets_the_brokers_token() {
     let mut sandbox = Sandbox::new();
@@ -107,7 +97,7 @@ fn python_managed_identity_credential_gets_the_brokers_token() {
     let token = json["token"].as_str().unwrap();
     // The daemon's chain is this sandbox's (developer credentials): the same
     // cache entry the CLI reads, minted by one `az` run.
-    assert_eq!(token, raw_token(&sandbox, ARM));
+    assert_eq!(token, sandbox.raw_token(ARM));
     assert_eq!(sandbox.az.invocations(), 1);
     let exp = jwt::decode_claims(token).unwrap()["exp"].as_i64().unwrap();
     // The SDK computes expiry from expires_on (whole seconds, maybe 1 s apart).

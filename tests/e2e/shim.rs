@@ -56,16 +56,6 @@ fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
-fn raw_token(sandbox: &Sandbox, scope: &str) -> String {
-    let out = sandbox.cli(&["token", "--scope", scope, "--raw"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn python_azure_cli_credential_gets_the_brokers_token_through_the_shim() {
     let (mut sandbox, shim) = sandbox_with_shim();
@@ -74,7 +64,7 @@ fn python_azure_cli_credential_gets_the_brokers_token_through_the_shim() {
     let json = stdout_json(&out);
     let token = json["token"].as_str().expect("token");
     // The very token the broker caches: the CLI gets it without another `az` run.
-    assert_eq!(token, raw_token(&sandbox, ARM));
+    assert_eq!(token, sandbox.raw_token(ARM));
     assert_eq!(
         json["expires_on"].as_i64(),
         jwt::decode_claims(token).unwrap()["exp"].as_i64()
@@ -143,7 +133,7 @@ fn the_shim_prints_the_cli_json_byte_for_byte() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(token, raw_token(&sandbox, ARM));
+    assert_eq!(token, sandbox.raw_token(ARM));
 
     // --tenant: no subscription, the tenant as asked; flags in any order, --opt=value.
     let tenant = "00000000-1111-2222-3333-444444444444";

@@ -244,9 +244,6 @@ impl Actor for Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::TokenCache;
-    use crate::http::HttpClient;
-    use crate::stats::Stats;
     use ractor::rpc::CallResult;
     use std::time::Duration;
 
@@ -274,19 +271,8 @@ mod tests {
 
     async fn start(limits: ActorLimits) -> (ActorRef<SupervisorMsg>, Arc<Registry>) {
         let registry = Arc::new(Registry::default());
-        // A closed loopback port: this test must never reach the real IMDS.
-        let http = HttpClient::from_env(Some(
-            "http://127.0.0.1:1/metadata/identity/oauth2/token".into(),
-        ))
-        .unwrap();
-        let store_dir = tempfile::tempdir().unwrap();
-        let store = crate::login::store::Store::file(store_dir.path().join("accounts.json"));
-        let deps = ActorDeps {
-            cache: TokenCache::new(10),
-            stats: Arc::new(Stats::default()),
-            accounts: crate::login::Accounts::new(http.clone(), store),
-            http,
-        };
+        // A closed loopback port: these tests never reach the real IMDS.
+        let (deps, _store_dir) = crate::actors::test_deps();
         let (supervisor, _) = Actor::spawn(
             None,
             Supervisor,
