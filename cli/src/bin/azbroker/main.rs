@@ -244,6 +244,16 @@ fn client_options() -> Result<ClientOptions, ExitCode> {
     ClientOptions::from_env("azbroker-cli").map_err(|e| fail(&e.to_string(), 2))
 }
 
+/// A client from the environment. `autostart: false` for commands that have
+/// nothing to do with a daemon they would start (status, stop).
+fn daemon_client(autostart: bool) -> Result<Client, ExitCode> {
+    let options = client_options()?;
+    Ok(Client::new(ClientOptions {
+        autostart: options.autostart && autostart,
+        ..options
+    }))
+}
+
 fn completions(shell: clap_complete::Shell) -> ExitCode {
     use clap::CommandFactory;
     clap_complete::generate(
@@ -321,14 +331,10 @@ fn token(request: GetToken, raw: bool) -> ExitCode {
 }
 
 async fn status(json: bool, limit: Option<u64>) -> ExitCode {
-    let options = match client_options() {
-        Ok(options) => options,
+    let client = match daemon_client(false) {
+        Ok(client) => client,
         Err(code) => return code,
     };
-    let client = Client::new(ClientOptions {
-        autostart: false,
-        ..options
-    });
     let limit = match (limit, json) {
         (Some(0), _) | (None, true) => None,
         (Some(n), _) => Some(n),
@@ -344,8 +350,8 @@ async fn status(json: bool, limit: Option<u64>) -> ExitCode {
 }
 
 async fn login(device_code: bool, tenant: Option<String>, scopes: Vec<String>) -> ExitCode {
-    let options = match client_options() {
-        Ok(options) => options,
+    let client = match daemon_client(true) {
+        Ok(client) => client,
         Err(code) => return code,
     };
     let timeout_secs = match browser_timeout() {
@@ -368,7 +374,6 @@ async fn login(device_code: bool, tenant: Option<String>, scopes: Vec<String>) -
             "azbroker: opening a browser to sign in (azbroker login --device-code shows a code instead)"
         );
     }
-    let client = Client::new(options);
     match client.login(login, |message| eprintln!("{message}")).await {
         Ok(done) => {
             output::logged_in(&done);
@@ -379,11 +384,10 @@ async fn login(device_code: bool, tenant: Option<String>, scopes: Vec<String>) -
 }
 
 async fn logout(all: bool, tenant: Option<String>) -> ExitCode {
-    let options = match client_options() {
-        Ok(options) => options,
+    let client = match daemon_client(true) {
+        Ok(client) => client,
         Err(code) => return code,
     };
-    let client = Client::new(options);
     let logout = Logout {
         all,
         tenant: tenant.or_else(|| env_text("AZURE_TENANT_ID")),
@@ -399,14 +403,10 @@ async fn logout(all: bool, tenant: Option<String>) -> ExitCode {
 }
 
 async fn stop() -> ExitCode {
-    let options = match client_options() {
-        Ok(options) => options,
+    let client = match daemon_client(false) {
+        Ok(client) => client,
         Err(code) => return code,
     };
-    let client = Client::new(ClientOptions {
-        autostart: false,
-        ..options
-    });
     match client.shutdown().await {
         Ok(()) => {
             eprintln!("azbroker: daemon stopping");
