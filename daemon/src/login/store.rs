@@ -374,10 +374,13 @@ fn move_file_into_keyring(path: &Path) -> Result<usize, String> {
                     }
                     let mut document = keyring_read()?;
                     for record in &from_file.accounts {
+                        // A tie (both written within one second) goes to the
+                        // file: it is written only while the secret store
+                        // cannot be, so its record is the later one.
                         let newer = document
                             .accounts
                             .iter()
-                            .all(|r| r.key != record.key || r.updated_at < record.updated_at);
+                            .all(|r| r.key != record.key || r.updated_at <= record.updated_at);
                         if newer {
                             document.accounts.retain(|r| r.key != record.key);
                             document.accounts.push(record.clone());
