@@ -90,7 +90,19 @@ pub fn grants(entra: &EntraDouble) -> Vec<String> {
     entra.requests().into_iter().map(|r| r.grant_type).collect()
 }
 
-/// Where the daemon keeps refresh tokens in the sandbox (no D-Bus there, so the file).
+/// The refresh tokens of an accounts document (the file's, or the secret store's entry).
+pub fn refresh_tokens_in(text: &str) -> Vec<String> {
+    let document: serde_json::Value = serde_json::from_str(text).unwrap();
+    document["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["refresh_token"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Where the daemon keeps refresh tokens in the sandbox (the file: the sandbox has no
+/// Secret Service unless a test starts one).
 pub fn accounts_file(sandbox: &Sandbox) -> PathBuf {
     sandbox.dir.path().join("state/azbroker/accounts.json")
 }

@@ -6,18 +6,8 @@ use std::time::Duration;
 
 use crate::harness::wait_until;
 use crate::login_support::{
-    accounts_file, cli_error, grants, login_sandbox, TestBrowser, ARM, STORAGE,
+    accounts_file, cli_error, grants, login_sandbox, refresh_tokens_in, TestBrowser, ARM, STORAGE,
 };
-
-fn refresh_tokens_in(text: &str) -> Vec<String> {
-    let document: serde_json::Value = serde_json::from_str(text).unwrap();
-    document["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["refresh_token"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn after_a_restart_tokens_come_from_the_persisted_refresh_token() {

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::{wait_until, Sandbox};
-use crate::login_support::{accounts_file, grants, login_sandbox, TestBrowser, ARM, STORAGE};
+use crate::login_support::{
+    accounts_file, grants, login_sandbox, refresh_tokens_in, TestBrowser, ARM, STORAGE,
+};
 
 const KEYRING_PASSWORD: &str = "e2e-keyring-password";
 
@@ -189,16 +191,6 @@ impl Drop for SecretService {
         let _ = self.bus.kill();
         let _ = self.bus.wait();
     }
-}
-
-fn refresh_tokens_in(text: &str) -> Vec<String> {
-    let document: serde_json::Value = serde_json::from_str(text).unwrap();
-    document["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["refresh_token"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn store_of(sandbox: &Sandbox) -> String {
