@@ -58,12 +58,10 @@ impl Sandbox {
     /// A command with a clean environment: the fake `az` first on `PATH`, the
     /// test CA trusted, state files inside the sandbox.
     pub fn command(&self, program: &Path) -> Command {
-        let mut path = self.az.dir().as_os_str().to_owned();
-        path.push(":/usr/local/bin:/usr/bin:/bin");
         let mut command = Command::new(program);
         command
             .env_clear()
-            .env("PATH", path)
+            .env("PATH", self.path())
             .env("HOME", self.dir.path())
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env("SSL_CERT_FILE", &self.ca_file)
@@ -136,7 +134,20 @@ impl Sandbox {
     /// The chain of a developer signed in with `az` (what the CLI selects with
     /// `AZURE_TOKEN_CREDENTIALS=AzureCliCredential`).
     pub fn cli_chain(&self) -> ChainSpec {
-        chain(&[("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")])
+        let (path, home) = (self.path(), self.dir.path().to_string_lossy());
+        chain(&[
+            ("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential"),
+            // The requester's environment, which the daemon runs `az` with.
+            ("PATH", path.to_str().expect("a UTF-8 PATH")),
+            ("HOME", &home),
+        ])
+    }
+
+    /// The fake `az` first, then the system directories.
+    fn path(&self) -> std::ffi::OsString {
+        let mut path = self.az.dir().as_os_str().to_owned();
+        path.push(":/usr/local/bin:/usr/bin:/bin");
+        path
     }
 
     /// A service principal against the Entra double.

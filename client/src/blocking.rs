@@ -157,6 +157,7 @@ mod tests {
                 authority_host: "https://login.microsoftonline.com".into(),
                 credentials: Vec::new(),
                 selected_by: "test".into(),
+                interactive: true,
             },
             client_name: "blocking-test".into(),
             autostart: false,

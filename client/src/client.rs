@@ -10,9 +10,9 @@ use azbroker_proto::buffered::{self, Buffered};
 use azbroker_proto::handshake::{self, FirstRead, POLICY};
 use azbroker_proto::io::{read_message, write_message_with, ReadError};
 use azbroker_proto::{
-    ChainSpec, ClientFrameRef, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken, Invalidate,
-    LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request, StatusPage, StatusQuery,
-    StatusReport, TokenReply, Welcome,
+    ChainSpec, ClientFrameRef, CredentialKind, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken,
+    Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request, StatusPage,
+    StatusQuery, StatusReport, TokenReply, Welcome,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncBufReadExt;
@@ -149,9 +149,18 @@ impl Client {
         }
     }
 
-    pub async fn invalidate(&self, scopes: Vec<String>) -> Result<u64, ClientError> {
+    /// Drops cached tokens: of these scopes (all when empty), minted by
+    /// credentials of these kinds (any when empty). Returns how many.
+    pub async fn invalidate(
+        &self,
+        scopes: Vec<String>,
+        credentials: Vec<CredentialKind>,
+    ) -> Result<u64, ClientError> {
         match self
-            .call(Request::Invalidate(Invalidate { scopes }))
+            .call(Request::Invalidate(Invalidate {
+                scopes,
+                credentials,
+            }))
             .await?
         {
             Reply::Invalidated { removed } => Ok(removed),

@@ -1,11 +1,16 @@
 //! The broker: shared state and the two paths of a token request.
 //!
-//! Hit ([`Broker::lookup`]): validate, build the key, one cache read. No
-//! actor hop, no lock. Miss ([`Broker::acquire`]): the cache's single-flight
-//! runs [`Broker::resolve`], which walks the client's chain in order, asking
-//! each credential's actor with one message that carries the cache key; the
-//! first token wins, and its actor, which built the cache entry, keeps that
-//! key fresh.
+//! Tokens belong to credentials, not to chains: a chain is only the order in
+//! which credentials are tried. Hit ([`Broker::lookup`]): validate, build the
+//! request key, then two map reads (the credential this chain resolved to,
+//! that credential's token). No actor hop, no lock. Miss
+//! ([`Broker::acquire`]): [`Broker::resolve`] walks the client's chain in
+//! order; for each credential, a token it already minted for this tenant and
+//! scopes is served as is, else the cache's single-flight (one per credential
+//! key, shared by every chain that reaches it) asks the credential's actor
+//! with one message that carries the key. The first token wins, the chain's
+//! resolution is remembered, and the actor, which built the cache entry,
+//! keeps that key fresh.
 //!
 //! What else a client asks goes through the broker's state too, in modules of
 //! their own: [`status`] (the report) and [`accounts`] (login, logout).
@@ -19,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
-    ChainSpec, CredentialReason, CredentialSpec, ErrorKind, GetToken, ManagedIdentityEndpoint,
-    WireError,
+    ChainSpec, CredentialKind, CredentialReason, CredentialSpec, ErrorKind, GetToken,
+    ManagedIdentityEndpoint, WireError,
 };
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
@@ -30,7 +35,7 @@ use crate::actors::credential::CredentialMsg;
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::ActorDeps;
-use crate::cache::{CacheKey, CachedToken, TokenCache};
+use crate::cache::{CacheKey, CachedToken, RequestKey, TokenCache};
 use crate::clock;
 use crate::identity::CredentialId;
 use crate::login::Accounts;
@@ -61,8 +66,10 @@ pub struct Broker {
 /// A validated token request. The key holds its normalized scopes and tenant;
 /// a [`SourceRequest`] is built from it only on a miss.
 pub struct Prepared {
-    key: CacheKey,
+    key: RequestKey,
     claims: Option<String>,
+    /// Whether a credential may ask the user (the session's chain says).
+    interactive: bool,
     min_validity: i64,
     /// How long a token must still live to be served when no newer one can be
     /// had; `None` when the client asked for a validity of its own.
@@ -75,6 +82,7 @@ impl Prepared {
             scopes: self.key.scopes.clone(),
             tenant: self.key.tenant.clone(),
             claims: self.claims.clone(),
+            interactive: self.interactive,
         }
     }
 }
@@ -145,12 +153,13 @@ impl Broker {
             secs => (i64::from(secs), None),
         };
         Ok(Prepared {
-            key: CacheKey {
+            key: RequestKey {
                 chain: session.chain_fingerprint,
                 tenant,
                 scopes,
             },
             claims,
+            interactive: session.chain.interactive,
             min_validity,
             fallback_validity,
         })
@@ -163,46 +172,31 @@ impl Broker {
         }
         let token = self
             .cache
-            .get_fresh(&prepared.key, prepared.min_validity)
+            .lookup(&prepared.key, prepared.min_validity)
             .await?;
         Stats::bump(&self.stats.cache_hits);
         Some(token)
     }
 
-    /// The slow path: one acquisition per key, however many callers wait.
-    /// Returns the token and whether it came from the cache after all. When the
-    /// acquisition fails, a cached token still valid for the request's
-    /// fallback validity is served instead (the reply's `stale` says so).
+    /// The slow path: walks the chain; one acquisition per credential key,
+    /// however many callers (of however many chains) wait. Returns the token
+    /// and whether it came from the cache after all. When a credential's
+    /// acquisition fails, a token it minted before that is still valid for the
+    /// request's fallback validity is served instead (the reply's `stale`
+    /// says so).
     pub async fn acquire(
         &self,
         session: &Session,
         prepared: Prepared,
     ) -> Result<(Arc<CachedToken>, bool), WireError> {
         Stats::bump(&self.stats.cache_misses);
-        let request = prepared.source_request();
-        if prepared.claims.is_some() {
-            // A claims challenge asks for a token the cached one is not: bypass the cache.
-            let token = self.resolve(&session.chain, None, &request).await?;
-            return Ok((token, false));
-        }
-        let ran_here = AtomicBool::new(false);
-        let key = prepared.key.clone();
         let started_ms = clock::now_millis();
-        let result = self
-            .cache
-            .get_or_acquire(
-                prepared.key,
-                prepared.min_validity,
-                prepared.fallback_validity,
-                async {
-                    ran_here.store(true, Relaxed);
-                    self.resolve(&session.chain, Some(key), &request).await
-                },
-            )
-            .await;
-        let token = result.map_err(|shared| WireError::clone(&shared))?;
-        if token.minted_at_ms >= started_ms || token.valid_for(prepared.min_validity) {
-            return Ok((token, !ran_here.load(Relaxed)));
+        let (token, cached) = self.resolve(&session.chain, &prepared).await?;
+        if prepared.claims.is_some()
+            || token.minted_at_ms >= started_ms
+            || token.valid_for(prepared.min_validity)
+        {
+            return Ok((token, cached));
         }
         // The token this key had before: no newer one could be acquired.
         if !prepared
@@ -225,15 +219,17 @@ impl Broker {
         Ok((token, true))
     }
 
-    /// Walks the chain; the first credential that yields a token wins. `track`
-    /// is the cache key the winning actor keeps fresh (its own doing: the
-    /// acquisition carries the key).
+    /// Walks the chain; the first credential that yields a token wins, and
+    /// the chain's resolution to it is remembered for the hit path. A claims
+    /// request bypasses the cache (a claims challenge asks for a token the
+    /// cached one is not). Returns the token and whether this call did not
+    /// run its acquisition itself.
     async fn resolve(
         &self,
         chain: &ChainSpec,
-        track: Option<CacheKey>,
-        request: &SourceRequest,
-    ) -> Result<Arc<CachedToken>, WireError> {
+        prepared: &Prepared,
+    ) -> Result<(Arc<CachedToken>, bool), WireError> {
+        let request = prepared.source_request();
         let mut reasons = Vec::new();
         let mut timed_out = false;
         for spec in &chain.credentials {
@@ -247,15 +243,37 @@ impl Broker {
                 continue;
             }
             let id = CredentialId::of(spec, &chain.authority_host);
-            let asked = self
-                .ask(&id, spec, &chain.authority_host, request, track.as_ref())
-                .await;
-            let result = match asked {
-                Ok(result) => result,
-                Err(internal) => Err(SourceError::failed(internal)),
+            let result = if prepared.claims.is_some() {
+                self.ask(&id, spec, &chain.authority_host, &request, None)
+                    .await
+                    .map(|token| (token, false))
+            } else {
+                let key = prepared.key.for_credential(id.clone());
+                let ran_here = AtomicBool::new(false);
+                let acquisition = async {
+                    ran_here.store(true, Relaxed);
+                    self.ask(&id, spec, &chain.authority_host, &request, Some(&key))
+                        .await
+                };
+                let got = self
+                    .cache
+                    .get_or_acquire(
+                        key.clone(),
+                        prepared.min_validity,
+                        prepared.fallback_validity,
+                        acquisition,
+                    )
+                    .await;
+                match got {
+                    Ok(token) => {
+                        self.cache.note_resolution(prepared.key.clone(), key).await;
+                        Ok((token, !ran_here.load(Relaxed)))
+                    }
+                    Err(shared) => Err(SourceError::clone(&shared)),
+                }
             };
             match result {
-                Ok(entry) => return Ok(entry),
+                Ok(served) => return Ok(served),
                 Err(e) => {
                     timed_out |= matches!(e, SourceError::Timeout(_));
                     reasons.push(CredentialReason {
@@ -266,12 +284,26 @@ impl Broker {
                 }
             }
         }
+        self.cache.forget_resolution(&prepared.key).await;
         Err(chain_error(chain, reasons, timed_out))
     }
 
     /// Asks one credential's actor for a token, starting the actor if needed;
     /// the actor keeps `track` fresh when its token is the one served.
     async fn ask(
+        &self,
+        id: &CredentialId,
+        spec: &CredentialSpec,
+        authority_host: &str,
+        request: &SourceRequest,
+        track: Option<&CacheKey>,
+    ) -> Result<Arc<CachedToken>, SourceError> {
+        self.ask_actor(id, spec, authority_host, request, track)
+            .await
+            .unwrap_or_else(|internal| Err(SourceError::failed(internal)))
+    }
+
+    async fn ask_actor(
         &self,
         id: &CredentialId,
         spec: &CredentialSpec,
@@ -337,14 +369,34 @@ impl Broker {
         }
     }
 
-    pub async fn invalidate(&self, scopes: &[String]) -> Result<u64, WireError> {
+    /// Drops every token of `credentials` and what their actors remember of
+    /// their last answers: their logins changed (or were logged out).
+    pub async fn drop_credentials(&self, credentials: &[CredentialId]) -> u64 {
+        for id in credentials {
+            if let Some(registered) = self.registry.get(id) {
+                registered.health.forget_remembered_answers();
+            }
+        }
+        let dropped = self.cache.invalidate_credentials(credentials).await;
+        let names: Vec<String> = credentials.iter().map(ToString::to_string).collect();
+        tracing::info!(credentials = ?names, dropped, "a tool login changed: its tokens are dropped");
+        dropped
+    }
+
+    /// Drops the tokens of these scopes (all when empty) minted by
+    /// credentials of these kinds (any when empty).
+    pub async fn invalidate(
+        &self,
+        scopes: &[String],
+        kinds: &[CredentialKind],
+    ) -> Result<u64, WireError> {
         let scopes = if scopes.is_empty() {
             Vec::new()
         } else {
             scopes::normalize_scopes(scopes)
                 .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?
         };
-        Ok(self.cache.invalidate(&scopes).await)
+        Ok(self.cache.invalidate(&scopes, kinds).await)
     }
 
     pub fn request_shutdown(&self) {
@@ -390,6 +442,30 @@ mod tests {
     use azbroker_proto::{Hello, PROTOCOL_VERSION};
     use ractor::Actor;
 
+    /// A session whose chain is `credentials` at `authority`.
+    fn session(authority: &str, credentials: Vec<CredentialSpec>) -> Session {
+        Session::open(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "broker test".into(),
+            pid: 1,
+            chain: ChainSpec {
+                authority_host: authority.into(),
+                credentials,
+                selected_by: "a test".into(),
+                interactive: true,
+            },
+        })
+        .unwrap()
+    }
+
+    fn az_profile(profile_dir: &str) -> CredentialSpec {
+        CredentialSpec::AzureCli(azbroker_proto::ToolSpec {
+            executable: Some("/usr/bin/az".into()),
+            profile_dir: Some(profile_dir.into()),
+            env: Vec::new(),
+        })
+    }
+
     /// A broker whose chain is one Azure CLI credential answered by `source`.
     async fn start(
         authority: &str,
@@ -411,17 +487,10 @@ mod tests {
         .unwrap();
         let (shutdown, _) = watch::channel(false);
         let broker = Broker::new(&deps, registry, supervisor, "test".into(), shutdown);
-        let session = Session::open(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_name: "broker test".into(),
-            pid: 1,
-            chain: ChainSpec {
-                authority_host: authority.into(),
-                credentials: vec![CredentialSpec::AzureCli],
-                selected_by: "a test".into(),
-            },
-        })
-        .unwrap();
+        let session = session(
+            authority,
+            vec![CredentialSpec::AzureCli(Default::default())],
+        );
         (Arc::new(broker), session, dir)
     }
 
@@ -515,5 +584,94 @@ mod tests {
         let (token, _) = broker.acquire(&session, prepared).await.unwrap();
         assert_eq!(token.access_token.expose(), "later");
         assert_eq!(source.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn chains_spelled_differently_share_the_token_of_the_credential_they_resolve_to() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("shared", 3600, None)));
+        let authority = "https://broker-sharing.test";
+        let (broker, alone, _dir) = start(authority, &source).await;
+        // VisualStudio is skipped on this platform: the walk ends at the same AzureCli.
+        let dev = session(
+            authority,
+            vec![
+                CredentialSpec::VisualStudio,
+                CredentialSpec::AzureCli(Default::default()),
+            ],
+        );
+        assert_ne!(alone.chain_fingerprint, dev.chain_fingerprint);
+        let scope = "https://management.azure.com/.default";
+
+        let (first, _) = broker
+            .acquire(&alone, broker.prepare(&alone, get(scope)).unwrap())
+            .await
+            .unwrap();
+        let prepared = broker.prepare(&dev, get(scope)).unwrap();
+        assert!(
+            broker.lookup(&prepared).await.is_none(),
+            "this chain has not resolved yet"
+        );
+        let (second, cached) = broker.acquire(&dev, prepared).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(cached, "served from the credential's cache, no acquisition");
+        assert_eq!(source.calls(), 1);
+        // From now on the other chain hits too.
+        let hit = broker
+            .lookup(&broker.prepare(&dev, get(scope)).unwrap())
+            .await
+            .expect("a hit through the remembered resolution");
+        assert!(Arc::ptr_eq(&hit, &first));
+        assert_eq!(broker.cache.entries().len(), 1, "one token, whoever asks");
+    }
+
+    #[tokio::test]
+    async fn two_profiles_of_one_tool_are_two_credentials() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("default profile", 3600, None)));
+        source.then(Ok(scripted::token("work profile", 3600, None)));
+        let authority = "https://broker-profiles.test";
+        let (broker, _, _dir) = start(authority, &source).await;
+        let default = session(authority, vec![az_profile("/home/u/.azure")]);
+        let work = session(authority, vec![az_profile("/home/u/.azure-work")]);
+        let scope = "https://management.azure.com/.default";
+
+        let (a, _) = broker
+            .acquire(&default, broker.prepare(&default, get(scope)).unwrap())
+            .await
+            .unwrap();
+        let (b, _) = broker
+            .acquire(&work, broker.prepare(&work, get(scope)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(a.access_token.expose(), "default profile");
+        assert_eq!(b.access_token.expose(), "work profile");
+        assert_ne!(a.credential_id, b.credential_id);
+        assert_eq!(source.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_credentials_tokens_drops_the_chains_resolutions_to_it() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("before", 3600, None)));
+        source.then(Ok(scripted::token("after", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-drop.test", &source).await;
+        let scope = "https://management.azure.com/.default";
+        let (token, _) = broker
+            .acquire(&session, broker.prepare(&session, get(scope)).unwrap())
+            .await
+            .unwrap();
+        let prepared = broker.prepare(&session, get(scope)).unwrap();
+        assert!(broker.cache.resolution(&prepared.key).await.is_some());
+
+        let dropped = broker
+            .cache
+            .invalidate_credentials(std::slice::from_ref(&token.credential_id))
+            .await;
+        assert_eq!(dropped, 1);
+        assert!(broker.cache.resolution(&prepared.key).await.is_none());
+        assert!(broker.lookup(&prepared).await.is_none());
+        let (next, _) = broker.acquire(&session, prepared).await.unwrap();
+        assert_eq!(next.access_token.expose(), "after");
     }
 }

@@ -1,16 +1,21 @@
 //! The token cache: the fast path of every request.
 //!
-//! A moka cache of [`CachedToken`]s keyed by chain + tenant + scopes, each
-//! entry expiring with its token. Misses go through moka's `try_get_with`, so
-//! concurrent misses for one key run exactly one acquisition and all wait for
-//! its result (errors included, which are not cached). Refresh is *not* driven
-//! from here: the credential actor that minted a token re-inserts its successor.
+//! Tokens belong to the credential that minted them: a moka cache of
+//! [`CachedToken`]s keyed by credential identity + tenant + scopes, each entry
+//! expiring with its token, so every chain whose walk ends at that credential
+//! (however the client spelled its chain) is served the same token. A second,
+//! small map remembers where each chain's walk ended ([`RequestKey`] ->
+//! [`CacheKey`]), so a hit is two map reads: no chain walk, no actor hop, no
+//! lock. Misses go through moka's `try_get_with`, so concurrent misses for one
+//! credential's key run exactly one acquisition and all wait for its result
+//! (errors included, which are not cached). Refresh is *not* driven from here:
+//! the credential actor that minted a token re-inserts its successor.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use azbroker_proto::{CredentialKind, Secret, WireError};
+use azbroker_proto::{CredentialKind, Secret};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use moka::Expiry;
@@ -18,14 +23,39 @@ use moka::Expiry;
 use crate::clock;
 use crate::identity::CredentialId;
 
-/// Which token a request wants. Claims requests bypass the cache, so claims are not part of it.
+/// Which token: the credential that mints it, for which tenant and scopes.
+/// Claims requests bypass the cache, so claims are not part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
+    pub credential: CredentialId,
+    pub tenant: Option<String>,
+    /// Normalized, sorted, deduplicated.
+    pub scopes: Vec<String>,
+}
+
+/// What a client asks: its chain (fingerprint) and the token's tenant and scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestKey {
     pub chain: u128,
     pub tenant: Option<String>,
     /// Normalized, sorted, deduplicated.
     pub scopes: Vec<String>,
 }
+
+impl RequestKey {
+    /// The key of this request's token when `credential` serves it.
+    pub fn for_credential(&self, credential: CredentialId) -> CacheKey {
+        CacheKey {
+            credential,
+            tenant: self.tenant.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+}
+
+/// How long a chain's resolution is kept unused: longer than any token lives,
+/// so it only goes when nobody has asked through that chain for a while.
+const RESOLUTION_IDLE: Duration = Duration::from_secs(2 * 3600);
 
 /// One cached access token and its bookkeeping. Never printed whole: `Debug`
 /// comes from [`Secret`], which redacts.
@@ -93,6 +123,8 @@ impl Expiry<CacheKey, Arc<CachedToken>> for UntilExpiry {
 #[derive(Clone)]
 pub struct TokenCache {
     inner: Cache<CacheKey, Arc<CachedToken>>,
+    /// Where each request's chain walk ended: the key of the token it is served.
+    resolved: Cache<RequestKey, Arc<CacheKey>>,
 }
 
 impl TokenCache {
@@ -102,7 +134,38 @@ impl TokenCache {
                 .max_capacity(max_entries)
                 .expire_after(UntilExpiry)
                 .build(),
+            resolved: Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_idle(RESOLUTION_IDLE)
+                .build(),
         }
+    }
+
+    /// The fast path of a request: the credential its chain resolved to last
+    /// time, then that credential's token if it is still valid for
+    /// `min_validity` seconds.
+    pub async fn lookup(
+        &self,
+        request: &RequestKey,
+        min_validity: i64,
+    ) -> Option<Arc<CachedToken>> {
+        let key = self.resolved.get(request).await?;
+        self.get_fresh(&key, min_validity).await
+    }
+
+    /// Remembers that `request`'s chain resolved to the credential of `key`.
+    pub async fn note_resolution(&self, request: RequestKey, key: CacheKey) {
+        self.resolved.insert(request, Arc::new(key)).await;
+    }
+
+    /// Forgets `request`'s resolution: no credential of its chain served it.
+    pub async fn forget_resolution(&self, request: &RequestKey) {
+        self.resolved.invalidate(request).await;
+    }
+
+    /// The credential key `request` resolved to, if any.
+    pub async fn resolution(&self, request: &RequestKey) -> Option<Arc<CacheKey>> {
+        self.resolved.get(request).await
     }
 
     /// The fast path: a cached token still valid for `min_validity` seconds.
@@ -123,15 +186,16 @@ impl TokenCache {
     /// to every waiter instead of the error (as the Azure SDKs' bearer-token
     /// policy keeps using a token it failed to refresh); callers tell it from
     /// a new one by its `minted_at_ms`.
-    pub async fn get_or_acquire<F>(
+    pub async fn get_or_acquire<F, E>(
         &self,
         key: CacheKey,
         min_validity: i64,
         fallback_validity: Option<i64>,
         acquire: F,
-    ) -> Result<Arc<CachedToken>, Arc<WireError>>
+    ) -> Result<Arc<CachedToken>, Arc<E>>
     where
-        F: std::future::Future<Output = Result<Arc<CachedToken>, WireError>>,
+        F: std::future::Future<Output = Result<Arc<CachedToken>, E>>,
+        E: Send + Sync + 'static,
     {
         let mut fallback = None;
         if let Some(stale) = self.inner.get(&key).await {
@@ -159,7 +223,8 @@ impl TokenCache {
                 Ok(token) => Ok(token),
                 Err(error) => match (fallback, fallback_validity) {
                     (Some(old), Some(floor)) if old.valid_for(floor) => {
-                        tracing::warn!(reason = %error.message, expires_on = old.expires_on, "acquisition failed; serving the cached token, still valid");
+                        // The actor logged the failure's reason.
+                        tracing::warn!(credential = %old.credential_id, expires_on = old.expires_on, "acquisition failed; serving the cached token, still valid");
                         Ok(old)
                     }
                     _ => Err(error),
@@ -203,26 +268,37 @@ impl TokenCache {
         self.inner.get(key).await
     }
 
-    /// Drops entries whose scopes equal `scopes` (all entries when empty); returns how many.
-    pub async fn invalidate(&self, scopes: &[String]) -> u64 {
-        let doomed: Vec<Arc<CacheKey>> = self
-            .inner
-            .iter()
-            .filter(|(key, _)| scopes.is_empty() || key.scopes == scopes)
-            .map(|(key, _)| key)
-            .collect();
-        for key in &doomed {
-            self.inner.invalidate(key.as_ref()).await;
-        }
-        doomed.len() as u64
+    /// Drops the entries whose scopes equal `scopes` (all when empty) and
+    /// whose credential is of one of `kinds` (any when empty); returns how many.
+    pub async fn invalidate(&self, scopes: &[String], kinds: &[CredentialKind]) -> u64 {
+        self.invalidate_where(|key| {
+            (scopes.is_empty() || key.scopes == scopes)
+                && (kinds.is_empty() || kinds.contains(&key.credential.kind))
+        })
+        .await
     }
 
-    /// Drops entries minted by any of `credentials` (a logout); returns how many.
+    /// Drops every entry minted by any of `credentials` (a logout, a changed
+    /// tool login), and the chains' resolutions to them; returns how many tokens.
     pub async fn invalidate_credentials(&self, credentials: &[CredentialId]) -> u64 {
+        let doomed: Vec<Arc<RequestKey>> = self
+            .resolved
+            .iter()
+            .filter(|(_, key)| credentials.contains(&key.credential))
+            .map(|(request, _)| request)
+            .collect();
+        for request in &doomed {
+            self.resolved.invalidate(request.as_ref()).await;
+        }
+        self.invalidate_where(|key| credentials.contains(&key.credential))
+            .await
+    }
+
+    async fn invalidate_where(&self, doomed: impl Fn(&CacheKey) -> bool) -> u64 {
         let doomed: Vec<Arc<CacheKey>> = self
             .inner
             .iter()
-            .filter(|(_, token)| credentials.contains(&token.credential_id))
+            .filter(|(key, _)| doomed(key))
             .map(|(key, _)| key)
             .collect();
         for key in &doomed {
@@ -244,12 +320,16 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use azbroker_proto::{CredentialSpec, ErrorKind};
+    use azbroker_proto::{CredentialSpec, ErrorKind, ToolSpec, WireError};
     use std::sync::atomic::AtomicUsize;
+
+    fn az() -> CredentialId {
+        CredentialId::of(&CredentialSpec::AzureCli(ToolSpec::default()), "h")
+    }
 
     fn key(scope: &str) -> CacheKey {
         CacheKey {
-            chain: 1,
+            credential: az(),
             tenant: None,
             scopes: vec![scope.to_string()],
         }
@@ -263,7 +343,7 @@ mod tests {
             refresh_on: now + lifetime / 2,
             tenant: None,
             credential: CredentialKind::AzureCli,
-            credential_id: CredentialId::of(&CredentialSpec::AzureCli, "h"),
+            credential_id: az(),
             minted_at_ms: clock::now_millis(),
             hits: AtomicU64::new(0),
             last_used_ms: AtomicI64::new(0),
@@ -283,7 +363,7 @@ mod tests {
                     .get_or_acquire(key("a"), 300, None, async move {
                         calls.fetch_add(1, Relaxed);
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(token(3600))
+                        Ok::<_, WireError>(token(3600))
                     })
                     .await
                     .unwrap()
@@ -310,7 +390,9 @@ mod tests {
         assert_eq!(err.message, "nope");
         assert!(cache.peek(&key("a")).await.is_none());
         let ok = cache
-            .get_or_acquire(key("a"), 300, None, async { Ok(token(3600)) })
+            .get_or_acquire(key("a"), 300, None, async {
+                Ok::<_, WireError>(token(3600))
+            })
             .await;
         assert!(ok.is_ok());
     }
@@ -322,7 +404,9 @@ mod tests {
         assert!(cache.get_fresh(&key("a"), 300).await.is_none());
         assert!(cache.get_fresh(&key("a"), 100).await.is_some());
         let fresh = cache
-            .get_or_acquire(key("a"), 300, None, async { Ok(token(3600)) })
+            .get_or_acquire(key("a"), 300, None, async {
+                Ok::<_, WireError>(token(3600))
+            })
             .await
             .unwrap();
         assert!(fresh.valid_for(3000));
@@ -366,9 +450,9 @@ mod tests {
         let cache = TokenCache::new(100);
         cache.insert(key("a"), token(3600)).await;
         cache.insert(key("b"), token(3600)).await;
-        assert_eq!(cache.invalidate(&["a".to_string()]).await, 1);
+        assert_eq!(cache.invalidate(&["a".to_string()], &[]).await, 1);
         assert!(cache.peek(&key("a")).await.is_none());
-        assert_eq!(cache.invalidate(&[]).await, 1);
+        assert_eq!(cache.invalidate(&[], &[]).await, 1);
         assert!(cache.entries().is_empty());
     }
 
@@ -378,7 +462,7 @@ mod tests {
         let old = token(3600);
         cache.insert(key("a"), old.clone()).await;
         // The refresh started from `old`; an Invalidate lands before it finishes.
-        assert_eq!(cache.invalidate(&[]).await, 1);
+        assert_eq!(cache.invalidate(&[], &[]).await, 1);
         assert!(!cache.replace(&key("a"), &old, token(3600)).await);
         assert!(cache.peek(&key("a")).await.is_none());
         assert!(cache.entries().is_empty());

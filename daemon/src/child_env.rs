@@ -13,9 +13,9 @@
 //! can be passed instead without changing the rules.
 
 use std::ffi::{OsStr, OsString};
-use std::sync::OnceLock;
+use std::path::Path;
 
-use azbroker_proto::shim;
+use azbroker_proto::{shim, ToolSpec};
 
 /// What the child is, which decides the variables it may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub enum ChildKind {
     Browser,
 }
 
-/// Every child: who and where the user is, locale, temporary files.
+/// The browser: who and where the user is, locale, temporary files, network.
 const COMMON: &[&str] = &[
     "HOME",
     "USER",
@@ -58,28 +58,8 @@ const COMMON: &[&str] = &[
     "CURL_CA_BUNDLE",
 ];
 
-/// Prefixes every child keeps (locale categories).
+/// Prefixes the browser keeps (locale categories).
 const COMMON_PREFIXES: &[&str] = &["LC_"];
-
-/// Credential tools: their profile locations and settings.
-const TOOL: &[&str] = &[
-    // Azure CLI: profile, extensions; `AZURE_<SECTION>_<OPTION>` overrides its config.
-    "AZURE_CONFIG_DIR",
-    "AZURE_EXTENSION_DIR",
-    "AZURE_CLOUD_NAME",
-    // Azure Developer CLI.
-    "AZD_CONFIG_DIR",
-    "AZURE_DEV_COLLECT_TELEMETRY",
-    // PowerShell and the .NET runtime under it.
-    "PSModulePath",
-    "POWERSHELL_TELEMETRY_OPTOUT",
-    "POWERSHELL_UPDATECHECK",
-    "DOTNET_ROOT",
-    "DOTNET_BUNDLE_EXTRACT_BASE_DIR",
-];
-
-/// The Azure CLI's `[core]` settings (telemetry, output, login experience).
-const TOOL_PREFIXES: &[&str] = &["AZURE_CORE_"];
 
 /// The browser: display, desktop session (xdg-open picks the opener from it), input methods.
 const BROWSER: &[&str] = &[
@@ -113,16 +93,17 @@ pub fn is_allowed(kind: ChildKind, name: &OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
-    let (names, prefixes): (&[&str], &[&str]) = match kind {
-        ChildKind::Tool => (TOOL, TOOL_PREFIXES),
-        ChildKind::Browser => (BROWSER, &[]),
-    };
-    COMMON.contains(&name)
-        || names.contains(&name)
-        || COMMON_PREFIXES
-            .iter()
-            .chain(prefixes)
-            .any(|prefix| name.starts_with(prefix))
+    match kind {
+        // The requester's tool variables: one list, shared with the clients that send them.
+        ChildKind::Tool => azbroker_proto::tool::TOOL_VARIABLES.contains(&name),
+        ChildKind::Browser => {
+            COMMON.contains(&name)
+                || BROWSER.contains(&name)
+                || COMMON_PREFIXES
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+        }
+    }
 }
 
 /// The whole environment of a child of `kind`: the allowed variables of
@@ -147,38 +128,36 @@ pub fn build(
     env
 }
 
-/// The environment of credential tools, from the daemon's own, with `PATH`
-/// cleaned of shim directories. Computed once: the daemon's environment does
-/// not change after start.
-pub fn tool_env() -> &'static [(OsString, OsString)] {
-    static ENV: OnceLock<Vec<(OsString, OsString)>> = OnceLock::new();
-    ENV.get_or_init(|| build(ChildKind::Tool, std::env::vars_os(), child_path()))
-}
-
-/// The `PATH` for credential tools: the daemon's own without shim
-/// directories, or `None` when the daemon has no `PATH`. Computed once: the
-/// daemon's `PATH` does not change.
-pub fn child_path() -> Option<&'static OsStr> {
-    static CHILD_PATH: OnceLock<Option<OsString>> = OnceLock::new();
-    CHILD_PATH
-        .get_or_init(|| {
-            let path = std::env::var_os("PATH")?;
-            let (cleaned, removed) = shim::path_without_shims(&path, own_shim().as_deref());
-            if !removed.is_empty() {
-                tracing::info!(
-                    removed = ?removed,
-                    "credential tools run without azbroker's az shim directories on PATH"
-                );
-            }
-            Some(cleaned)
-        })
+/// The environment of a credential tool, built from what the requester sent
+/// (see `azbroker_proto::tool`): its allowed variables, and its `PATH`, cleaned
+/// of shim directories again (a client may not know this daemon's shim) with
+/// the executable's own directory first, so `sh -c "az ..."` runs exactly the
+/// `az` the requester would have run. Never the daemon's own environment: the
+/// daemon was started by whichever client came first.
+pub fn tool_env(spec: &ToolSpec) -> Vec<(OsString, OsString)> {
+    let requested = spec
+        .env
+        .iter()
+        .filter(|(name, _)| name != "PATH")
+        .map(|(name, value)| (OsString::from(name), OsString::from(value)));
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(dir) = spec
+        .executable
         .as_deref()
-}
-
-/// Computes [`child_path`] and the tools' environment now (at startup), so
-/// the log line comes early and no acquisition pays for it.
-pub fn prepare_child_path() {
-    let _ = tool_env();
+        .and_then(|exe| Path::new(exe).parent())
+    {
+        dirs.push(dir.to_path_buf());
+    }
+    if let Some(path) = spec.var("PATH") {
+        let (cleaned, _) = shim::path_without_shims(OsStr::new(path), own_shim().as_deref());
+        for dir in std::env::split_paths(&cleaned) {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    let path = std::env::join_paths(dirs).ok();
+    build(ChildKind::Tool, requested, path.as_deref())
 }
 
 /// The shim binary installed beside this daemon, whose links mark a shim
@@ -236,7 +215,6 @@ mod tests {
             [
                 "HOME",
                 "LANG",
-                "LC_TIME",
                 "https_proxy",
                 "AZURE_CONFIG_DIR",
                 "AZURE_CORE_COLLECT_TELEMETRY",
@@ -270,5 +248,35 @@ mod tests {
                 assert!(!is_allowed(kind, OsStr::new(secret)), "{secret}");
             }
         }
+    }
+
+    #[test]
+    fn a_tool_runs_with_the_requesters_environment_and_its_own_directory_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim_dir = dir.path().join("shim");
+        std::fs::create_dir_all(&shim_dir).unwrap();
+        std::fs::write(shim_dir.join(shim::MARKER_FILE), "").unwrap();
+        let path = format!("/usr/bin:{}:/opt/az/bin:/bin", shim_dir.display());
+        let spec = ToolSpec {
+            executable: Some("/opt/az/bin/az".into()),
+            profile_dir: Some("/home/u/.azure-work".into()),
+            env: vec![
+                ("HOME".into(), "/home/u".into()),
+                ("AZURE_CONFIG_DIR".into(), "/home/u/.azure-work".into()),
+                ("LD_PRELOAD".into(), "/tmp/evil.so".into()),
+                ("PATH".into(), path),
+            ],
+        };
+        let env = tool_env(&spec);
+        assert_eq!(
+            env,
+            [
+                ("HOME", "/home/u"),
+                ("AZURE_CONFIG_DIR", "/home/u/.azure-work"),
+                ("PATH", "/opt/az/bin:/usr/bin:/bin"),
+                ("AZBROKER_DAEMON_CHILD", "1"),
+            ]
+            .map(|(k, v): (&str, &str)| (OsString::from(k), OsString::from(v)))
+        );
     }
 }

@@ -306,7 +306,10 @@ async fn requests(
                 let page = broker.status(&query);
                 send_reply(writer, id, Reply::StatusPage(Box::new(page))).await;
             }
-            Request::Invalidate(invalidate) => match broker.invalidate(&invalidate.scopes).await {
+            Request::Invalidate(invalidate) => match broker
+                .invalidate(&invalidate.scopes, &invalidate.credentials)
+                .await
+            {
                 Ok(removed) => send_reply(writer, id, Reply::Invalidated { removed }).await,
                 Err(e) => error_reply(broker, writer, id, e).await,
             },

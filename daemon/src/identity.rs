@@ -1,8 +1,9 @@
 //! Credential identities and chain fingerprints.
 //!
 //! Two clients whose chains name the same credential (same kind, authority,
-//! tenant, client id and secret) share one credential actor, hence one login,
-//! one refresh token and one health record. Secrets enter only as a SHA-256
+//! tenant, client id and secret; for a tool, the same executable and profile
+//! directory) share one credential actor, hence one login, one refresh token,
+//! one health record and every token it minted. Secrets enter only as a SHA-256
 //! hash, so an identity can be logged and shown in status.
 
 use azbroker_proto::{ChainSpec, CredentialKind, CredentialSpec};
@@ -77,11 +78,16 @@ impl CredentialId {
                 field(client_id.as_deref());
                 field(tenant_id.as_deref());
             }
-            // The CLI tools and Visual Studio act as whoever is logged in to them.
-            CredentialSpec::VisualStudio
-            | CredentialSpec::AzureCli
-            | CredentialSpec::AzurePowerShell
-            | CredentialSpec::AzureDeveloperCli => {}
+            // The tools act as whoever is logged in to them in a profile:
+            // which tool and which profile make the credential. The rest of
+            // the requester's environment (locale, PATH order) does not.
+            CredentialSpec::AzureCli(tool)
+            | CredentialSpec::AzurePowerShell(tool)
+            | CredentialSpec::AzureDeveloperCli(tool) => {
+                field(tool.executable.as_deref());
+                field(tool.profile_dir.as_deref());
+            }
+            CredentialSpec::VisualStudio => {}
         }
         CredentialId {
             kind: spec.kind(),
@@ -138,10 +144,29 @@ mod tests {
         assert_eq!(a, CredentialId::of(&env("s1"), "https://login"));
         assert_ne!(a, CredentialId::of(&env("s2"), "https://login"));
         assert_ne!(a, CredentialId::of(&env("s1"), "https://other"));
+    }
+
+    fn az(profile_dir: &str, lang: &str) -> CredentialSpec {
+        CredentialSpec::AzureCli(azbroker_proto::ToolSpec {
+            executable: Some("/usr/bin/az".into()),
+            profile_dir: Some(profile_dir.into()),
+            env: vec![("LANG".into(), lang.into())],
+        })
+    }
+
+    #[test]
+    fn a_tool_is_its_executable_and_profile_not_the_rest_of_the_environment() {
+        let work = CredentialId::of(&az("/home/u/.azure-work", "C"), "h");
         assert_eq!(
-            CredentialId::of(&CredentialSpec::AzureCli, "h"),
-            CredentialId::of(&CredentialSpec::AzureCli, "h")
+            work,
+            CredentialId::of(&az("/home/u/.azure-work", "de_DE"), "h")
         );
+        assert_ne!(work, CredentialId::of(&az("/home/u/.azure", "C"), "h"));
+        let mut elsewhere = az("/home/u/.azure-work", "C");
+        if let CredentialSpec::AzureCli(tool) = &mut elsewhere {
+            tool.executable = Some("/opt/az/bin/az".into());
+        }
+        assert_ne!(work, CredentialId::of(&elsewhere, "h"));
     }
 
     #[test]

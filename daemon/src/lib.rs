@@ -56,6 +56,7 @@ pub mod stats;
 pub mod status_page;
 pub mod tcp_owner;
 pub mod token_source;
+pub mod tool_logins;
 
 /// The daemon's version, reported in Welcome and status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

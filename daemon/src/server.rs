@@ -36,6 +36,7 @@ use crate::login::store::Store;
 use crate::login::Accounts;
 use crate::paths;
 use crate::stats::Stats;
+use crate::tool_logins::{self, ToolLogins};
 
 pub mod activation;
 pub mod notify;
@@ -118,7 +119,6 @@ pub async fn start(config: ServerConfig) -> Result<Outcome, String> {
     };
 
     raise_open_file_limit();
-    crate::child_env::prepare_child_path();
     let http = HttpClient::from_env(config.imds_url)?;
     for source in http.extra_roots.iter() {
         tracing::info!(%source, "extra trusted roots");
@@ -176,6 +176,14 @@ impl Daemon {
     }
 }
 
+/// Drops the tokens of tool credentials whose login changed (`az login` as
+/// someone else, `az logout`, `az account set`), as the watcher reports them.
+async fn drop_changed_logins(broker: Arc<Broker>, mut changes: tool_logins::Changes) {
+    while let Some(credentials) = changes.recv().await {
+        broker.drop_credentials(&credentials).await;
+    }
+}
+
 /// Starts the supervisor and builds the broker over `http` and `store`;
 /// `socket` is what status reports. No lock, signal or socket involved, so a
 /// test can build one in-process.
@@ -189,11 +197,13 @@ pub async fn start_broker(
     let stats = Arc::new(Stats::default());
     let cache = TokenCache::new(MAX_CACHE_ENTRIES);
     let registry = Arc::new(Registry::default());
+    let (tool_logins, login_changes) = ToolLogins::start();
     let deps = ActorDeps {
         cache,
         stats,
         http,
         accounts,
+        tool_logins,
     };
     let (supervisor, supervisor_done) = Actor::spawn(
         None,
@@ -214,6 +224,7 @@ pub async fn start_broker(
         socket.display().to_string(),
         shutdown_tx,
     ));
+    tokio::spawn(drop_changed_logins(broker.clone(), login_changes));
     Ok(Daemon {
         broker,
         shutdown,

@@ -2,7 +2,8 @@
 //!
 //! The protocol version is the connection's to check (`connection.rs`, before
 //! a Hello is even decoded whole); here the chain is: its length, its
-//! authority, and every tenant it names.
+//! authority, every tenant it names, and the tools and environment its tool
+//! credentials would run with.
 
 use std::sync::Arc;
 
@@ -42,6 +43,12 @@ impl Session {
             for tenant in spec_tenants(spec) {
                 scopes::validate_tenant(tenant)
                     .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?;
+            }
+            // The daemon will run this tool with this environment: only what tools may see.
+            if let Some((tool, tool_spec)) = spec.tool() {
+                tool_spec.check(tool).map_err(|e| {
+                    WireError::new(ErrorKind::InvalidRequest, format!("{}: {e}", spec.kind()))
+                })?;
             }
         }
         Ok(Session {

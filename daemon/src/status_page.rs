@@ -165,6 +165,7 @@ mod tests {
             expires_on: 1_900_000_000,
             refresh_on: 1_899_990_000,
             hits: n as u64,
+            identity: "0a1b2c3d4e5f".into(),
         }
     }
 

@@ -16,6 +16,10 @@ pub struct SourceRequest {
     pub scopes: Vec<String>,
     pub tenant: Option<String>,
     pub claims: Option<String>,
+    /// Whether the credential may ask the user (open a browser). `false` for
+    /// the standard doors (the `az` shim, the managed-identity endpoint):
+    /// they are served from logins that exist, or fail fast.
+    pub interactive: bool,
 }
 
 /// A token as a source returns it.

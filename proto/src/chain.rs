@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::cloud;
 use crate::env::{EnvError, Vars};
 use crate::secret::Secret;
+use crate::tool::{Tool, ToolSpec};
 
 /// Default browser-login timeout (`AZURE_MCP_BROWSER_AUTH_TIMEOUT_SECONDS`).
 pub const DEFAULT_BROWSER_TIMEOUT_SECS: u32 = 300;
@@ -22,6 +23,12 @@ pub struct ChainSpec {
     pub credentials: Vec<CredentialSpec>,
     /// One line on why this chain was selected, for status and diagnostics.
     pub selected_by: String,
+    /// Whether a credential may ask the user (open a browser) for this
+    /// client. `false` for the standard doors (the `az` shim, the
+    /// managed-identity endpoint): what they stand for never prompts, so they
+    /// are served from logins that exist or fail fast. Not part of any
+    /// identity: it changes how a token may be had, not whose it is.
+    pub interactive: bool,
 }
 
 /// The credential kinds of the chain, in default order. Append-only.
@@ -106,9 +113,10 @@ pub enum CredentialSpec {
         header: Option<Secret>,
     },
     VisualStudio,
-    AzureCli,
-    AzurePowerShell,
-    AzureDeveloperCli,
+    /// The tools act as whoever is logged in to them in the requester's profile.
+    AzureCli(ToolSpec),
+    AzurePowerShell(ToolSpec),
+    AzureDeveloperCli(ToolSpec),
     InteractiveBrowser {
         client_id: Option<String>,
         tenant_id: Option<String>,
@@ -123,15 +131,25 @@ pub enum CredentialSpec {
 }
 
 impl CredentialSpec {
+    /// The tool and its spec, for the tool credentials.
+    pub fn tool(&self) -> Option<(Tool, &ToolSpec)> {
+        match self {
+            CredentialSpec::AzureCli(spec) => Some((Tool::AzureCli, spec)),
+            CredentialSpec::AzurePowerShell(spec) => Some((Tool::AzurePowerShell, spec)),
+            CredentialSpec::AzureDeveloperCli(spec) => Some((Tool::AzureDeveloperCli, spec)),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> CredentialKind {
         match self {
             CredentialSpec::Environment { .. } => CredentialKind::Environment,
             CredentialSpec::WorkloadIdentity { .. } => CredentialKind::WorkloadIdentity,
             CredentialSpec::ManagedIdentity { .. } => CredentialKind::ManagedIdentity,
             CredentialSpec::VisualStudio => CredentialKind::VisualStudio,
-            CredentialSpec::AzureCli => CredentialKind::AzureCli,
-            CredentialSpec::AzurePowerShell => CredentialKind::AzurePowerShell,
-            CredentialSpec::AzureDeveloperCli => CredentialKind::AzureDeveloperCli,
+            CredentialSpec::AzureCli(_) => CredentialKind::AzureCli,
+            CredentialSpec::AzurePowerShell(_) => CredentialKind::AzurePowerShell,
+            CredentialSpec::AzureDeveloperCli(_) => CredentialKind::AzureDeveloperCli,
             CredentialSpec::InteractiveBrowser { .. } => CredentialKind::InteractiveBrowser,
             CredentialSpec::DeviceCode { .. } => CredentialKind::DeviceCode,
         }
@@ -164,9 +182,15 @@ impl CredentialSpec {
                 header: env.text("IDENTITY_HEADER").map(Secret::from),
             },
             CredentialKind::VisualStudio => CredentialSpec::VisualStudio,
-            CredentialKind::AzureCli => CredentialSpec::AzureCli,
-            CredentialKind::AzurePowerShell => CredentialSpec::AzurePowerShell,
-            CredentialKind::AzureDeveloperCli => CredentialSpec::AzureDeveloperCli,
+            CredentialKind::AzureCli => {
+                CredentialSpec::AzureCli(ToolSpec::from_lookup(Tool::AzureCli, env.lookup()))
+            }
+            CredentialKind::AzurePowerShell => CredentialSpec::AzurePowerShell(
+                ToolSpec::from_lookup(Tool::AzurePowerShell, env.lookup()),
+            ),
+            CredentialKind::AzureDeveloperCli => CredentialSpec::AzureDeveloperCli(
+                ToolSpec::from_lookup(Tool::AzureDeveloperCli, env.lookup()),
+            ),
             CredentialKind::InteractiveBrowser => CredentialSpec::InteractiveBrowser {
                 client_id: env.text("AZURE_MCP_CLIENT_ID"),
                 tenant_id: env.text("AZURE_TENANT_ID"),
@@ -297,6 +321,7 @@ impl ChainSpec {
             authority_host,
             credentials,
             selected_by,
+            interactive: true,
         })
     }
 

@@ -16,6 +16,11 @@ impl<'a> Vars<'a> {
         Vars(lookup)
     }
 
+    /// The raw lookup, for readers with rules of their own (the tools' specs).
+    pub fn lookup(&self) -> &'a dyn Fn(&str) -> Option<String> {
+        self.0
+    }
+
     /// A non-empty value, or `None`. An empty (or blank) variable counts as unset.
     pub fn text(&self, name: &str) -> Option<String> {
         (self.0)(name).filter(|v| !v.trim().is_empty())

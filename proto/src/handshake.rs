@@ -140,6 +140,7 @@ mod tests {
             authority_host: "https://login.microsoftonline.com".into(),
             credentials: Vec::new(),
             selected_by: "test".into(),
+            interactive: true,
         }
     }
 

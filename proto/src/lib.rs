@@ -32,6 +32,7 @@ pub mod resource;
 pub mod secret;
 #[cfg(unix)]
 pub mod shim;
+pub mod tool;
 
 pub use chain::{ChainError, ChainSpec, CredentialKind, CredentialSpec};
 pub use diagnose::{DiagnoseRequest, Diagnosis, Endpoint, NetworkProblem};
@@ -39,7 +40,10 @@ pub use error::{CredentialReason, ErrorKind, WireError};
 pub use frame::{FrameError, MAX_FRAME_LEN};
 pub use message::*;
 pub use secret::Secret;
+pub use tool::{Tool, ToolSpec};
 
 /// Version of this wire contract. A daemon refuses a client that speaks another.
 /// 2: `TokenReply.stale`, status pages (`Request::StatusPage`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: tool credentials carry the requester's tool, profile and environment
+/// (`tool::ToolSpec`); `ChainSpec.interactive`.
+pub const PROTOCOL_VERSION: u32 = 3;

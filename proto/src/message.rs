@@ -281,6 +281,8 @@ impl Serialize for TokenFrameRef<'_> {
 pub struct Invalidate {
     /// Only entries with exactly these scopes; empty means every entry.
     pub scopes: Vec<String>,
+    /// Only tokens minted by credentials of these kinds; empty means any.
+    pub credentials: Vec<crate::chain::CredentialKind>,
 }
 
 /// Everything `azbroker status` shows. Never holds a token.
@@ -334,12 +336,15 @@ impl CredentialState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntryStatus {
+    /// The kind of credential that minted the token.
     pub credential: String,
     pub tenant: Option<String>,
     pub scopes: Vec<String>,
     pub expires_on: i64,
     pub refresh_on: i64,
     pub hits: u64,
+    /// The minting credential's fingerprint, as [`CredentialStatus::identity`].
+    pub identity: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,9 +79,9 @@ fn credential_spec() -> impl Strategy<Value = CredentialSpec> {
             }
         }),
         Just(CredentialSpec::VisualStudio),
-        Just(CredentialSpec::AzureCli),
-        Just(CredentialSpec::AzurePowerShell),
-        Just(CredentialSpec::AzureDeveloperCli),
+        tool_spec().prop_map(CredentialSpec::AzureCli),
+        tool_spec().prop_map(CredentialSpec::AzurePowerShell),
+        tool_spec().prop_map(CredentialSpec::AzureDeveloperCli),
         (opt_text(), opt_text(), any::<u32>(), any::<bool>()).prop_map(
             |(client_id, tenant_id, timeout_secs, use_broker)| CredentialSpec::InteractiveBrowser {
                 client_id,
@@ -97,12 +97,23 @@ fn credential_spec() -> impl Strategy<Value = CredentialSpec> {
     ]
 }
 
+fn tool_spec() -> impl Strategy<Value = ToolSpec> {
+    (opt_text(), opt_text(), vec((text(), text()), 0..4)).prop_map(
+        |(executable, profile_dir, env)| ToolSpec {
+            executable,
+            profile_dir,
+            env,
+        },
+    )
+}
+
 fn chain() -> impl Strategy<Value = ChainSpec> {
-    (text(), vec(credential_spec(), 0..5), text()).prop_map(
-        |(authority_host, credentials, selected_by)| ChainSpec {
+    (text(), vec(credential_spec(), 0..5), text(), any::<bool>()).prop_map(
+        |(authority_host, credentials, selected_by, interactive)| ChainSpec {
             authority_host,
             credentials,
             selected_by,
+            interactive,
         },
     )
 }
@@ -137,7 +148,10 @@ fn request() -> impl Strategy<Value = Request> {
                 cache_limit,
             })
         ),
-        texts().prop_map(|scopes| Request::Invalidate(Invalidate { scopes })),
+        texts().prop_map(|scopes| Request::Invalidate(Invalidate {
+            scopes,
+            credentials: vec![CredentialKind::AzureCli],
+        })),
         Just(Request::Shutdown),
         (
             prop_oneof![Just(LoginMethod::Browser), Just(LoginMethod::DeviceCode)],
@@ -231,15 +245,19 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
         any::<i64>(),
         any::<i64>(),
         any::<u64>(),
+        text(),
     )
         .prop_map(
-            |(credential, tenant, scopes, expires_on, refresh_on, hits)| CacheEntryStatus {
-                credential,
-                tenant,
-                scopes,
-                expires_on,
-                refresh_on,
-                hits,
+            |(credential, tenant, scopes, expires_on, refresh_on, hits, identity)| {
+                CacheEntryStatus {
+                    credential,
+                    tenant,
+                    scopes,
+                    expires_on,
+                    refresh_on,
+                    hits,
+                    identity,
+                }
             },
         );
     let counters = any::<[u64; 10]>().prop_map(|c| Counters {
@@ -637,6 +655,7 @@ proptest! {
                     authority_host: String::new(),
                     credentials: Vec::new(),
                     selected_by: String::new(),
+                    interactive: true,
                 },
             }),
         };

@@ -28,7 +28,10 @@ fn sample_requests() -> Vec<Request> {
             min_validity_secs: 600,
         }),
         Request::Status,
-        Request::Invalidate(Invalidate { scopes: vec![] }),
+        Request::Invalidate(Invalidate {
+            scopes: vec![],
+            credentials: vec![],
+        }),
         Request::Shutdown,
         Request::Login(Login {
             method: LoginMethod::DeviceCode,
@@ -85,6 +88,7 @@ fn sample_replies() -> Vec<Reply> {
                 expires_on: 10,
                 refresh_on: 5,
                 hits: 2,
+                identity: "0a1b2c3d4e5f".into(),
             }],
             counters: Counters::default(),
         })),
@@ -390,7 +394,10 @@ fn encoding_into_a_buffer_replaces_its_contents() {
     let huge = "x".repeat(MAX_FRAME_LEN + 1);
     let too_large = ClientFrame {
         id: 2,
-        request: Request::Invalidate(Invalidate { scopes: vec![huge] }),
+        request: Request::Invalidate(Invalidate {
+            scopes: vec![huge],
+            credentials: vec![],
+        }),
     };
     assert!(matches!(
         frame::encode_into(&mut buf, &too_large),

@@ -402,16 +402,26 @@ impl Sandbox {
         }
     }
 
-    /// A library client with the chain that `vars` select.
-    pub fn client(&self, vars: &[(&str, &str)]) -> Client {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+    /// The chain a client process of this sandbox selects with `vars` set
+    /// on top of the sandbox's environment ([`Sandbox::env`]: the fake `az`
+    /// on `PATH`, the sandbox's home).
+    pub fn chain(&self, vars: &[(&str, &str)]) -> ChainSpec {
+        let mut env: Vec<(String, String)> = self
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
             .collect();
-        let chain = ChainSpec::from_lookup(|name| {
-            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })
-        .expect("chain");
+        for (name, value) in vars {
+            env.retain(|(k, _)| k != name);
+            env.push((name.to_string(), value.to_string()));
+        }
+        ChainSpec::from_lookup(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            .expect("chain")
+    }
+
+    /// A library client with the chain that `vars` select (see [`Sandbox::chain`]).
+    pub fn client(&self, vars: &[(&str, &str)]) -> Client {
+        let chain = self.chain(vars);
         Client::new(ClientOptions {
             socket: self.socket.clone(),
             chain,

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use azbroker_client::Client;
 use azbroker_e2e::EntraDouble;
 use azbroker_proto::frame::{self, HEADER_LEN};
-use azbroker_proto::{
-    ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Reply, Request, PROTOCOL_VERSION,
-};
+use azbroker_proto::{ClientFrame, DaemonFrame, GetToken, Hello, Reply, Request, PROTOCOL_VERSION};
 use serde_json::Value;
 
 use crate::harness::{wait_until, Sandbox};
@@ -254,17 +252,14 @@ fn status_shows_ten_thousand_cache_entries() {
 
 // ---------------------------------------------------------------- connections
 
-fn dev_chain_hello(id: u64) -> Vec<u8> {
+fn dev_chain_hello(sandbox: &Sandbox, id: u64) -> Vec<u8> {
     frame::encode(&ClientFrame {
         id,
         request: Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: "limits".into(),
             pid: std::process::id(),
-            chain: ChainSpec::from_lookup(|name| {
-                (name == "AZURE_TOKEN_CREDENTIALS").then(|| "AzureCliCredential".to_string())
-            })
-            .unwrap(),
+            chain: sandbox.chain(&[("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")]),
         }),
     })
     .unwrap()
@@ -284,7 +279,7 @@ fn welcomed(sandbox: &Sandbox) -> UnixStream {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    stream.write_all(&dev_chain_hello(0)).unwrap();
+    stream.write_all(&dev_chain_hello(sandbox, 0)).unwrap();
     let welcome = read_frame(&mut stream).expect("a Welcome");
     assert!(matches!(welcome.reply, Reply::Welcome(_)), "{welcome:?}");
     stream
@@ -328,7 +323,7 @@ fn thousands_of_idle_connections_from_one_process_lock_out_neither_status_nor_st
     let mut held = Vec::with_capacity(HELD);
     for _ in 0..HELD {
         let mut stream = UnixStream::connect(&sandbox.socket).unwrap();
-        stream.write_all(&dev_chain_hello(0)).unwrap();
+        stream.write_all(&dev_chain_hello(&sandbox, 0)).unwrap();
         held.push(stream);
     }
     let status = succeeded(

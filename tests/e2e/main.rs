@@ -26,6 +26,7 @@ mod robustness;
 mod secret_store;
 mod security;
 mod service;
+mod sharing;
 mod shim;
 mod socket_trust;
 mod upstream;

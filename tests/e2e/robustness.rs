@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use azbroker_proto::frame::{self, HEADER_LEN};
 use azbroker_proto::{
-    ChainSpec, ClientFrame, DaemonFrame, ErrorKind, GetToken, Hello, Reply, Request,
-    PROTOCOL_VERSION,
+    ClientFrame, DaemonFrame, ErrorKind, GetToken, Hello, Reply, Request, PROTOCOL_VERSION,
 };
 
 use crate::harness::Sandbox;
@@ -22,17 +21,14 @@ fn raw(sandbox: &Sandbox) -> UnixStream {
     stream
 }
 
-fn hello() -> Vec<u8> {
+fn hello(sandbox: &Sandbox) -> Vec<u8> {
     frame::encode(&ClientFrame {
         id: 1,
         request: Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: "raw".into(),
             pid: std::process::id(),
-            chain: ChainSpec::from_lookup(|name| {
-                (name == "AZURE_TOKEN_CREDENTIALS").then(|| "AzureCliCredential".to_string())
-            })
-            .unwrap(),
+            chain: sandbox.chain(&[("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")]),
         }),
     })
     .unwrap()
@@ -72,7 +68,7 @@ fn malformed_and_oversize_frames_close_only_their_connection() {
     sandbox.start_daemon();
     // A healthy client with an open connection throughout.
     let mut healthy = raw(&sandbox);
-    healthy.write_all(&hello()).unwrap();
+    healthy.write_all(&hello(&sandbox)).unwrap();
     assert!(matches!(read_one(&mut healthy).reply, Reply::Welcome(_)));
 
     // Garbage instead of a Hello.
@@ -84,7 +80,7 @@ fn malformed_and_oversize_frames_close_only_their_connection() {
 
     // An oversize length prefix after a good Hello: refused before any body is read.
     let mut big = raw(&sandbox);
-    big.write_all(&hello()).unwrap();
+    big.write_all(&hello(&sandbox)).unwrap();
     assert!(matches!(read_one(&mut big).reply, Reply::Welcome(_)));
     big.write_all(&(10u32 * 1024 * 1024).to_be_bytes()).unwrap();
     let (_, message) = last_error(&read_to_close(&mut big));
@@ -92,7 +88,7 @@ fn malformed_and_oversize_frames_close_only_their_connection() {
 
     // A valid frame carrying an unknown request variant.
     let mut unknown = raw(&sandbox);
-    unknown.write_all(&hello()).unwrap();
+    unknown.write_all(&hello(&sandbox)).unwrap();
     read_one(&mut unknown);
     unknown.write_all(&[0, 0, 0, 3, 7, 99, 0]).unwrap();
     let (_, message) = last_error(&read_to_close(&mut unknown));
@@ -100,7 +96,7 @@ fn malformed_and_oversize_frames_close_only_their_connection() {
 
     // A frame with trailing bytes.
     let mut trailing = raw(&sandbox);
-    trailing.write_all(&hello()).unwrap();
+    trailing.write_all(&hello(&sandbox)).unwrap();
     read_one(&mut trailing);
     let mut status = frame::encode(&ClientFrame {
         id: 2,
@@ -155,7 +151,7 @@ fn a_frame_that_never_completes_times_out() {
     let mut sandbox = Sandbox::new();
     sandbox.start_daemon();
     let mut slow = raw(&sandbox);
-    slow.write_all(&hello()).unwrap();
+    slow.write_all(&hello(&sandbox)).unwrap();
     read_one(&mut slow);
     // Announce 100 bytes, send 3, then stall.
     slow.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
@@ -169,7 +165,7 @@ fn a_client_of_another_protocol_version_is_refused_clearly() {
     let mut sandbox = Sandbox::new();
     sandbox.start_daemon();
     let mut stream = raw(&sandbox);
-    let mut bytes = hello();
+    let mut bytes = hello(&sandbox);
     // id (1 byte), variant (1 byte), then the version: make it 99.
     bytes[HEADER_LEN + 2] = 99;
     stream.write_all(&bytes).unwrap();

@@ -60,6 +60,7 @@ fn stdout_json(out: &Output) -> Value {
 fn python_azure_cli_credential_gets_the_brokers_token_through_the_shim() {
     let (mut sandbox, shim) = sandbox_with_shim();
     sandbox.start_daemon();
+    sandbox.az.record_environment();
     let out = sandbox.python("cli_credential.py", &[ARM], &[]);
     let json = stdout_json(&out);
     let token = json["token"].as_str().expect("token");
@@ -76,12 +77,18 @@ fn python_azure_cli_credential_gets_the_brokers_token_through_the_shim() {
         sandbox.az.invocation_args(),
         [format!("account get-access-token -o json --scope {ARM}")]
     );
-    let log = sandbox.log();
+    // The real CLI ran with the requester's PATH (the shim's caller had the
+    // shim first), its own directory first and no shim directory in it.
+    let env = sandbox
+        .az
+        .recorded_environment()
+        .expect("az recorded its environment");
+    let path = &env.iter().find(|(k, _)| k == "PATH").expect("a PATH").1;
     assert!(
-        log.contains("without azbroker's az shim directories")
-            && log.contains(&*shim.to_string_lossy()),
-        "{log}"
+        path.starts_with(&*sandbox.az.dir().to_string_lossy()),
+        "{path}"
     );
+    assert!(!path.contains(&*shim.to_string_lossy()), "{path}");
 
     // A tenant from the SDK goes through the shim's --tenant to the broker.
     let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";

@@ -165,6 +165,7 @@ fn assert_every_client_refuses(sandbox: &Sandbox, expected: &[&str]) {
             authority_host: "https://login.microsoftonline.com".into(),
             credentials: Vec::new(),
             selected_by: "socket_trust test".into(),
+            interactive: true,
         },
         client_name: "socket-trust-test".into(),
         autostart: true,

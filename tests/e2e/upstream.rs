@@ -239,7 +239,7 @@ async fn an_invalidate_during_a_slow_refresh_leaves_the_key_invalidated() {
             az.invocations() >= 2
         })
     });
-    assert_eq!(client.invalidate(Vec::new()).await.unwrap(), 1);
+    assert_eq!(client.invalidate(Vec::new(), Vec::new()).await.unwrap(), 1);
     tokio::task::block_in_place(|| {
         wait_until(Duration::from_secs(20), "the refresh to finish", || {
             sandbox.status()["counters"]["refreshes"] == 1

@@ -185,7 +185,8 @@ impl CredentialActorState {
     }
 
     /// An acquisition as a future to spawn; `background` for proactive
-    /// refreshes, which must never ask the user anything.
+    /// refreshes, which (like requests that are not interactive) must never
+    /// ask the user anything.
     fn spawn_acquire(
         &self,
         request: SourceRequest,
@@ -199,7 +200,7 @@ impl CredentialActorState {
         let span = tracing::info_span!("acquire", credential = %id, scopes = ?request.scopes, tenant = ?request.tenant);
         async move {
             let _busy = busy;
-            let result = if background {
+            let result = if background || !request.interactive {
                 source.acquire_silently(&request).await
             } else {
                 source.acquire(&request).await
@@ -231,6 +232,13 @@ impl Actor for CredentialActor {
     ) -> Result<CredentialActorState, ActorProcessingErr> {
         if let Some(account) = crate::login::AccountKey::of_spec(&args.spec, &args.authority_host) {
             args.deps.accounts.link(args.id.clone(), account);
+        }
+        if let Some((tool, spec)) = args.spec.tool() {
+            if let Some(profile) = &spec.profile_dir {
+                args.deps
+                    .tool_logins
+                    .watch(&args.id, tool, std::path::Path::new(profile));
+            }
         }
         let ctx = SourceContext {
             http: args.deps.http.clone(),
@@ -406,6 +414,7 @@ impl Actor for CredentialActor {
 mod tests {
     use super::*;
     use crate::token_source::scripted::{self, ScriptedSource};
+    use azbroker_proto::ToolSpec;
     use ractor::rpc::CallResult;
     use std::sync::atomic::Ordering::SeqCst;
 
@@ -421,7 +430,7 @@ mod tests {
     ) {
         scripted::register(authority, source.clone());
         let (deps, dir) = super::super::test_deps();
-        let spec = CredentialSpec::AzureCli;
+        let spec = CredentialSpec::AzureCli(ToolSpec::default());
         let activity = Arc::new(Activity::default());
         let args = CredentialArgs {
             id: CredentialId::of(&spec, authority),
@@ -440,12 +449,13 @@ mod tests {
             scopes: vec!["https://management.azure.com/.default".into()],
             tenant: None,
             claims: None,
+            interactive: true,
         }
     }
 
     fn key() -> CacheKey {
         CacheKey {
-            chain: 7,
+            credential: CredentialId::of(&CredentialSpec::AzureCli(ToolSpec::default()), "k"),
             tenant: None,
             scopes: request().scopes,
         }
@@ -609,7 +619,7 @@ mod tests {
         tokio::time::advance(REFRESH_POINT).await;
         wait_for("the refresh to start", async || source.calls() == 2).await;
 
-        assert_eq!(deps.cache.invalidate(&[]).await, 1);
+        assert_eq!(deps.cache.invalidate(&[], &[]).await, 1);
         release.add_permits(1);
         // The refresh finishes, finds its key gone, and drops the key.
         wait_for("the key to be untracked", async || {

@@ -92,6 +92,13 @@ impl Health {
         self.recently_unavailable_at(ttl, Instant::now())
     }
 
+    /// The credential's login changed (a new `az login`): what was
+    /// remembered about the old one no longer holds, so the next request runs
+    /// the tool again.
+    pub fn forget_remembered_answers(&self) {
+        self.inner.lock().expect("health lock").unavailable_since = None;
+    }
+
     fn recently_unavailable_at(&self, ttl: Duration, now: Instant) -> Option<String> {
         let inner = self.inner.lock().expect("health lock");
         let since = inner.unavailable_since?;
@@ -248,6 +255,9 @@ mod tests {
     }
 
     fn dummy_id() -> CredentialId {
-        CredentialId::of(&azbroker_proto::CredentialSpec::AzureCli, "https://login")
+        CredentialId::of(
+            &azbroker_proto::CredentialSpec::AzureCli(Default::default()),
+            "https://login",
+        )
     }
 }

@@ -26,6 +26,8 @@ pub struct ActorDeps {
     pub http: HttpClient,
     /// Logged-in accounts, each owned by its account actor.
     pub accounts: Arc<crate::login::Accounts>,
+    /// Where tool credentials' logins live, watched for changes.
+    pub tool_logins: Arc<crate::tool_logins::ToolLogins>,
 }
 
 /// What actors get in tests: a small cache, fresh counters, an HTTP client
@@ -44,6 +46,8 @@ pub fn test_deps() -> (ActorDeps, tempfile::TempDir) {
         stats: Arc::new(Stats::default()),
         accounts: crate::login::Accounts::new(http.clone(), store),
         http,
+        // Changes are not consumed: actor tests do not change tool logins.
+        tool_logins: crate::tool_logins::ToolLogins::start().0,
     };
     (deps, store_dir)
 }

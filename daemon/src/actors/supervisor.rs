@@ -255,7 +255,7 @@ mod tests {
             .call(
                 |reply| SupervisorMsg::Ensure {
                     id: id.clone(),
-                    spec: CredentialSpec::AzureCli,
+                    spec: CredentialSpec::AzureCli(Default::default()),
                     authority_host: "https://login.microsoftonline.com".into(),
                     reply,
                 },
@@ -289,7 +289,7 @@ mod tests {
 
     fn identity(n: usize) -> CredentialId {
         CredentialId::of(
-            &CredentialSpec::AzureCli,
+            &CredentialSpec::AzureCli(Default::default()),
             &format!("https://login{n}.example"),
         )
     }
@@ -386,7 +386,7 @@ mod tests {
     async fn a_panicking_credential_actor_is_restarted_with_its_health() {
         let (supervisor, registry) = start(ActorLimits::default()).await;
         let id = CredentialId::of(
-            &CredentialSpec::AzureCli,
+            &CredentialSpec::AzureCli(Default::default()),
             "https://login.microsoftonline.com",
         );
         let first = ensure(&supervisor, &id).await;

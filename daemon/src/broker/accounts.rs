@@ -54,10 +54,16 @@ impl Broker {
                 logout.client_id.as_deref(),
             )?])
         };
-        self.accounts
+        let (accounts, tokens) = self
+            .accounts
             .logout(keys, &self.cache)
             .await
-            .map_err(|e| WireError::new(ErrorKind::Internal, format!("logout failed: {e}")))
+            .map_err(|e| WireError::new(ErrorKind::Internal, format!("logout failed: {e}")))?;
+        // Every other credential's tokens go too: after a logout nothing
+        // cached before it is served (the tools' own logins are theirs to end,
+        // and their next token is fetched fresh).
+        let others = self.cache.invalidate(&[], &[]).await;
+        Ok((accounts, tokens + others))
     }
 }
 

@@ -27,9 +27,13 @@ impl Broker {
             header,
             self.registry.statuses(),
             &mut cache,
-            |(a, _), (b, _)| (&a.scopes, &a.tenant, a.chain).cmp(&(&b.scopes, &b.tenant, b.chain)),
+            // By credential: a token is the credential's, whichever chains it serves.
+            |(a, _), (b, _)| {
+                (&a.credential, &a.scopes, &a.tenant).cmp(&(&b.credential, &b.scopes, &b.tenant))
+            },
             |(key, token)| CacheEntryStatus {
                 credential: token.credential.name().into(),
+                identity: key.credential.fingerprint(),
                 tenant: key.tenant.clone(),
                 scopes: key.scopes.clone(),
                 expires_on: token.expires_on,

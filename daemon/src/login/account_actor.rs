@@ -292,6 +292,8 @@ impl AccountState {
             scopes: login.scopes.clone(),
             tenant: None,
             claims: login.claims.clone(),
+            // The login that just ran was the prompt.
+            interactive: true,
         };
         let mut own_token = Some(self.token(&login_request, &set));
         self.absorb(set).await;
@@ -571,6 +573,7 @@ mod tests {
                     scopes: vec![format!("api://app-{n}/.default")],
                     tenant: None,
                     claims: None,
+                    interactive: true,
                 };
                 accounts.acquire(&key, &request, None).await
             }));

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_proto::Secret;
+use azbroker_proto::{Secret, ToolSpec};
 use azure_core::credentials::TokenCredential;
 use azure_identity::{AzureCliCredential, AzureCliCredentialOptions};
 use base64::Engine as _;
 
-use super::process::{classify_tool_error, BoundedExecutor, ToolNames};
+use super::process::{classify_tool_error, not_on_requesters_path, BoundedExecutor, ToolNames};
 use super::{SourceError, SourceRequest, Token, TokenSource};
 use azbroker_proto::resource;
 
@@ -18,11 +18,19 @@ pub const TIMEOUT: Duration = Duration::from_secs(13);
 
 pub struct AzureCliSource {
     timeout: Duration,
+    /// Runs `az` as the requester that defined this credential would.
+    executor: Option<Arc<BoundedExecutor>>,
 }
 
 impl AzureCliSource {
-    pub fn new(timeout: Duration) -> Self {
-        AzureCliSource { timeout }
+    pub fn new(spec: &ToolSpec, timeout: Duration) -> Self {
+        AzureCliSource {
+            timeout,
+            executor: spec
+                .executable
+                .is_some()
+                .then(|| Arc::new(BoundedExecutor::new(spec))),
+        }
     }
 }
 
@@ -43,11 +51,14 @@ impl TokenSource for AzureCliSource {
                 "the Azure CLI cannot satisfy a claims challenge by itself; run: az login --claims-challenge \"{encoded}\" --scope {scope}"
             )));
         }
+        let Some(executor) = &self.executor else {
+            return Err(not_on_requesters_path(&NAMES));
+        };
         // One credential object per acquisition: it carries the tenant, and it
         // is only a few fields (AzureCliCredential has no cache to keep).
         let credential = AzureCliCredential::new(Some(AzureCliCredentialOptions {
             tenant_id: request.tenant.clone(),
-            executor: Some(Arc::new(BoundedExecutor)),
+            executor: Some(executor.clone()),
             ..Default::default()
         }))
         .map_err(|e| SourceError::failed(e.to_string()))?;

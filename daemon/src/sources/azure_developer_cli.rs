@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_proto::Secret;
+use azbroker_proto::{Secret, ToolSpec};
 use azure_core::credentials::TokenCredential;
 use azure_identity::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialOptions};
 
-use super::process::{classify_tool_error, BoundedExecutor, ToolNames};
+use super::process::{classify_tool_error, not_on_requesters_path, BoundedExecutor, ToolNames};
 use super::{SourceError, SourceRequest, Token, TokenSource};
 
 /// The Azure MCP Server's limit for `azd` (`docs/spec/authentication.md`, "Each credential").
@@ -18,11 +18,19 @@ pub const TIMEOUT: Duration = Duration::from_secs(13);
 
 pub struct AzureDeveloperCliSource {
     timeout: Duration,
+    /// Runs `azd` as the requester that defined this credential would.
+    executor: Option<Arc<BoundedExecutor>>,
 }
 
 impl AzureDeveloperCliSource {
-    pub fn new(timeout: Duration) -> Self {
-        AzureDeveloperCliSource { timeout }
+    pub fn new(spec: &ToolSpec, timeout: Duration) -> Self {
+        AzureDeveloperCliSource {
+            timeout,
+            executor: spec
+                .executable
+                .is_some()
+                .then(|| Arc::new(BoundedExecutor::new(spec))),
+        }
     }
 }
 
@@ -36,12 +44,15 @@ impl TokenSource for AzureDeveloperCliSource {
                 request.scopes.join(" --scope ")
             )));
         }
+        let Some(executor) = &self.executor else {
+            return Err(not_on_requesters_path(&NAMES));
+        };
         // One credential object per acquisition: it carries the tenant, and it
         // is only a few fields (AzureDeveloperCliCredential has no cache).
         let credential =
             AzureDeveloperCliCredential::new(Some(AzureDeveloperCliCredentialOptions {
                 tenant_id: request.tenant.clone(),
-                executor: Some(Arc::new(BoundedExecutor)),
+                executor: Some(executor.clone()),
             }))
             .map_err(|e| SourceError::failed(crate::error_chain::tidy(&e.to_string())))?;
 

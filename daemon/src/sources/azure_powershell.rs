@@ -13,7 +13,7 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use azbroker_proto::Secret;
+use azbroker_proto::{Secret, ToolSpec};
 use azure_identity::Executor;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -28,14 +28,19 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 600;
 
 pub struct AzurePowerShellSource {
-    program: String,
+    /// `pwsh` as found on the requester's `PATH`, and how to run it as that
+    /// requester would; `None` when it was not there.
+    program: Option<(String, BoundedExecutor)>,
     timeout: Duration,
 }
 
 impl AzurePowerShellSource {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(spec: &ToolSpec, timeout: Duration) -> Self {
         AzurePowerShellSource {
-            program: "pwsh".into(),
+            program: spec
+                .executable
+                .clone()
+                .map(|exe| (exe, BoundedExecutor::new(spec))),
             timeout,
         }
     }
@@ -62,9 +67,12 @@ impl TokenSource for AzurePowerShellSource {
                 "Azure PowerShell cannot satisfy a claims challenge by itself; run: {command}"
             )));
         }
+        let Some((program, executor)) = &self.program else {
+            return Err(SourceError::Unavailable(not_installed()));
+        };
         let script = script(&resource, request.tenant.as_deref())?;
         let args = ["-NoProfile", "-NonInteractive", "-Command", script.as_str()].map(OsStr::new);
-        let run = BoundedExecutor.run(OsStr::new(&self.program), &args);
+        let run = executor.run(OsStr::new(program), &args);
         let output = match tokio::time::timeout(self.timeout, run).await {
             // Dropping the run kills pwsh's process group.
             Err(_) => {
@@ -90,7 +98,7 @@ impl TokenSource for AzurePowerShellSource {
 }
 
 fn not_installed() -> String {
-    "PowerShell (pwsh) not found on PATH; install PowerShell 7 and the Az.Accounts module".into()
+    "PowerShell (pwsh) not found on PATH (the PATH of the process that asked for the token); install PowerShell 7 and the Az.Accounts module there".into()
 }
 
 /// The script pwsh runs. Refuses values that could leave their quotes

@@ -55,13 +55,14 @@ pub fn build(spec: &CredentialSpec, ctx: &SourceContext) -> Arc<dyn TokenSource>
         CredentialSpec::ManagedIdentity { .. } => {
             Arc::new(ManagedIdentitySource::new(spec.clone(), ctx))
         }
-        CredentialSpec::AzureCli => Arc::new(AzureCliSource::new(azure_cli::TIMEOUT)),
-        CredentialSpec::AzurePowerShell => {
-            Arc::new(AzurePowerShellSource::new(azure_powershell::TIMEOUT))
+        CredentialSpec::AzureCli(tool) => Arc::new(AzureCliSource::new(tool, azure_cli::TIMEOUT)),
+        CredentialSpec::AzurePowerShell(tool) => {
+            Arc::new(AzurePowerShellSource::new(tool, azure_powershell::TIMEOUT))
         }
-        CredentialSpec::AzureDeveloperCli => {
-            Arc::new(AzureDeveloperCliSource::new(azure_developer_cli::TIMEOUT))
-        }
+        CredentialSpec::AzureDeveloperCli(tool) => Arc::new(AzureDeveloperCliSource::new(
+            tool,
+            azure_developer_cli::TIMEOUT,
+        )),
         CredentialSpec::InteractiveBrowser { .. } => {
             Arc::new(InteractiveBrowserSource::new(spec, ctx))
         }

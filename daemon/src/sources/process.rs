@@ -13,10 +13,11 @@
 //! `azbroker_proto::shim`), so the daemon's AzureCli credential reaches the
 //! real Azure CLI, never the shim that would ask this very daemon.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::process::{Output, Stdio};
 
+use azbroker_proto::ToolSpec;
 use azure_identity::Executor;
 
 use crate::child_env;
@@ -25,8 +26,20 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// A tool's JSON answer is well under 16 KiB; anything bigger is not a token.
 pub const MAX_OUTPUT: usize = 256 * 1024;
 
-#[derive(Debug, Default)]
-pub struct BoundedExecutor;
+/// Runs a tool with the environment of the requester that defined its
+/// credential ([`child_env::tool_env`]), and nothing else.
+#[derive(Debug)]
+pub struct BoundedExecutor {
+    env: Vec<(OsString, OsString)>,
+}
+
+impl BoundedExecutor {
+    pub fn new(spec: &ToolSpec) -> BoundedExecutor {
+        BoundedExecutor {
+            env: child_env::tool_env(spec),
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Executor for BoundedExecutor {
@@ -35,7 +48,7 @@ impl Executor for BoundedExecutor {
         command
             .args(args)
             .env_clear()
-            .envs(child_env::tool_env().iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -85,6 +98,15 @@ impl Drop for GroupGuard {
             );
         }
     }
+}
+
+/// Why a tool credential cannot run: the requester's `PATH` has no such tool.
+/// Said plainly, because the daemon's own `PATH` is not the one searched.
+pub fn not_on_requesters_path(tool: &ToolNames) -> super::SourceError {
+    super::SourceError::Unavailable(format!(
+        "{} ({}) not found on PATH (the PATH of the process that asked for the token: install it there, or start that process with {} on its PATH)",
+        tool.product, tool.executable, tool.executable
+    ))
 }
 
 /// How a developer tool (az, azd) names itself, for [`classify_tool_error`].

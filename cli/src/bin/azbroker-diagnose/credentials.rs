@@ -103,6 +103,8 @@ pub async fn check(env: &Environment, daemon: &Daemon, scope: &str) -> Vec<Tried
             authority_host: chain.authority_host.clone(),
             credentials: vec![spec.clone()],
             selected_by: format!("azbroker diagnose: {} alone", kind.name()),
+            // A check never opens a browser.
+            interactive: false,
         };
         let outcome = match daemon.client_with(alone) {
             None => Outcome::NotChecked("not checked: azbrokerd is not reachable".into()),

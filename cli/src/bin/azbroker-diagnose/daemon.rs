@@ -149,6 +149,7 @@ fn empty_chain(authority_host: &str) -> ChainSpec {
         authority_host: authority_host.to_string(),
         credentials: Vec::new(),
         selected_by: "azbroker diagnose".into(),
+        interactive: false,
     }
 }
 

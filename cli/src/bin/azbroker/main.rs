@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use azbroker_cli::advice;
 use azbroker_client::{blocking, Client, ClientError, ClientOptions};
-use azbroker_proto::{GetToken, Login, LoginMethod, Logout};
+use azbroker_proto::{CredentialKind, GetToken, Login, LoginMethod, Logout};
 use clap::{Parser, Subcommand};
 
 /// Entra ID tokens for every tool of this user session, from one shared broker.
@@ -70,7 +70,20 @@ enum Command {
         #[arg(long)]
         scope: Vec<String>,
     },
-    /// Forget the logged-in account (refresh token) and drop its cached tokens.
+    /// Drop cached tokens, so the next request fetches new ones (the daemon
+    /// also does this by itself when an `az`, `azd` or PowerShell login changes).
+    Invalidate {
+        /// Drop every cached token.
+        #[arg(long, conflicts_with_all = ["credential", "scope"])]
+        all: bool,
+        /// Only tokens minted by this credential, e.g. AzureCliCredential or AzureCli (repeatable).
+        #[arg(long, value_name = "KIND", value_parser = parse_credential_kind)]
+        credential: Vec<CredentialKind>,
+        /// Only tokens of exactly this scope (repeatable: a multi-scope token).
+        #[arg(long)]
+        scope: Vec<String>,
+    },
+    /// Forget the logged-in account (refresh token) and drop every cached token.
     Logout {
         /// Forget every logged-in account.
         #[arg(long)]
@@ -206,6 +219,19 @@ fn main() -> ExitCode {
             tenant,
             scope,
         } => with_runtime(login(device_code, tenant, scope)),
+        Command::Invalidate {
+            all,
+            credential,
+            scope,
+        } => {
+            if !all && credential.is_empty() && scope.is_empty() {
+                return fail(
+                    "say which tokens to drop: --all, --credential KIND or --scope SCOPE",
+                    2,
+                );
+            }
+            with_runtime(invalidate(credential, scope))
+        }
         Command::Logout { all, tenant } => with_runtime(logout(all, tenant)),
         Command::Stop => with_runtime(stop()),
         Command::McpConfig {
@@ -400,6 +426,42 @@ async fn logout(all: bool, tenant: Option<String>) -> ExitCode {
         }
         Err(e) => client_error(&e),
     }
+}
+
+async fn invalidate(credentials: Vec<CredentialKind>, scopes: Vec<String>) -> ExitCode {
+    let client = match daemon_client(false) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    match client.invalidate(scopes, credentials).await {
+        Ok(removed) => {
+            println!("azbroker: dropped {removed} cached token(s)");
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::Connect(_)) => {
+            println!("azbroker: no daemon running, so nothing is cached");
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_error(&e),
+    }
+}
+
+/// A credential kind as `AZURE_TOKEN_CREDENTIALS` spells it, with or without
+/// the `Credential` suffix, in any case.
+fn parse_credential_kind(name: &str) -> Result<CredentialKind, String> {
+    CredentialKind::ALL
+        .into_iter()
+        .find(|kind| {
+            let full = kind.name();
+            full.eq_ignore_ascii_case(name)
+                || full
+                    .strip_suffix("Credential")
+                    .is_some_and(|short| short.eq_ignore_ascii_case(name))
+        })
+        .ok_or_else(|| {
+            let names: Vec<&str> = CredentialKind::ALL.iter().map(|k| k.name()).collect();
+            format!("not a credential: use one of {}", names.join(", "))
+        })
 }
 
 async fn stop() -> ExitCode {

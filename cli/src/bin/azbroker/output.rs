@@ -81,10 +81,11 @@ pub fn status(page: &StatusPage, as_json: bool) {
     }
     for entry in &status.cache {
         println!(
-            "  {} tenant={} via {} expires {} refresh {} hits {}",
+            "  {} tenant={} via {}#{} expires {} refresh {} hits {}",
             entry.scopes.join(" "),
             entry.tenant.as_deref().unwrap_or("-"),
             entry.credential,
+            entry.identity,
             rfc3339(entry.expires_on),
             rfc3339(entry.refresh_on),
             entry.hits
@@ -129,6 +130,7 @@ fn status_json(status: &StatusReport) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "cache": status.cache.iter().map(|entry| json!({
             "credential": entry.credential,
+            "identity": entry.identity,
             "tenant": entry.tenant,
             "scopes": entry.scopes,
             "expires_on": entry.expires_on,
