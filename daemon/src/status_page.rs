@@ -154,6 +154,7 @@ mod tests {
             acquisitions: 3,
             last_success: None,
             last_error: error,
+            profile: None,
         }
     }
 

@@ -309,6 +309,9 @@ pub struct CredentialStatus {
     pub acquisitions: u64,
     pub last_success: Option<i64>,
     pub last_error: Option<String>,
+    /// For a tool credential: the executable and the profile directory that
+    /// make it (two profiles are two credentials).
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -74,6 +74,9 @@ pub const TOOL_VARIABLES: &[&str] = &[
 /// and a few profile paths fit many times over, and a Hello stays small.
 pub const MAX_TOOL_ENV_BYTES: usize = 8 * 1024;
 
+/// Longest executable or profile path a client may name (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// The three credential tools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
@@ -163,6 +166,17 @@ impl ToolSpec {
                     "the {} executable must be an absolute path to '{}', not {executable:?}",
                     tool.executable(),
                     tool.executable()
+                ));
+            }
+        }
+        for (what, path) in [
+            ("executable", &self.executable),
+            ("profile", &self.profile_dir),
+        ] {
+            let path = path.as_deref().unwrap_or_default();
+            if path.len() > MAX_PATH_BYTES || path.contains('\0') {
+                return Err(format!(
+                    "the {what} path is longer than {MAX_PATH_BYTES} bytes or holds a NUL byte"
                 ));
             }
         }

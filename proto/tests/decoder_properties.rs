@@ -234,6 +234,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
                     state,
                     acquisitions,
                     last_success,
+                    profile: last_error.clone(),
                     last_error,
                 }
             },

@@ -80,6 +80,7 @@ fn sample_replies() -> Vec<Reply> {
                 acquisitions: 1,
                 last_success: Some(5),
                 last_error: None,
+                profile: Some("az in /home/u/.azure".into()),
             }],
             cache: vec![CacheEntryStatus {
                 credential: "AzureCliCredential".into(),

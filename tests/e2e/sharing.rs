@@ -110,6 +110,20 @@ fn a_second_azure_cli_profile_is_a_second_credential() {
     assert_eq!(sandbox.az.invocations(), 2);
     let status = status(&sandbox);
     assert_eq!(status["cache"].as_array().unwrap().len(), 2, "{status:#}");
+    // Status tells the two credentials apart by where their logins live.
+    let profiles: Vec<&str> = status["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["profile"].as_str())
+        .collect();
+    let default_dir = sandbox.dir.path().join(".azure");
+    let az = sandbox.az.script_path().to_str().unwrap().to_string();
+    assert!(
+        profiles.contains(&format!("{az} in {}", default_dir.display()).as_str())
+            && profiles.contains(&format!("{az} in {work_dir}").as_str()),
+        "{profiles:?}"
+    );
 }
 
 #[test]

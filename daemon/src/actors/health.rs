@@ -149,6 +149,7 @@ impl Health {
             acquisitions: inner.acquisitions,
             last_success: inner.last_success,
             last_error,
+            profile: None,
         }
     }
 }

@@ -21,6 +21,16 @@ pub struct Registered {
     pub actor: ActorRef<CredentialMsg>,
     pub health: Arc<Health>,
     pub activity: Arc<Activity>,
+    /// What status shows of a tool credential's identity (see [`profile_of`]).
+    pub profile: Option<Arc<str>>,
+}
+
+/// A tool credential's executable and profile directory, for status.
+pub fn profile_of(spec: &azbroker_proto::CredentialSpec) -> Option<Arc<str>> {
+    let (tool, spec) = spec.tool()?;
+    let executable = spec.executable.as_deref().unwrap_or(tool.executable());
+    let profile = spec.profile_dir.as_deref().unwrap_or("(no home directory)");
+    Some(format!("{executable} in {profile}").into())
 }
 
 #[derive(Default)]
@@ -94,7 +104,10 @@ impl Registry {
         let actors = self.actors.lock().expect("registry lock");
         let mut statuses: Vec<CredentialStatus> = actors
             .iter()
-            .map(|(id, registered)| registered.health.status(id))
+            .map(|(id, registered)| CredentialStatus {
+                profile: registered.profile.as_deref().map(str::to_string),
+                ..registered.health.status(id)
+            })
             .collect();
         statuses.sort_by(|a, b| (&a.credential, &a.identity).cmp(&(&b.credential, &b.identity)));
         statuses

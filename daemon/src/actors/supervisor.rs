@@ -91,6 +91,7 @@ impl Supervisor {
                 actor: actor.clone(),
                 health: child.health.clone(),
                 activity: child.activity.clone(),
+                profile: super::registry::profile_of(&child.spec),
             },
         );
         state.children.insert(actor.get_id(), child);

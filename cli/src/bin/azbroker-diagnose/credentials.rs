@@ -484,6 +484,7 @@ mod tests {
                     acquisitions: 1,
                     last_success: None,
                     last_error: Some(error.to_string()),
+                    profile: None,
                 })
                 .collect(),
             cache: Vec::new(),

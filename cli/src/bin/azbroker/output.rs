@@ -70,6 +70,10 @@ pub fn status(page: &StatusPage, as_json: bool) {
             cred.state.as_str(),
             cred.acquisitions
         );
+        if let Some(profile) = &cred.profile {
+            // A client chose this path: shown escaped, never as terminal controls.
+            println!("    {}", profile.escape_debug());
+        }
         if let Some(error) = &cred.last_error {
             println!("    last error: {error}");
         }
@@ -79,13 +83,19 @@ pub fn status(page: &StatusPage, as_json: bool) {
     if status.cache.is_empty() {
         println!("  (empty)");
     }
+    // Entries come sorted by credential: a token is its credential's,
+    // whichever chains it serves, so they are listed under it.
+    let mut minted_by = None;
     for entry in &status.cache {
+        let credential = (&entry.credential, &entry.identity);
+        if minted_by != Some(credential) {
+            println!("  {} {}", entry.credential, entry.identity);
+            minted_by = Some(credential);
+        }
         println!(
-            "  {} tenant={} via {}#{} expires {} refresh {} hits {}",
+            "    {} tenant={} expires {} refresh {} hits {}",
             entry.scopes.join(" "),
             entry.tenant.as_deref().unwrap_or("-"),
-            entry.credential,
-            entry.identity,
             rfc3339(entry.expires_on),
             rfc3339(entry.refresh_on),
             entry.hits
@@ -127,6 +137,7 @@ fn status_json(status: &StatusReport) -> serde_json::Value {
             "acquisitions": cred.acquisitions,
             "last_success": cred.last_success,
             "last_error": cred.last_error,
+            "profile": cred.profile,
         })).collect::<Vec<_>>(),
         "cache": status.cache.iter().map(|entry| json!({
             "credential": entry.credential,
