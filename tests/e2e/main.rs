@@ -28,4 +28,5 @@ mod security;
 mod service;
 mod shim;
 mod socket_trust;
+mod token_output;
 mod upstream;
