@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use azbroker_client::ClientError;
+use azbroker_netcheck::advice::{self, Process, RUN_DIAGNOSE};
 use azbroker_proto::ErrorKind;
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
@@ -138,12 +139,19 @@ impl ToolError {
         )
     }
 
-    /// The service could not be reached (DNS, TCP, TLS, proxy).
+    /// The service could not be reached (DNS, TCP, TLS, proxy): what kind of
+    /// problem it is and its remedy, from the shared network advice.
     pub fn network(detail: String) -> ToolError {
+        let advice = match advice::explain(&detail, Process::McpServer) {
+            Some(advice) => format!(" {} {} {RUN_DIAGNOSE}", advice.summary, advice.remedy),
+            None => format!(" {RUN_DIAGNOSE}"),
+        };
         ToolError::new(
             503,
             "HttpRequestException",
-            format!("Service unavailable or network connectivity issues. Details: {detail}"),
+            format!(
+                "Service unavailable or network connectivity issues.{advice} Details: {detail}"
+            ),
             detail,
         )
     }
@@ -375,6 +383,51 @@ mod tests {
         assert_eq!(
             reshape_argument_error(success.clone(), Duration::ZERO),
             success
+        );
+    }
+
+    #[test]
+    fn network_errors_carry_the_remedy() {
+        let refused = ToolError::network(
+            "error sending request for url (https://127.0.0.1:10000/acct?comp=list): client error (Connect): tcp connect error: Connection refused (os error 111)".into(),
+        );
+        assert_eq!(
+            (refused.status, refused.kind),
+            (503, "HttpRequestException")
+        );
+        assert!(
+            refused.message.starts_with(
+                "Service unavailable or network connectivity issues. Connection refused: the connection to 127.0.0.1:10000 was refused or reset."
+            ),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("TCP 10000 (HTTPS)"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("configuration of azbroker-mcp"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains(RUN_DIAGNOSE),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.ends_with("(os error 111)"),
+            "{}",
+            refused.message
+        );
+
+        let untrusted = ToolError::network("invalid peer certificate: UnknownIssuer".into());
+        assert!(
+            untrusted.message.contains("AZBROKER_CA_FILE="),
+            "{}",
+            untrusted.message
         );
     }
 

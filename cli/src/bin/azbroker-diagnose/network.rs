@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_cli::advice::{self, Target};
+use azbroker_cli::advice::{self, Process, Target};
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::diagnose::{
     AddressScope, DiagnoseRequest, EndpointCheck, NetworkSettingsReport, StepOutcome, MAX_ENDPOINTS,
@@ -346,7 +346,9 @@ fn endpoint_report(role: Role, check: EndpointCheck) -> EndpointReport {
     let target = Target {
         host: Some(&endpoint.host),
         port: endpoint.port,
+        https: true,
         via_proxy: check.proxy.is_some(),
+        process: Process::Daemon,
     };
     let (problem, summary, remedy) = match &failure {
         None => (None, None, None),
