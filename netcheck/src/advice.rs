@@ -283,13 +283,15 @@ fn endpoint_in(text: &str) -> Option<NamedEndpoint> {
                 c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
             })
             .collect();
+        // "https://host:port: refused": the sentence's colon is not a port.
+        let authority = authority.trim_end_matches(':');
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port))
                 if !host.ends_with(':') && (host.starts_with('[') == host.ends_with(']')) =>
             {
                 (host, port.parse().ok())
             }
-            _ => (authority.as_str(), None),
+            _ => (authority, None),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = port.unwrap_or(if https { 443 } else { 80 });
@@ -443,6 +445,14 @@ mod tests {
             ("169.254.169.254".into(), 80, false)
         );
         assert_eq!(at("url (https://[::1]:8443/x)"), ("::1".into(), 8443, true));
+        assert_eq!(
+            at("cannot reach https://127.0.0.1:45611: connection refused"),
+            ("127.0.0.1".into(), 45611, true)
+        );
+        assert_eq!(
+            at("cannot reach https://login.example: dns error"),
+            ("login.example".into(), 443, true)
+        );
         assert_eq!(
             at("HTTPSConnectionPool(host='login.contoso.example', port=8443): Max retries exceeded"),
             ("login.contoso.example".into(), 8443, true)

@@ -648,3 +648,43 @@ fn a_malformed_scope_is_one_problem_not_one_per_credential() {
         "rejected"
     );
 }
+
+#[test]
+fn off_azure_a_missing_managed_identity_is_not_a_firewall_problem() {
+    let (mut sandbox, _entra) = sandbox();
+    sandbox.set("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential");
+    // The harness gives the daemon a closed loopback port for IMDS: nothing answers, as off Azure.
+    sandbox.start_daemon();
+    let (code, report) = diagnose(&sandbox, &[]);
+    assert_eq!(code, 1, "no credential serves: {report:#}");
+    let managed = credential(&report, "ManagedIdentityCredential");
+    assert_eq!(
+        managed["advice"]["kind"], "no_managed_identity",
+        "{managed:#}"
+    );
+    assert_eq!(managed["status"], "info", "{managed:#}");
+    assert!(managed["advice"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("No managed identity here"));
+    let problems = report["problems"].to_string();
+    assert!(!problems.contains("firewall"), "{problems}");
+}
+
+#[test]
+fn token_errors_name_the_endpoints_own_port() {
+    let mut sandbox = Sandbox::new();
+    let port = closed_port();
+    sandbox.set("AZURE_AUTHORITY_HOST", format!("https://127.0.0.1:{port}"));
+    sandbox.set("AZURE_TENANT_ID", TENANT_ID);
+    sandbox.set("AZURE_CLIENT_ID", CLIENT_ID);
+    sandbox.set("AZURE_CLIENT_SECRET", "right-secret");
+    sandbox.set("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential");
+    sandbox.start_daemon();
+    let out = sandbox.cli(&["token", "--scope", "https://management.azure.com/.default"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(stderr.contains(&format!("TCP {port} (HTTPS)")), "{stderr}");
+    assert!(!stderr.contains("TCP 443"), "{stderr}");
+}
