@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 
 use super::credentials::CredentialsReport;
 use super::daemon::DaemonReport;
+use super::daemon_env::DaemonEnvReport;
 use super::env::EnvReport;
 use super::network::{EndpointReport, NetworkReport};
 use super::{Level, Report};
@@ -40,6 +41,7 @@ pub fn text(report: &Report, color: bool) -> String {
     )));
     environment(&mut out, &paint, &report.environment);
     daemon(&mut out, &paint, &report.daemon);
+    daemon_environment(&mut out, &paint, &report.daemon_environment);
     network(&mut out, &paint, &report.network);
     credentials(&mut out, &paint, &report.credentials);
     result(&mut out, &paint, report);
@@ -200,6 +202,31 @@ fn daemon(out: &mut String, paint: &Paint, daemon: &DaemonReport) {
         rows.push(Row::new(Some(Level::Info), "store", store.clone()));
     }
     section(out, paint, "Daemon", "", &rows);
+}
+
+fn daemon_environment(out: &mut String, paint: &Paint, report: &DaemonEnvReport) {
+    if !report.compared {
+        return;
+    }
+    let mut rows: Vec<Row> = report
+        .differences
+        .iter()
+        .map(|d| Row::new(Some(Level::Warn), "differs", d.describe()))
+        .collect();
+    if rows.is_empty() {
+        rows.push(Row::new(
+            Some(Level::Ok),
+            "same",
+            "az, azd and pwsh on PATH, profile directories, proxy and CA variables",
+        ));
+    }
+    section(
+        out,
+        paint,
+        "Daemon environment",
+        "azbrokerd's beside this shell's",
+        &rows,
+    );
 }
 
 fn network(out: &mut String, paint: &Paint, network: &NetworkReport) {
