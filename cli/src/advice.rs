@@ -17,8 +17,8 @@ use azbroker_proto::{CredentialKind, NetworkProblem};
 
 use azbroker_client::ClientError;
 pub use azbroker_netcheck::advice::{
-    classify_network, network_remedy, network_summary, private_dns_zone, Process, Target,
-    RUN_DIAGNOSE,
+    classify_network, metadata_endpoint_silent, network_remedy, network_summary, private_dns_zone,
+    Process, Target, RUN_DIAGNOSE,
 };
 
 /// A failure, explained.
@@ -109,7 +109,8 @@ pub fn explain(text: &str, credential: Option<CredentialKind>) -> Option<Advice>
     }
     let network = azbroker_netcheck::advice::explain(text, Process::Daemon)?;
     let credential_name = credential.map(|c| c.name().to_string());
-    if metadata_endpoint_silent(text, credential, network.problem) {
+    let managed_identity = matches!(credential, None | Some(CredentialKind::ManagedIdentity));
+    if managed_identity && metadata_endpoint_silent(text, network.problem) {
         return Some(Advice {
             cause: Cause::NoManagedIdentity,
             credential: credential_name,
@@ -123,24 +124,6 @@ pub fn explain(text: &str, credential: Option<CredentialKind>) -> Option<Advice>
         summary: network.summary,
         remedy: network.remedy,
     })
-}
-
-/// Whether a managed identity's error says that the VM metadata endpoint does
-/// not answer at all: off Azure nothing listens at its link-local address, so
-/// the connection times out, is refused or has no route. A firewall rule would
-/// not help; there is no identity to reach.
-fn metadata_endpoint_silent(
-    text: &str,
-    credential: Option<CredentialKind>,
-    problem: NetworkProblem,
-) -> bool {
-    let managed_identity = matches!(credential, None | Some(CredentialKind::ManagedIdentity));
-    let imds = text.contains("(IMDS)") || text.contains("169.254.169.254");
-    let silent = matches!(
-        problem,
-        NetworkProblem::Timeout | NetworkProblem::Refused | NetworkProblem::Unreachable
-    );
-    managed_identity && imds && silent
 }
 
 /// Explains every credential reason of a broker error (or its message when it

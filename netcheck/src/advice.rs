@@ -45,6 +45,19 @@ pub fn explain(text: &str, process: Process) -> Option<NetworkAdvice> {
     })
 }
 
+/// Whether an error says that the VM metadata endpoint (IMDS) does not
+/// answer at all: off Azure nothing listens at its link-local address, so the
+/// connection times out, is refused or has no route. That means "no managed
+/// identity here", not a network to fix: a firewall rule would not help.
+pub fn metadata_endpoint_silent(text: &str, problem: NetworkProblem) -> bool {
+    let imds = text.contains("(IMDS)") || text.contains("169.254.169.254");
+    let silent = matches!(
+        problem,
+        NetworkProblem::Timeout | NetworkProblem::Refused | NetworkProblem::Unreachable
+    );
+    imds && silent
+}
+
 /// Which network problem an error text describes, if any.
 pub fn classify_network(text: &str) -> Option<NetworkProblem> {
     let text = text.to_ascii_lowercase();
