@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use azbroker_proto::diagnose::{EnvironmentEntry, ProcessEnvironment, MAX_ENVIRONMENT_VALUE_LEN};
 use azbroker_proto::shim;
 
-use crate::settings::mask_url_credentials;
+use crate::settings::{mask_url_credentials, shorten_to};
 
 /// The credential tools whose executables are looked up on `PATH`.
 pub const TOOLS: [&str; 3] = ["az", "azd", "pwsh"];
@@ -49,7 +49,7 @@ pub fn gather(
     let set = |name: &str| lookup(name).filter(|v| !v.is_empty());
     let entry = |name: &str, value: Option<String>| EnvironmentEntry {
         name: name.to_string(),
-        value: value.map(shorten),
+        value: value.map(|v| shorten_to(v, MAX_ENVIRONMENT_VALUE_LEN)),
     };
     let path = set("PATH").unwrap_or_default();
     let tools = TOOLS
@@ -100,19 +100,6 @@ fn find_tool(name: &str, path: &OsStr, shim_binary: Option<&Path>) -> Option<Pat
         .filter(|dir| dir.is_absolute() && !shim::is_shim_dir(dir, shim_binary))
         .map(|dir| dir.join(name))
         .find(|file| std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
-}
-
-fn shorten(mut text: String) -> String {
-    const MAX: usize = MAX_ENVIRONMENT_VALUE_LEN - 3;
-    if text.len() > MAX_ENVIRONMENT_VALUE_LEN {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    text
 }
 
 #[cfg(test)]
