@@ -113,34 +113,46 @@ fn effective(entries: &[EnvironmentEntry], name: &str) -> Option<String> {
         .find_map(|e| e.value.clone())
 }
 
+/// The differences the network report does not already state: it names the
+/// effective proxy settings by variable and counts the certificates the CA
+/// variables load.
+pub fn beyond_network<'a>(
+    report: &'a DaemonEnvReport,
+    network: &NetworkReport,
+) -> Vec<&'a Difference> {
+    let stated = network_differences(network);
+    let named = |name: &str| stated.iter().any(|l| l.starts_with(&format!("{name}:")));
+    let roots_differ = stated
+        .iter()
+        .any(|l| l.starts_with("extra CA certificates:"));
+    let ca_file =
+        |name: &str| matches!(name, "AZBROKER_CA_FILE" | "SSL_CERT_FILE" | "SSL_CERT_DIR");
+    report
+        .differences
+        .iter()
+        .filter(|d| !named(&d.name) && (!roots_differ || !ca_file(&d.name)))
+        .collect()
+}
+
+/// The network report's differences, when they compare the daemon's settings.
+fn network_differences(network: &NetworkReport) -> &[String] {
+    if network.checked_by == "azbrokerd" {
+        &network.differences
+    } else {
+        &[]
+    }
+}
+
 /// One warning for everything in which azbrokerd's environment differs from
 /// this shell's: the network report's effective settings, then the tools,
 /// profile directories and variables not already named there.
 pub fn problems(report: &DaemonEnvReport, network: &NetworkReport, out: &mut Vec<Problem>) {
-    let mut lines: Vec<String> = if network.checked_by == "azbrokerd" {
-        network.differences.clone()
-    } else {
-        Vec::new()
-    };
-    let named = |name: &str| lines.iter().any(|l| l.starts_with(&format!("{name}:")));
-    // The network report counts the certificates these variables load.
-    let roots_differ = lines
-        .iter()
-        .any(|l| l.starts_with("extra CA certificates:"));
-    let more: Vec<String> = report
-        .differences
-        .iter()
-        .filter(|d| !named(&d.name))
-        .filter(|d| {
-            !(roots_differ
-                && matches!(
-                    d.name.as_str(),
-                    "AZBROKER_CA_FILE" | "SSL_CERT_FILE" | "SSL_CERT_DIR"
-                ))
-        })
-        .map(Difference::describe)
-        .collect();
-    lines.extend(more);
+    let mut lines: Vec<String> = network_differences(network).to_vec();
+    lines.extend(
+        beyond_network(report, network)
+            .into_iter()
+            .map(Difference::describe),
+    );
     if lines.is_empty() {
         return;
     }

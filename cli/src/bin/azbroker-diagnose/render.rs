@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use super::credentials::CredentialsReport;
 use super::daemon::DaemonReport;
-use super::daemon_env::DaemonEnvReport;
+use super::daemon_env;
 use super::env::EnvReport;
 use super::network::{EndpointReport, NetworkReport};
 use super::{Level, Report};
@@ -41,7 +41,7 @@ pub fn text(report: &Report, color: bool) -> String {
     )));
     environment(&mut out, &paint, &report.environment);
     daemon(&mut out, &paint, &report.daemon);
-    daemon_environment(&mut out, &paint, &report.daemon_environment);
+    daemon_environment(&mut out, &paint, report);
     network(&mut out, &paint, &report.network);
     credentials(&mut out, &paint, &report.credentials);
     result(&mut out, &paint, report);
@@ -204,20 +204,28 @@ fn daemon(out: &mut String, paint: &Paint, daemon: &DaemonReport) {
     section(out, paint, "Daemon", "", &rows);
 }
 
-fn daemon_environment(out: &mut String, paint: &Paint, report: &DaemonEnvReport) {
-    if !report.compared {
+/// The daemon's environment beside this shell's; proxy and CA differences the
+/// Network section states already are left to it.
+fn daemon_environment(out: &mut String, paint: &Paint, report: &Report) {
+    let environment = &report.daemon_environment;
+    if !environment.compared {
         return;
     }
-    let mut rows: Vec<Row> = report
-        .differences
-        .iter()
+    let mut rows: Vec<Row> = daemon_env::beyond_network(environment, &report.network)
+        .into_iter()
         .map(|d| Row::new(Some(Level::Warn), "differs", d.describe()))
         .collect();
-    if rows.is_empty() {
+    if environment.differences.is_empty() {
         rows.push(Row::new(
             Some(Level::Ok),
             "same",
             "az, azd and pwsh on PATH, profile directories, proxy and CA variables",
+        ));
+    } else if rows.is_empty() {
+        rows.push(Row::new(
+            Some(Level::Warn),
+            "differs",
+            "proxy or CA variables: see Network below",
         ));
     }
     section(
