@@ -2,10 +2,11 @@
 //! problem an error is, and the remedy the Azure MCP Server's authentication
 //! guide gives for it.
 //!
-//! `azbroker diagnose` uses this for what its checks find; every client (the
-//! CLI's token errors, an MCP server's tool errors) uses it for the errors it
-//! sees, so a failing tool call says "name resolution", "certificate",
-//! "timeout", "refused" or "proxy", what to do, and points to `azbroker diagnose`.
+//! `azbroker diagnose` uses this for what its checks find; the CLI uses it for
+//! the errors it sees, so a failing token request says "name resolution",
+//! "certificate", "timeout", "refused" or "proxy", what to do, and points to
+//! `azbroker diagnose`. The network half lives in `azbroker_netcheck::advice`
+//! (re-exported here), which `azbroker-mcp` uses for its own calls.
 //!
 //! Recognition works on error *text* on purpose: the reasons that reach a
 //! client come from reqwest, rustls, the OS resolver, or the output of `az`,
@@ -15,9 +16,10 @@
 use azbroker_proto::{CredentialKind, NetworkProblem};
 
 use azbroker_client::ClientError;
-
-/// Appended to every remedy a client shows: the full check is one command away.
-pub const RUN_DIAGNOSE: &str = "Run `azbroker diagnose` for a full check.";
+pub use azbroker_netcheck::advice::{
+    classify_network, metadata_endpoint_silent, network_remedy, network_summary, private_dns_zone,
+    Process, Target, RUN_DIAGNOSE,
+};
 
 /// A failure, explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub struct Advice {
 pub enum Cause {
     Network(NetworkProblem),
     Entra(EntraProblem),
+    /// The VM metadata endpoint does not answer: this machine has no managed
+    /// identity (any machine off Azure). Not a network problem to fix.
+    NoManagedIdentity,
 }
 
 impl Cause {
@@ -43,6 +48,7 @@ impl Cause {
         match self {
             Cause::Network(problem) => problem.as_str(),
             Cause::Entra(problem) => problem.as_str(),
+            Cause::NoManagedIdentity => "no_managed_identity",
         }
     }
 }
@@ -101,18 +107,22 @@ pub fn explain(text: &str, credential: Option<CredentialKind>) -> Option<Advice>
             remedy,
         });
     }
-    let problem = classify_network(text)?;
-    let host = host_in(text);
-    let target = Target {
-        host: host.as_deref(),
-        port: 443,
-        via_proxy: false,
-    };
+    let network = azbroker_netcheck::advice::explain(text, Process::Daemon)?;
+    let credential_name = credential.map(|c| c.name().to_string());
+    let managed_identity = matches!(credential, None | Some(CredentialKind::ManagedIdentity));
+    if managed_identity && metadata_endpoint_silent(text, network.problem) {
+        return Some(Advice {
+            cause: Cause::NoManagedIdentity,
+            credential: credential_name,
+            summary: "No managed identity here: the VM metadata endpoint (IMDS, 169.254.169.254) does not answer, as on any machine outside Azure.".into(),
+            remedy: "Nothing to fix off Azure: the chain moves on to the next credential (AZURE_TOKEN_CREDENTIALS=dev leaves ManagedIdentityCredential out). On an Azure VM or scale set, assign it a managed identity (az vm identity assign); on App Service, Functions or Container Apps, enable the app's identity so that IDENTITY_ENDPOINT and IDENTITY_HEADER are set.".into(),
+        });
+    }
     Some(Advice {
-        cause: Cause::Network(problem),
-        credential: credential.map(|c| c.name().to_string()),
-        summary: network_summary(problem, &target),
-        remedy: network_remedy(problem, &target),
+        cause: Cause::Network(network.problem),
+        credential: credential_name,
+        summary: network.summary,
+        remedy: network.remedy,
     })
 }
 
@@ -150,91 +160,6 @@ pub fn explain_error(error: &ClientError) -> Vec<Advice> {
     found
 }
 
-/// Which network problem an error text describes, if any.
-pub fn classify_network(text: &str) -> Option<NetworkProblem> {
-    let text = text.to_ascii_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-    // Order matters: a proxy or certificate failure often mentions a connection too.
-    if has(&[
-        "tunnel error",
-        "unsuccessful tunnel",
-        "proxyerror",
-        "proxy authentication required",
-        "proxy authorization required",
-        "proxy requires authentication",
-        "connect to proxy",
-        "the proxy ",
-    ]) {
-        return Some(NetworkProblem::Proxy);
-    }
-    if has(&[
-        "invalid peer certificate",
-        "unknownissuer",
-        "certificate verify failed",
-        "certificate_verify_failed",
-        "unable_to_verify_leaf_signature",
-        "unable to get local issuer certificate",
-        "self signed certificate",
-        "self-signed certificate",
-        "certificate signed by unknown authority",
-        "failed to verify certificate",
-        "certificate has expired",
-        "notvalidforname",
-        "invalid certificate",
-        "untrusted root",
-    ]) {
-        return Some(NetworkProblem::Certificate);
-    }
-    if has(&[
-        "dns error",
-        "failed to lookup address",
-        "name or service not known",
-        "nodename nor servname",
-        "no address associated with hostname",
-        "temporary failure in name resolution",
-        "getaddrinfo",
-        "enotfound",
-        "could not resolve",
-        "failed to resolve",
-        "nameresolutionerror",
-        "no such host",
-        "does not resolve",
-    ]) {
-        return Some(NetworkProblem::NameResolution);
-    }
-    if has(&[
-        "network is unreachable",
-        "no route to host",
-        "enetunreach",
-        "ehostunreach",
-        "os error 101)",
-        "os error 113)",
-    ]) {
-        return Some(NetworkProblem::Unreachable);
-    }
-    if has(&[
-        "connection refused",
-        "econnrefused",
-        "actively refused",
-        "connection reset",
-        "econnreset",
-        "reset by peer",
-    ]) {
-        return Some(NetworkProblem::Refused);
-    }
-    if has(&[
-        "timed out",
-        "etimedout",
-        "connecttimeout",
-        "connect timeout",
-        "i/o timeout",
-        "deadline has elapsed",
-    ]) {
-        return Some(NetworkProblem::Timeout);
-    }
-    None
-}
-
 /// Which Entra ID problem an error text describes, with its AADSTS code.
 pub fn classify_entra(text: &str) -> Option<(EntraProblem, Option<String>)> {
     if text.contains("InvalidAuthenticationTokenTenant") {
@@ -258,101 +183,6 @@ pub fn classify_entra(text: &str) -> Option<(EntraProblem, Option<String>)> {
             _ => continue,
         };
         return Some((problem, Some(format!("AADSTS{digits}"))));
-    }
-    None
-}
-
-/// The endpoint a network problem concerns.
-#[derive(Debug, Clone, Copy)]
-pub struct Target<'a> {
-    pub host: Option<&'a str>,
-    pub port: u16,
-    /// Whether the connection went through a proxy (the remedy differs).
-    pub via_proxy: bool,
-}
-
-/// One sentence on what a network problem means for `target`.
-pub fn network_summary(problem: NetworkProblem, target: &Target<'_>) -> String {
-    let host = target.host.unwrap_or("the endpoint");
-    let port = target.port;
-    match problem {
-        NetworkProblem::NameResolution => {
-            format!("Name resolution failed: {host} does not resolve from here.")
-        }
-        NetworkProblem::Certificate => {
-            format!("Certificate trust failed: the certificate presented for {host} is not trusted here.")
-        }
-        NetworkProblem::Timeout => format!("Timeout: {host}:{port} did not answer in time."),
-        NetworkProblem::Refused => {
-            format!("Connection refused: the connection to {host}:{port} was refused or reset.")
-        }
-        NetworkProblem::Unreachable => format!("Network unreachable: there is no route to {host}."),
-        NetworkProblem::Proxy => {
-            format!("Proxy failure: the proxy did not open a connection to {host}:{port}.")
-        }
-        NetworkProblem::Other => {
-            format!("Connection failed: {host}:{port} could not be reached over TLS.")
-        }
-    }
-}
-
-/// The guide's remedy for a network problem, made concrete for `target`.
-pub fn network_remedy(problem: NetworkProblem, target: &Target<'_>) -> String {
-    let host = target.host.unwrap_or("<host>");
-    let port = target.port;
-    let proxy_hint = if target.via_proxy {
-        ""
-    } else {
-        " If this network reaches the internet only through a proxy, set HTTPS_PROXY=http://<proxy>:<port> (and NO_PROXY for internal hosts) where azbrokerd starts, then restart it with `azbroker stop`."
-    };
-    let firewall = format!(
-        "Ask your network administrator for an outbound firewall rule: destination {host}, TCP {port} (HTTPS)."
-    );
-    match problem {
-        NetworkProblem::NameResolution => {
-            let zone = target
-                .host
-                .and_then(private_dns_zone)
-                .map(|zone| format!(" (zone {zone})"))
-                .unwrap_or_default();
-            format!(
-                "If {host} uses a private endpoint, this network needs its private DNS zone{zone}: connect the VPN (or ExpressRoute) that provides it, or ask for the zone to be linked to your DNS.{proxy_hint}"
-            )
-        }
-        NetworkProblem::Certificate => "A TLS-inspecting proxy or firewall usually causes this: install your organization's root CA by setting AZBROKER_CA_FILE=/path/to/corporate-ca.pem (PEM) in the environment azbrokerd starts from, then restart it with `azbroker stop`. The Azure CLI needs REQUESTS_CA_BUNDLE=/path/to/bundle.pem for the same reason.".to_string(),
-        NetworkProblem::Timeout | NetworkProblem::Refused => format!("{firewall}{proxy_hint}"),
-        NetworkProblem::Unreachable => format!(
-            "Connect the VPN (or ExpressRoute) that reaches {host}, or ask for a route to it.{proxy_hint}"
-        ),
-        NetworkProblem::Proxy => format!(
-            "Check HTTPS_PROXY (http://[user:password@]proxy:port) and NO_PROXY where azbrokerd starts, and ask your proxy administrator to allow CONNECT to {host}:{port}; restart azbrokerd with `azbroker stop` after changing them."
-        ),
-        NetworkProblem::Other => format!(
-            "Check that {host}:{port} is an HTTPS endpoint; otherwise: {firewall}"
-        ),
-    }
-}
-
-/// The private DNS zone an Azure service host belongs to when it has a
-/// private endpoint, e.g. `acct.blob.core.windows.net` -> `privatelink.blob.core.windows.net`.
-pub fn private_dns_zone(host: &str) -> Option<String> {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let (_, parent) = host.split_once('.')?;
-    if parent.starts_with("privatelink.") {
-        return Some(parent.to_string());
-    }
-    for cloud in &azbroker_proto::cloud::CLOUDS {
-        if parent == cloud.key_vault_suffix {
-            // Key Vault's zone has its own name.
-            let rest = cloud.key_vault_suffix.trim_start_matches("vault.");
-            return Some(format!("privatelink.vaultcore.{rest}"));
-        }
-        let storage = ["blob", "table", "queue", "file", "dfs", "web"]
-            .iter()
-            .any(|service| parent == format!("{service}.{}", cloud.storage_suffix));
-        if storage || parent == cloud.cosmos_suffix || parent == cloud.service_bus_suffix {
-            return Some(format!("privatelink.{parent}"));
-        }
     }
     None
 }
@@ -418,89 +248,10 @@ fn entra_words(
     }
 }
 
-/// The first host named in an error text (`https://host/...` or Python's `host='...'`).
-fn host_in(text: &str) -> Option<String> {
-    let after = text
-        .find("https://")
-        .map(|at| &text[at + 8..])
-        .or_else(|| text.find("host='").map(|at| &text[at + 6..]))?;
-    let host: String = after
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .collect();
-    (!host.is_empty()).then_some(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use azbroker_proto::{CredentialReason, ErrorKind, WireError};
-
-    fn network(text: &str) -> Option<NetworkProblem> {
-        classify_network(text)
-    }
-
-    #[test]
-    fn recognizes_network_errors_of_every_tool() {
-        use NetworkProblem::*;
-        // reqwest / hyper / rustls, as the daemon reports them.
-        assert_eq!(network("cannot reach https://login.example: error sending request: client error (Connect): dns error: failed to lookup address information: Name or service not known"), Some(NameResolution));
-        assert_eq!(network("error sending request: client error (Connect): invalid peer certificate: UnknownIssuer"), Some(Certificate));
-        assert_eq!(
-            network("client error (Connect): tcp connect error: Connection refused (os error 111)"),
-            Some(Refused)
-        );
-        assert_eq!(
-            network("client error (Connect): operation timed out"),
-            Some(Timeout)
-        );
-        assert_eq!(
-            network("tcp connect error: Network is unreachable (os error 101)"),
-            Some(Unreachable)
-        );
-        assert_eq!(
-            network("client error (Connect): tunnel error: unsuccessful"),
-            Some(Proxy)
-        );
-        // The Azure CLI (Python) and azd (Go).
-        assert_eq!(network("HTTPSConnectionPool(host='login.microsoftonline.com', port=443): Max retries exceeded (Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate')))"), Some(Certificate));
-        assert_eq!(network("(Caused by ProxyError('Cannot connect to proxy.', ConnectionRefusedError(111, 'Connection refused')))"), Some(Proxy));
-        assert_eq!(network("NameResolutionError: Failed to resolve 'login.microsoftonline.com' ([Errno -3] Temporary failure in name resolution)"), Some(NameResolution));
-        assert_eq!(
-            network("dial tcp: lookup login.microsoftonline.com: no such host"),
-            Some(NameResolution)
-        );
-        assert_eq!(
-            network(
-                "tls: failed to verify certificate: x509: certificate signed by unknown authority"
-            ),
-            Some(Certificate)
-        );
-        assert_eq!(
-            network(
-                "Error: getaddrinfo ENOTFOUND mystorageaccount.privatelink.blob.core.windows.net"
-            ),
-            Some(NameResolution)
-        );
-        assert_eq!(
-            network("Error: UNABLE_TO_VERIFY_LEAF_SIGNATURE"),
-            Some(Certificate)
-        );
-        assert_eq!(
-            network("Error: connect ETIMEDOUT 20.190.151.68:443"),
-            Some(Timeout)
-        );
-        // Not network problems: the broker's own limits and configuration messages.
-        assert_eq!(
-            network("az account get-access-token did not answer within 13 s"),
-            None
-        );
-        assert_eq!(
-            network("AZURE_CLIENT_CERTIFICATE_PATH is not supported yet; set AZURE_CLIENT_SECRET"),
-            None
-        );
-        assert_eq!(network("Azure CLI is not logged in: run 'az login'"), None);
-    }
 
     #[test]
     fn recognizes_the_guides_entra_errors() {
@@ -599,38 +350,30 @@ mod tests {
     }
 
     #[test]
-    fn private_dns_zones_follow_the_service() {
-        let zone = |host: &str| private_dns_zone(host);
-        assert_eq!(
-            zone("acct.blob.core.windows.net").as_deref(),
-            Some("privatelink.blob.core.windows.net")
+    fn a_silent_metadata_endpoint_means_no_managed_identity_not_a_firewall() {
+        // The daemon's words for IMDS off Azure (daemon/src/sources/managed_identity.rs).
+        for reason in [
+            "the VM metadata endpoint (IMDS) did not answer in time: timed out: check firewall rules and proxy settings (HTTPS_PROXY, NO_PROXY) (error sending request for url (http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com): operation timed out)",
+            "no managed identity here: the VM metadata endpoint (IMDS) did not answer (error sending request for url (http://169.254.169.254/metadata/identity/oauth2/token): tcp connect error: Network is unreachable (os error 101)); set IDENTITY_ENDPOINT and IDENTITY_HEADER on App Service",
+        ] {
+            let advice = explain(reason, Some(CredentialKind::ManagedIdentity)).unwrap();
+            assert_eq!(advice.cause, Cause::NoManagedIdentity, "{reason}");
+            assert_eq!(advice.cause.as_str(), "no_managed_identity");
+            assert!(advice.summary.starts_with("No managed identity here"));
+            assert!(!advice.remedy.contains("firewall"), "{}", advice.remedy);
+        }
+        // Another credential's timeout is still a network problem, on its own port.
+        let advice = explain(
+            "error sending request for url (https://login.contoso.example:8443/t/oauth2/v2.0/token): operation timed out",
+            Some(CredentialKind::Environment),
+        )
+        .unwrap();
+        assert_eq!(advice.cause, Cause::Network(NetworkProblem::Timeout));
+        assert!(
+            advice.remedy.contains("TCP 8443 (HTTPS)"),
+            "{}",
+            advice.remedy
         );
-        assert_eq!(
-            zone("acct.dfs.core.usgovcloudapi.net").as_deref(),
-            Some("privatelink.dfs.core.usgovcloudapi.net")
-        );
-        assert_eq!(
-            zone("kv.vault.azure.net").as_deref(),
-            Some("privatelink.vaultcore.azure.net")
-        );
-        assert_eq!(
-            zone("kv.vault.azure.cn").as_deref(),
-            Some("privatelink.vaultcore.azure.cn")
-        );
-        assert_eq!(
-            zone("db.documents.azure.com").as_deref(),
-            Some("privatelink.documents.azure.com")
-        );
-        assert_eq!(
-            zone("bus.servicebus.windows.net").as_deref(),
-            Some("privatelink.servicebus.windows.net")
-        );
-        assert_eq!(
-            zone("acct.privatelink.blob.core.windows.net").as_deref(),
-            Some("privatelink.blob.core.windows.net")
-        );
-        assert_eq!(zone("login.microsoftonline.com"), None);
-        assert_eq!(zone("localhost"), None);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! settings (those its HTTP client was built from), so `azbroker diagnose`
 //! sees what a token request sees, whatever the calling shell's environment.
 
+use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::diagnose::{
-    DiagnoseRequest, Diagnosis, DEFAULT_STEP_TIMEOUT_MS, MAX_ENDPOINTS, MAX_STEP_TIMEOUT_MS,
+    DiagnoseRequest, Diagnosis, ProcessEnvironment, DEFAULT_STEP_TIMEOUT_MS, MAX_ENDPOINTS,
+    MAX_STEP_TIMEOUT_MS,
 };
 use azbroker_proto::{CredentialKind, Endpoint, ErrorKind, WireError};
 
@@ -46,7 +48,19 @@ pub async fn run(
             .into_iter()
             .filter(|kind| sources::is_implemented(*kind))
             .collect(),
+        environment: own_environment(),
     })
+}
+
+/// The daemon's tools, profile directories and proxy and CA variables. Tools
+/// are looked up on the `PATH` its credential tools get (the shim's
+/// directories already removed).
+fn own_environment() -> ProcessEnvironment {
+    let lookup = |name: &str| match name {
+        "PATH" => crate::child_env::child_path().map(OsStr::to_os_string),
+        _ => std::env::var_os(name),
+    };
+    azbroker_netcheck::process_env::gather(&lookup, None)
 }
 
 /// A host is a DNS name or an IP address; the port is not 0.
@@ -137,10 +151,42 @@ mod tests {
                 },
                 endpoints: vec![check; MAX_ENDPOINTS],
                 implemented: CredentialKind::ALL.to_vec(),
+                environment: {
+                    use azbroker_netcheck::process_env::{TOOLS, VARIABLES};
+                    let entries = |n: usize| {
+                        vec![
+                            EnvironmentEntry {
+                                name: long(20),
+                                value: Some(long(MAX_ENVIRONMENT_VALUE_LEN)),
+                            };
+                            n
+                        ]
+                    };
+                    ProcessEnvironment {
+                        tools: entries(TOOLS.len()),
+                        profiles: entries(2),
+                        variables: entries(VARIABLES.len()),
+                    }
+                },
             })),
         };
         let encoded = frame::encode(&reply).expect("fits in one frame");
         assert!(encoded.len() < frame::MAX_FRAME_LEN, "{}", encoded.len());
+    }
+
+    #[test]
+    fn the_daemon_reports_every_tool_profile_and_variable() {
+        use azbroker_netcheck::process_env::{TOOLS, VARIABLES};
+        let environment = own_environment();
+        let names = |entries: &[azbroker_proto::diagnose::EnvironmentEntry]| -> Vec<String> {
+            entries.iter().map(|e| e.name.clone()).collect()
+        };
+        assert_eq!(names(&environment.tools), TOOLS);
+        assert_eq!(
+            names(&environment.profiles),
+            ["AZURE_CONFIG_DIR", "AZD_CONFIG_DIR"]
+        );
+        assert_eq!(names(&environment.variables), VARIABLES);
     }
 
     #[tokio::test]

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use azbroker_client::ClientError;
-use azbroker_proto::ErrorKind;
+use azbroker_netcheck::advice::{self, Process, RUN_DIAGNOSE};
+use azbroker_proto::{ErrorKind, WireError};
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -60,7 +61,8 @@ impl ToolError {
                         format!(
                             "Azure credentials not found or unavailable. Please run 'az login' to \
                              authenticate, then try again. For the complete list of supported \
-                             credentials, see: {AUTH_GUIDE}. Details: {detail}"
+                             credentials, see: {AUTH_GUIDE}. Details: {detail}{}",
+                            network_advice(&wire)
                         ),
                         detail,
                     ),
@@ -69,7 +71,8 @@ impl ToolError {
                         "AuthenticationFailedException",
                         format!(
                             "Authentication failed. Please run 'az login' to sign in to Azure. \
-                             Details: {detail}"
+                             Details: {detail}{}",
+                            network_advice(&wire)
                         ),
                         detail,
                     ),
@@ -138,12 +141,19 @@ impl ToolError {
         )
     }
 
-    /// The service could not be reached (DNS, TCP, TLS, proxy).
+    /// The service could not be reached (DNS, TCP, TLS, proxy): what kind of
+    /// problem it is and its remedy, from the shared network advice.
     pub fn network(detail: String) -> ToolError {
+        let advice = match advice::explain(&detail, Process::McpServer) {
+            Some(advice) => format!(" {} {} {RUN_DIAGNOSE}", advice.summary, advice.remedy),
+            None => format!(" {RUN_DIAGNOSE}"),
+        };
         ToolError::new(
             503,
             "HttpRequestException",
-            format!("Service unavailable or network connectivity issues. Details: {detail}"),
+            format!(
+                "Service unavailable or network connectivity issues.{advice} Details: {detail}"
+            ),
             detail,
         )
     }
@@ -193,6 +203,44 @@ impl ToolError {
             detail,
         )
     }
+}
+
+/// What the shared network advice says about a broker error's reasons (the
+/// daemon could not reach Entra ID, say), one remedy per distinct problem,
+/// each after a space; empty when no reason is a network failure. A managed
+/// identity that is simply absent (no metadata endpoint off Azure) is no
+/// network problem and gets no remedy.
+fn network_advice(wire: &WireError) -> String {
+    let reasons: Vec<(Option<&str>, &str)> = if wire.reasons.is_empty() {
+        vec![(None, wire.message.as_str())]
+    } else {
+        wire.reasons
+            .iter()
+            .map(|r| (Some(r.credential.as_str()), r.reason.as_str()))
+            .collect()
+    };
+    let mut said: Vec<String> = Vec::new();
+    let mut text = String::new();
+    for (credential, reason) in reasons {
+        let Some(found) = advice::explain(reason, Process::Daemon) else {
+            continue;
+        };
+        if advice::metadata_endpoint_silent(reason, found.problem) || said.contains(&found.summary)
+        {
+            continue;
+        }
+        let whose = credential.map(|c| format!(" of {c}")).unwrap_or_default();
+        text.push_str(&format!(
+            " Network problem{whose}: {} {}",
+            found.summary, found.remedy
+        ));
+        said.push(found.summary);
+    }
+    if !text.is_empty() {
+        text.push(' ');
+        text.push_str(RUN_DIAGNOSE);
+    }
+    text
 }
 
 /// The response body, fields in the Azure MCP Server's order.
@@ -263,7 +311,7 @@ pub fn reshape_argument_error(result: CallToolResult, elapsed: Duration) -> Call
 #[cfg(test)]
 mod tests {
     use super::*;
-    use azbroker_proto::{CredentialReason, WireError};
+    use azbroker_proto::CredentialReason;
 
     fn text(result: &CallToolResult) -> Value {
         let block = result.content.first().expect("one content block");
@@ -349,6 +397,58 @@ mod tests {
     }
 
     #[test]
+    fn token_errors_with_a_network_cause_carry_its_remedy() {
+        let reason = |credential: &str, reason: &str| CredentialReason {
+            credential: credential.into(),
+            unavailable: false,
+            reason: reason.into(),
+        };
+        let mut wire = WireError::new(
+            ErrorKind::AuthenticationFailed,
+            "no credential in the chain could provide a token",
+        );
+        wire.reasons = vec![
+            reason(
+                "EnvironmentCredential",
+                "cannot reach https://login.contoso.example:8443: error sending request: operation timed out",
+            ),
+            reason(
+                "ManagedIdentityCredential",
+                "no managed identity here: the VM metadata endpoint (IMDS) did not answer (tcp connect error: Connection refused (os error 111))",
+            ),
+            reason("AzureCliCredential", "Azure CLI is not logged in: run 'az login'"),
+        ];
+        let error = ToolError::from_client(ClientError::Daemon(wire));
+        assert_eq!(error.status, 401);
+        assert!(
+            error.message.contains(
+                "Network problem of EnvironmentCredential: Timeout: login.contoso.example:8443 did not answer in time."
+            ),
+            "{}",
+            error.message
+        );
+        assert!(
+            error.message.contains("TCP 8443 (HTTPS)"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("azbroker stop"), "{}", error.message);
+        assert_eq!(
+            error.message.matches("Network problem").count(),
+            1,
+            "an absent managed identity is no network problem: {}",
+            error.message
+        );
+        assert!(error.message.ends_with(RUN_DIAGNOSE), "{}", error.message);
+        // No network cause, no network remedy.
+        let plain = ToolError::from_client(ClientError::Daemon(WireError::new(
+            ErrorKind::CredentialUnavailable,
+            "Azure CLI is not logged in: run 'az login'",
+        )));
+        assert!(!plain.message.contains(RUN_DIAGNOSE), "{}", plain.message);
+    }
+
+    #[test]
     fn reshapes_only_rmcp_argument_errors() {
         let rmcp_error = CallToolResult::error(vec![ContentBlock::text(
             "failed to deserialize parameters: missing field `account`",
@@ -375,6 +475,51 @@ mod tests {
         assert_eq!(
             reshape_argument_error(success.clone(), Duration::ZERO),
             success
+        );
+    }
+
+    #[test]
+    fn network_errors_carry_the_remedy() {
+        let refused = ToolError::network(
+            "error sending request for url (https://127.0.0.1:10000/acct?comp=list): client error (Connect): tcp connect error: Connection refused (os error 111)".into(),
+        );
+        assert_eq!(
+            (refused.status, refused.kind),
+            (503, "HttpRequestException")
+        );
+        assert!(
+            refused.message.starts_with(
+                "Service unavailable or network connectivity issues. Connection refused: the connection to 127.0.0.1:10000 was refused or reset."
+            ),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("TCP 10000 (HTTPS)"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains("configuration of azbroker-mcp"),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.contains(RUN_DIAGNOSE),
+            "{}",
+            refused.message
+        );
+        assert!(
+            refused.message.ends_with("(os error 111)"),
+            "{}",
+            refused.message
+        );
+
+        let untrusted = ToolError::network("invalid peer certificate: UnknownIssuer".into());
+        assert!(
+            untrusted.message.contains("AZBROKER_CA_FILE="),
+            "{}",
+            untrusted.message
         );
     }
 

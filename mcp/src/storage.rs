@@ -327,10 +327,20 @@ fn storage_error(response: &Response) -> ToolError {
     if let Some(detail) = field("AuthenticationErrorDetail").filter(|d| !d.is_empty()) {
         message.push_str(&format!(" ({detail})"));
     }
-    if code == "AuthorizationPermissionMismatch" || code == "AuthorizationFailure" {
-        message.push_str(
+    // The two 403s read alike but need different people: a data role (RBAC)
+    // is granted on the account, a network rule by whoever runs its firewall.
+    match code.as_str() {
+        "AuthorizationPermissionMismatch" => message.push_str(
             " The signed-in identity needs a data role on the account, e.g. 'Storage Blob Data Reader'.",
-        );
+        ),
+        "AuthorizationFailure" => message.push_str(
+            " The storage account's network rules ('Firewalls and virtual networks', or public \
+             network access disabled) do not admit this client's address: ask the account's \
+             owner to add your public IP address or virtual network, or reach the account \
+             through its private endpoint (VPN). A missing data role would say \
+             AuthorizationPermissionMismatch instead.",
+        ),
+        _ => {}
     }
     ToolError::request_failed(response.status.as_u16(), &code, &message)
 }
@@ -452,6 +462,35 @@ mod tests {
             "This request is not authorized to perform this operation using this permission. \
              The signed-in identity needs a data role on the account, e.g. 'Storage Blob Data Reader'. \
              Status: 403 (AuthorizationPermissionMismatch)"
+        );
+
+        // The account's firewall: the same 403, another code, another remedy.
+        let body = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthorizationFailure</Code>\
+            <Message>This request is not authorized to perform this operation.\nRequestId:2\nTime:2024</Message></Error>";
+        let error = storage_error(&Response {
+            status: StatusCode::FORBIDDEN,
+            headers: HeaderMap::new(),
+            body: body.as_bytes().to_vec(),
+        });
+        assert_eq!(error.status, 403);
+        assert!(
+            error.message.starts_with(
+                "This request is not authorized to perform this operation. The storage account's network rules"
+            ),
+            "{}",
+            error.message
+        );
+        assert!(
+            !error.message.contains("needs a data role"),
+            "{}",
+            error.message
+        );
+        assert!(
+            error
+                .message
+                .ends_with("Status: 403 (AuthorizationFailure)"),
+            "{}",
+            error.message
         );
 
         // Azurite's (and Azure's) bearer failures say why in AuthenticationErrorDetail.

@@ -7,13 +7,19 @@
 //! - [`probe`]: one endpoint, step by step (DNS, TCP, proxy CONNECT, TLS), each
 //!   step with its own time limit, each failure with a [`NetworkProblem`] kind.
 //! - [`check_all`] runs many endpoints at once.
+//! - [`process_env`]: what else in a process's environment decides what it
+//!   sees (credential tools on `PATH`, profile directories, proxy and CA variables).
+//! - [`advice`]: what a network failure means and what to do about it, for
+//!   these checks and for the network errors clients see.
 //!
 //! The daemon runs these checks for `Request::Diagnose`; the CLI runs them
 //! itself only when no daemon can be reached. The results are the wire types
 //! of `azbroker_proto::diagnose`, so both render the same way.
 
 pub mod address;
+pub mod advice;
 pub mod probe;
+pub mod process_env;
 pub mod settings;
 mod tls;
 mod tunnel;

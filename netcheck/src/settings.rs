@@ -198,10 +198,15 @@ fn load_pem_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// Keeps a reported setting to a sane length (it travels in one frame).
-fn shorten(mut text: String) -> String {
-    const MAX: usize = MAX_SETTING_LEN - 3;
-    if text.len() > MAX {
-        let mut cut = MAX;
+fn shorten(text: String) -> String {
+    shorten_to(text, MAX_SETTING_LEN)
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), ending in
+/// `...` when cut.
+pub(crate) fn shorten_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max.saturating_sub(3);
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }

@@ -55,6 +55,34 @@ pub struct Diagnosis {
     pub endpoints: Vec<EndpointCheck>,
     /// Credential kinds this daemon can use; the others are always unavailable.
     pub implemented: Vec<CredentialKind>,
+    /// What else in the daemon's environment decides what it sees.
+    pub environment: ProcessEnvironment,
+}
+
+/// Longest value of a [`ProcessEnvironment`] entry, in bytes (longer ones are cut).
+pub const MAX_ENVIRONMENT_VALUE_LEN: usize = 256;
+
+/// What in a process's environment decides what its credentials and
+/// connections see, beyond its network settings: the credential tools its
+/// `PATH` finds, their profile directories, and the proxy and CA variables as
+/// set. Paths and URLs only (passwords in proxy URLs masked): never a secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessEnvironment {
+    /// `az`, `azd`, `pwsh`: the file `PATH` finds for each (azbroker's `az`
+    /// shim skipped), `None` when none is found.
+    pub tools: Vec<EnvironmentEntry>,
+    /// `AZURE_CONFIG_DIR`, `AZD_CONFIG_DIR`: the directory in use (the tool's
+    /// default under `HOME` when unset).
+    pub profiles: Vec<EnvironmentEntry>,
+    /// Proxy and CA variables, each spelling, `None` when unset.
+    pub variables: Vec<EnvironmentEntry>,
+}
+
+/// One name and its value in a [`ProcessEnvironment`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentEntry {
+    pub name: String,
+    pub value: Option<String>,
 }
 
 /// The proxy and trust settings a process uses (passwords in proxy URLs masked).
@@ -241,6 +269,17 @@ mod tests {
                 settings: NetworkSettingsReport::default(),
                 endpoints: vec![check],
                 implemented: vec![CredentialKind::AzureCli],
+                environment: ProcessEnvironment {
+                    tools: vec![EnvironmentEntry {
+                        name: "az".into(),
+                        value: Some("/usr/bin/az".into()),
+                    }],
+                    profiles: Vec::new(),
+                    variables: vec![EnvironmentEntry {
+                        name: "HTTPS_PROXY".into(),
+                        value: None,
+                    }],
+                },
             })),
         };
         let bytes = frame::encode(&reply).unwrap();

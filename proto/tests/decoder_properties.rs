@@ -5,8 +5,8 @@
 //! a failing case is shrunk and saved under `proptest-regressions/`.
 
 use azbroker_proto::diagnose::{
-    AddressScope, EndpointCheck, NetworkSettingsReport, ResolvedAddress, Step, StepKind,
-    StepOutcome,
+    AddressScope, EndpointCheck, EnvironmentEntry, NetworkSettingsReport, ProcessEnvironment,
+    ResolvedAddress, Step, StepKind, StepOutcome,
 };
 use azbroker_proto::frame::{self, FrameError, HEADER_LEN, MAX_FRAME_LEN};
 use azbroker_proto::*;
@@ -359,13 +359,33 @@ fn diagnosis() -> impl Strategy<Value = Diagnosis> {
             extra_roots,
         },
     );
-    (settings, vec(check, 0..3), vec(credential_kind(), 0..4)).prop_map(
-        |(settings, endpoints, implemented)| Diagnosis {
-            settings,
-            endpoints,
-            implemented,
-        },
+    let entries = || {
+        vec(
+            (text(), opt_text()).prop_map(|(name, value)| EnvironmentEntry { name, value }),
+            0..3,
+        )
+    };
+    let environment = (entries(), entries(), entries()).prop_map(|(tools, profiles, variables)| {
+        ProcessEnvironment {
+            tools,
+            profiles,
+            variables,
+        }
+    });
+    (
+        settings,
+        vec(check, 0..3),
+        vec(credential_kind(), 0..4),
+        environment,
     )
+        .prop_map(
+            |(settings, endpoints, implemented, environment)| Diagnosis {
+                settings,
+                endpoints,
+                implemented,
+                environment,
+            },
+        )
 }
 
 fn reply() -> impl Strategy<Value = Reply> {

@@ -648,3 +648,122 @@ fn a_malformed_scope_is_one_problem_not_one_per_credential() {
         "rejected"
     );
 }
+
+#[test]
+fn off_azure_a_missing_managed_identity_is_not_a_firewall_problem() {
+    let (mut sandbox, _entra) = sandbox();
+    sandbox.set("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential");
+    // The harness gives the daemon a closed loopback port for IMDS: nothing answers, as off Azure.
+    sandbox.start_daemon();
+    let (code, report) = diagnose(&sandbox, &[]);
+    assert_eq!(code, 1, "no credential serves: {report:#}");
+    let managed = credential(&report, "ManagedIdentityCredential");
+    assert_eq!(
+        managed["advice"]["kind"], "no_managed_identity",
+        "{managed:#}"
+    );
+    assert_eq!(managed["status"], "info", "{managed:#}");
+    assert!(managed["advice"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("No managed identity here"));
+    let problems = report["problems"].to_string();
+    assert!(!problems.contains("firewall"), "{problems}");
+}
+
+#[test]
+fn token_errors_name_the_endpoints_own_port() {
+    let mut sandbox = Sandbox::new();
+    let port = closed_port();
+    sandbox.set("AZURE_AUTHORITY_HOST", format!("https://127.0.0.1:{port}"));
+    sandbox.set("AZURE_TENANT_ID", TENANT_ID);
+    sandbox.set("AZURE_CLIENT_ID", CLIENT_ID);
+    sandbox.set("AZURE_CLIENT_SECRET", "right-secret");
+    sandbox.set("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential");
+    sandbox.start_daemon();
+    let out = sandbox.cli(&["token", "--scope", "https://management.azure.com/.default"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(stderr.contains(&format!("TCP {port} (HTTPS)")), "{stderr}");
+    assert!(!stderr.contains("TCP 443"), "{stderr}");
+}
+
+#[test]
+fn the_daemons_environment_is_compared_with_the_shells() {
+    let (mut sandbox, _entra) = sandbox();
+    sandbox.start_daemon();
+    let (_, report) = diagnose(&sandbox, &[]);
+    assert_eq!(report["daemon_environment"]["compared"], true, "{report:#}");
+    assert_eq!(
+        report["daemon_environment"]["differences"],
+        serde_json::json!([]),
+        "started from this environment"
+    );
+
+    // This shell now finds azd, uses a second Azure CLI profile and an http
+    // proxy with a password; the daemon was started without them.
+    let tools = sandbox.dir.path().join("more-tools");
+    std::fs::create_dir(&tools).unwrap();
+    let azd = tools.join("azd");
+    std::fs::write(&azd, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&azd, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    sandbox.set("PATH", sandbox.path_with_first(&[&tools]));
+    let profile = sandbox.dir.path().join(".azure-work");
+    sandbox.set("AZURE_CONFIG_DIR", &profile);
+    sandbox.set("http_proxy", "http://alice:proxy-pa55@127.0.0.1:9");
+    let (_, report) = diagnose(&sandbox, &[]);
+    let differences = report["daemon_environment"]["differences"]
+        .as_array()
+        .unwrap();
+    let difference = |name: &str| {
+        differences
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not among {differences:#?}"))
+    };
+    assert_eq!(difference("azd")["daemon"], Value::Null);
+    assert_eq!(difference("azd")["shell"], azd.display().to_string());
+    assert_eq!(
+        difference("AZURE_CONFIG_DIR")["shell"],
+        profile.display().to_string()
+    );
+    assert_eq!(
+        difference("AZURE_CONFIG_DIR")["daemon"],
+        sandbox.dir.path().join(".azure").display().to_string()
+    );
+    assert_eq!(
+        difference("HTTP_PROXY")["shell"],
+        "http://alice:***@127.0.0.1:9"
+    );
+    assert_eq!(differences.len(), 3, "{differences:#?}");
+    let warning = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["subject"] == "azbrokerd settings")
+        .expect("a warning about the daemon's environment");
+    let summary = warning["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("azd: azbrokerd finds none on its PATH"),
+        "{summary}"
+    );
+    let remedy = warning["remedy"].as_str().unwrap();
+    assert!(remedy.contains("azbroker stop"), "{remedy}");
+    assert!(
+        remedy.contains("systemctl --user restart azbrokerd"),
+        "{remedy}"
+    );
+    let shown = text(&run(&sandbox, &[]));
+    assert!(shown.contains("Daemon environment"), "{shown}");
+    assert!(!shown.contains("proxy-pa55"), "{shown}");
+
+    // Restarted from this shell, the daemon has the same environment.
+    restart_daemon(&mut sandbox);
+    let (_, report) = diagnose(&sandbox, &[]);
+    assert_eq!(
+        report["daemon_environment"]["differences"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+}

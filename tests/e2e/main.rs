@@ -29,4 +29,5 @@ mod service;
 mod sharing;
 mod shim;
 mod socket_trust;
+mod token_output;
 mod upstream;

@@ -9,16 +9,19 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use azbroker_e2e::arm_double::CAE_CLAIMS;
+use azbroker_e2e::diagnose_doubles::closed_port;
 use azbroker_e2e::fake_az::{
     DEFAULT_SUBSCRIPTION, DEFAULT_TENANT, SUBSCRIPTION_NAME, USER_OID, USER_UPN,
 };
+use azbroker_e2e::https_server::HttpsServer;
 use azbroker_e2e::jwt::{self, AppClaims};
-use azbroker_e2e::{ArmDouble, ArmSubscription, Azurite, Mode};
+use azbroker_e2e::{ArmDouble, ArmSubscription, Azurite, Mode, TestPki};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
@@ -561,66 +564,125 @@ fn mcp_node_sdk_exchange() {
     assert_eq!(result["tools"], 5, "{result}");
 }
 
-#[test]
-fn mcp_stdout_carries_only_mcp_messages_and_the_broker_is_reached_lazily() {
-    let world = World::new();
-    let mut child = Command::new(world.server_command())
-        .env_clear()
-        .envs(world.sandbox.env())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        for line in stdout.lines() {
-            let Ok(line) = line else { break };
-            let _ = lines_tx.send(line);
+/// `azbroker-mcp` on stdio, spoken to in raw JSON-RPC lines: every line on
+/// its stdout must be an MCP message.
+struct RawSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Messages read so far.
+    seen: usize,
+}
+
+impl RawSession {
+    fn start(world: &World) -> RawSession {
+        let mut child = Command::new(world.server_command())
+            .env_clear()
+            .envs(world.sandbox.env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let (lines_tx, lines) = mpsc::channel::<String>();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let _ = lines_tx.send(line);
+            }
+        });
+        RawSession {
+            child,
+            stdin,
+            lines,
+            reader: Some(reader),
+            seen: 0,
         }
-    });
-    let send = |stdin: &mut std::process::ChildStdin, message: Value| {
+    }
+
+    fn send(&mut self, message: Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{message}").unwrap();
         stdin.flush().unwrap();
-    };
-    let mut seen = 0;
-    let mut reply = |id: u64| -> Value {
+    }
+
+    /// Reads messages until the answer to request `id`.
+    fn reply(&mut self, id: u64) -> Value {
         loop {
-            let line = lines
+            let line = self
+                .lines
                 .recv_timeout(Duration::from_secs(60))
                 .expect("an answer from azbroker-mcp");
             let message: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line:?}"));
             assert_eq!(message["jsonrpc"], "2.0", "{line}");
-            seen += 1;
+            self.seen += 1;
             if message["id"] == id {
                 return message;
             }
         }
-    };
+    }
 
+    fn initialize(&mut self) -> Value {
+        self.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}));
+        let init = self.reply(1);
+        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        init
+    }
+
+    /// Calls `tool`: whether the result is an error, and its envelope.
+    fn call(&mut self, id: u64, tool: &str, arguments: Value) -> (bool, Value) {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}));
+        let answer = self.reply(id);
+        let text = answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no text result: {answer}"));
+        let envelope = serde_json::from_str(text).unwrap();
+        (answer["result"]["isError"] == true, envelope)
+    }
+
+    /// Closes stdin and waits for a clean exit; returns what the server
+    /// logged on stderr after checking that stdout carried only MCP.
+    fn finish(mut self) -> String {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        assert!(
+            status.success(),
+            "azbroker-mcp exits cleanly when stdin closes: {status}"
+        );
+        for line in self.lines.try_iter() {
+            let message: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line:?}"));
+            assert_eq!(message["jsonrpc"], "2.0", "{line}");
+        }
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        stderr
+    }
+}
+
+#[test]
+fn mcp_stdout_carries_only_mcp_messages_and_the_broker_is_reached_lazily() {
+    let world = World::new();
+    let mut session = RawSession::start(&world);
     let started = Instant::now();
-    send(
-        &mut stdin,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}),
-    );
-    let init = reply(1);
+    let init = session.initialize();
     assert_eq!(
         init["result"]["serverInfo"]["name"], "azbroker-mcp",
         "{init}"
     );
-    send(
-        &mut stdin,
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    );
-    send(
-        &mut stdin,
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
-    );
-    let tools = reply(2);
+    session.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let tools = session.reply(2);
     let first_tools_list = started.elapsed();
     assert_eq!(
         tools["result"]["tools"].as_array().unwrap().len(),
@@ -633,14 +695,8 @@ fn mcp_stdout_carries_only_mcp_messages_and_the_broker_is_reached_lazily() {
         "azbroker-mcp reached the broker before a tool call"
     );
 
-    send(
-        &mut stdin,
-        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "subscription_list", "arguments": {}}}),
-    );
-    let listed = reply(3);
-    assert_eq!(listed["result"]["isError"], false, "{listed}");
-    let body: Value =
-        serde_json::from_str(listed["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let (failed, body) = session.call(3, "subscription_list", json!({}));
+    assert!(!failed, "{body}");
     assert_eq!(body["status"], 200);
     assert_eq!(
         body["results"]["subscriptions"].as_array().unwrap().len(),
@@ -650,26 +706,8 @@ fn mcp_stdout_carries_only_mcp_messages_and_the_broker_is_reached_lazily() {
         world.sandbox.daemon_pids().len() == 1
     });
 
-    drop(stdin);
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    assert!(
-        status.success(),
-        "azbroker-mcp exits cleanly when stdin closes: {status}"
-    );
-    // Everything after our replies, too, was MCP.
-    for line in lines.try_iter() {
-        let message: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not JSON on stdout ({e}): {line:?}"));
-        assert_eq!(message["jsonrpc"], "2.0", "{line}");
-    }
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let seen = session.seen;
+    let stderr = session.finish();
     assert!(
         !stderr.contains("eyJ0eXAi"),
         "a token in the logs: {stderr}"
@@ -677,6 +715,93 @@ fn mcp_stdout_carries_only_mcp_messages_and_the_broker_is_reached_lazily() {
     eprintln!(
         "raw client: start to first tools/list answer {first_tools_list:?} ({seen} replies read)"
     );
+}
+
+/// A Blob service that refuses every listing the way Azure Storage does:
+/// under `/firewalled` with its network rules' 403, elsewhere with the 403 of
+/// a missing data role.
+fn refusing_storage(pki: &TestPki) -> HttpsServer {
+    HttpsServer::start(
+        "refusing storage",
+        pki.server_config(),
+        Arc::new(|request| {
+            let (code, message) = if request.uri().path().starts_with("/firewalled") {
+                (
+                    "AuthorizationFailure",
+                    "This request is not authorized to perform this operation.",
+                )
+            } else {
+                (
+                    "AuthorizationPermissionMismatch",
+                    "This request is not authorized to perform this operation using this permission.",
+                )
+            };
+            let body = format!(
+                "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{message}\nRequestId:r-1\nTime:2026-01-01T00:00:00.0000000Z</Message></Error>"
+            );
+            hyper::Response::builder()
+                .status(403)
+                .header("content-type", "application/xml")
+                .header("x-ms-error-code", code)
+                .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                .unwrap()
+        }),
+    )
+}
+
+#[test]
+fn mcp_storage_refusals_and_network_errors_say_what_to_do() {
+    let mut world = World::new();
+    world.sandbox.start_daemon();
+    let storage = refusing_storage(&world.sandbox.pki);
+    let mut session = RawSession::start(&world);
+    session.initialize();
+    let account = |path: &str| format!("https://{}/{path}", storage.addr());
+
+    let (failed, firewalled) = session.call(
+        2,
+        "storage_container_list",
+        json!({"account": account("firewalled")}),
+    );
+    assert!(failed, "{firewalled}");
+    assert_eq!(firewalled["status"], 403);
+    let message = firewalled["message"].as_str().unwrap();
+    assert!(message.contains("network rules"), "{message}");
+    assert!(!message.contains("needs a data role"), "{message}");
+    assert!(message.ends_with("(AuthorizationFailure)"), "{message}");
+
+    let (failed, no_role) = session.call(
+        3,
+        "storage_container_list",
+        json!({"account": account("norole")}),
+    );
+    assert!(failed, "{no_role}");
+    let message = no_role["message"].as_str().unwrap();
+    assert!(message.contains("Storage Blob Data Reader"), "{message}");
+    assert!(!message.contains("network rules"), "{message}");
+
+    // Nothing listens: the remedy names this port and where azbroker-mcp's settings live.
+    let port = closed_port();
+    let (failed, refused) = session.call(
+        4,
+        "storage_container_list",
+        json!({"account": format!("https://127.0.0.1:{port}/devstoreaccount1")}),
+    );
+    assert!(failed, "{refused}");
+    assert_eq!(refused["status"], 503);
+    assert_eq!(refused["results"]["type"], "HttpRequestException");
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(
+        message.contains(&format!("TCP {port} (HTTPS)")),
+        "{message}"
+    );
+    assert!(
+        message.contains("configuration of azbroker-mcp"),
+        "{message}"
+    );
+    assert!(message.contains("azbroker diagnose"), "{message}");
+    session.finish();
 }
 
 #[test]

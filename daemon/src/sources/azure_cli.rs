@@ -74,7 +74,10 @@ impl TokenSource for AzureCliSource {
                 access_token: Secret::new(token.token.secret()),
                 expires_on: token.expires_on.unix_timestamp(),
                 refresh_in: None,
-                tenant: request.tenant.clone(),
+                tenant: super::token_tenant::known_or_claimed(
+                    request.tenant.as_deref(),
+                    token.token.secret(),
+                ),
             }),
             Ok(Err(e)) => Err(classify(&e.to_string())),
         }

@@ -223,14 +223,15 @@ fn parse_output(stdout: &[u8], requested_tenant: Option<&str>) -> Result<Token, 
         _ => None,
     }
     .ok_or_else(|| bad("ExpiresOn is not a date"))?;
+    let known = output
+        .tenant_id
+        .filter(|t| !t.is_empty())
+        .or_else(|| requested_tenant.map(str::to_string));
     Ok(Token {
+        tenant: super::token_tenant::known_or_claimed(known.as_deref(), token.expose()),
         access_token: token,
         expires_on,
         refresh_in: None,
-        tenant: output
-            .tenant_id
-            .filter(|t| !t.is_empty())
-            .or_else(|| requested_tenant.map(str::to_string)),
     })
 }
 
@@ -263,6 +264,16 @@ mod tests {
         assert_eq!(
             parse_output(epoch, Some("t2")).unwrap().tenant.as_deref(),
             Some("t2")
+        );
+    }
+
+    #[test]
+    fn a_token_without_a_known_tenant_is_labelled_with_its_tid() {
+        // {"tid":"t3"} in base64url: Az.Accounts versions without TenantId.
+        let out = br#"{"Token":"eyJhbGciOiJub25lIn0.eyJ0aWQiOiJ0MyJ9.sig","ExpiresOn":1735732800}"#;
+        assert_eq!(
+            parse_output(out, None).unwrap().tenant.as_deref(),
+            Some("t3")
         );
     }
 

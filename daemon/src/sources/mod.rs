@@ -16,6 +16,7 @@ mod environment;
 mod interactive_browser;
 mod managed_identity;
 pub mod process;
+mod token_tenant;
 mod workload_identity;
 
 use std::sync::Arc;

@@ -250,8 +250,13 @@ fn judge(
             } else {
                 "failed"
             };
-            // An Entra error makes even an "unavailable" credential worth fixing.
-            result.status = if unavailable && result.advice.is_none() {
+            // An Entra error makes even an "unavailable" credential worth
+            // fixing; a machine without a managed identity is nothing to fix.
+            let no_identity_here = result
+                .advice
+                .as_ref()
+                .is_some_and(|a| a.kind == advice::Cause::NoManagedIdentity.as_str());
+            result.status = if no_identity_here || unavailable && result.advice.is_none() {
                 Level::Info
             } else {
                 failure_level

@@ -8,6 +8,8 @@
 //! One job per file:
 //! - [`env`]: this process's variables (secrets masked), the chain they select, the cloud;
 //! - [`daemon`]: is azbrokerd reachable, its version, socket and store;
+//! - [`daemon_env`]: azbrokerd's environment (tools on `PATH`, profile
+//!   directories, proxy and CA variables) beside this shell's;
 //! - [`network`]: DNS, TCP, proxy and TLS to each endpoint, run *by the daemon*
 //!   with its own proxy and CA settings (in this process only when no daemon answers);
 //! - [`credentials`]: each credential of the chain, alone, asked for a token;
@@ -21,6 +23,7 @@
 mod admin;
 mod credentials;
 mod daemon;
+mod daemon_env;
 mod env;
 mod network;
 mod render;
@@ -115,10 +118,18 @@ pub struct Report {
     pub cli_version: &'static str,
     pub environment: env::EnvReport,
     pub daemon: daemon::DaemonReport,
+    /// Where azbrokerd's environment differs from this shell's.
+    pub daemon_environment: daemon_env::DaemonEnvReport,
     pub network: network::NetworkReport,
     pub credentials: credentials::CredentialsReport,
     /// Failures first, then warnings, each with its remedy.
     pub problems: Vec<Problem>,
+}
+
+/// azbroker's `az` shim beside this program, whose directories a tool lookup skips.
+fn own_shim() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join(azbroker_proto::shim::SHIM_BINARY)).filter(|p| p.is_file())
 }
 
 fn main() -> ExitCode {
@@ -166,9 +177,15 @@ async fn run(args: DiagnoseArgs) -> ExitCode {
         &scope,
     );
 
+    let daemon_environment = daemon_env::compare(
+        network.daemon_environment.as_ref(),
+        &azbroker_netcheck::process_env::of_this_process(own_shim().as_deref()),
+    );
+
     let mut problems = Vec::new();
     env::problems(&env, &mut problems);
     daemon::problems(&daemon.report, &mut problems);
+    daemon_env::problems(&daemon_environment, &network.report, &mut problems);
     network::problems(&network.report, &mut problems);
     credentials::problems(&credentials, &mut problems);
     // Stable: failures first, each area in check order.
@@ -178,6 +195,7 @@ async fn run(args: DiagnoseArgs) -> ExitCode {
         cli_version: env!("CARGO_PKG_VERSION"),
         environment: env.report,
         daemon: daemon.report,
+        daemon_environment,
         network: network.report,
         credentials,
         problems,

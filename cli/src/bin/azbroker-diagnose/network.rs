@@ -9,10 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azbroker_cli::advice::{self, Target};
+use azbroker_cli::advice::{self, Process, Target};
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::diagnose::{
-    AddressScope, DiagnoseRequest, EndpointCheck, NetworkSettingsReport, StepOutcome, MAX_ENDPOINTS,
+    AddressScope, DiagnoseRequest, EndpointCheck, NetworkSettingsReport, ProcessEnvironment,
+    StepOutcome, MAX_ENDPOINTS,
 };
 use azbroker_proto::{CredentialKind, Endpoint, NetworkProblem};
 use serde::Serialize;
@@ -206,6 +207,8 @@ pub struct NetworkResult {
     pub report: NetworkReport,
     /// Credential kinds the daemon can use (known only when it ran the checks).
     pub implemented: Option<Vec<CredentialKind>>,
+    /// The daemon's tools, profile directories and variables (likewise).
+    pub daemon_environment: Option<ProcessEnvironment>,
 }
 
 pub async fn check(
@@ -228,6 +231,7 @@ pub async fn check(
             .map_err(|e| format!("azbrokerd could not run the checks ({e})")),
         None => Err("azbrokerd is not reachable".to_string()),
     };
+    let mut daemon_environment = None;
     let (checked_by, note, settings, checks, implemented, mut differences) = match asked {
         Ok(diagnosis) => {
             let differences = match &local {
@@ -236,6 +240,7 @@ pub async fn check(
                     "this shell's CA settings are unusable ({e}): an azbrokerd started from here would not start"
                 )],
             };
+            daemon_environment = Some(diagnosis.environment);
             (
                 "azbrokerd",
                 None,
@@ -291,6 +296,7 @@ pub async fn check(
             endpoints: reports,
         },
         implemented,
+        daemon_environment,
     }
 }
 
@@ -346,7 +352,9 @@ fn endpoint_report(role: Role, check: EndpointCheck) -> EndpointReport {
     let target = Target {
         host: Some(&endpoint.host),
         port: endpoint.port,
+        https: true,
         via_proxy: check.proxy.is_some(),
+        process: Process::Daemon,
     };
     let (problem, summary, remedy) = match &failure {
         None => (None, None, None),
@@ -442,17 +450,7 @@ pub fn problems(report: &NetworkReport, out: &mut Vec<Problem>) {
             ));
         }
     }
-    if !report.differences.is_empty() && report.checked_by == "azbrokerd" {
-        out.push(Problem::warn(
-            "network",
-            "azbrokerd settings",
-            format!(
-                "azbrokerd runs with other network settings than this shell: {}.",
-                report.differences.join("; ")
-            ),
-            "azbrokerd keeps the environment of the process that started it (often an editor's MCP server). To give it this shell's settings: `azbroker stop`, then run any azbroker command from here.",
-        ));
-    }
+    // Differences from this shell's settings: see `daemon_env::problems`.
 }
 
 #[cfg(test)]

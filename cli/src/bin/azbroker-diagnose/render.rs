@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 
 use super::credentials::CredentialsReport;
 use super::daemon::DaemonReport;
+use super::daemon_env;
 use super::env::EnvReport;
 use super::network::{EndpointReport, NetworkReport};
 use super::{Level, Report};
@@ -40,6 +41,7 @@ pub fn text(report: &Report, color: bool) -> String {
     )));
     environment(&mut out, &paint, &report.environment);
     daemon(&mut out, &paint, &report.daemon);
+    daemon_environment(&mut out, &paint, report);
     network(&mut out, &paint, &report.network);
     credentials(&mut out, &paint, &report.credentials);
     result(&mut out, &paint, report);
@@ -200,6 +202,39 @@ fn daemon(out: &mut String, paint: &Paint, daemon: &DaemonReport) {
         rows.push(Row::new(Some(Level::Info), "store", store.clone()));
     }
     section(out, paint, "Daemon", "", &rows);
+}
+
+/// The daemon's environment beside this shell's; proxy and CA differences the
+/// Network section states already are left to it.
+fn daemon_environment(out: &mut String, paint: &Paint, report: &Report) {
+    let environment = &report.daemon_environment;
+    if !environment.compared {
+        return;
+    }
+    let mut rows: Vec<Row> = daemon_env::beyond_network(environment, &report.network)
+        .into_iter()
+        .map(|d| Row::new(Some(Level::Warn), "differs", d.describe()))
+        .collect();
+    if environment.differences.is_empty() {
+        rows.push(Row::new(
+            Some(Level::Ok),
+            "same",
+            "az, azd and pwsh on PATH, profile directories, proxy and CA variables",
+        ));
+    } else if rows.is_empty() {
+        rows.push(Row::new(
+            Some(Level::Warn),
+            "differs",
+            "proxy or CA variables: see Network below",
+        ));
+    }
+    section(
+        out,
+        paint,
+        "Daemon environment",
+        "azbrokerd's beside this shell's",
+        &rows,
+    );
 }
 
 fn network(out: &mut String, paint: &Paint, network: &NetworkReport) {
