@@ -2,7 +2,6 @@
 //! settings (those its HTTP client was built from), so `azbroker diagnose`
 //! sees what a token request sees, whatever the calling shell's environment.
 
-use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,15 +51,11 @@ pub async fn run(
     })
 }
 
-/// The daemon's tools, profile directories and proxy and CA variables. Tools
-/// are looked up on the `PATH` its credential tools get (the shim's
-/// directories already removed).
+/// The daemon's tools, profile directories and proxy and CA variables: what
+/// its own requests (the managed-identity endpoint's) use; clients' tool
+/// requests bring their own.
 fn own_environment() -> ProcessEnvironment {
-    let lookup = |name: &str| match name {
-        "PATH" => crate::child_env::child_path().map(OsStr::to_os_string),
-        _ => std::env::var_os(name),
-    };
-    azbroker_netcheck::process_env::gather(&lookup, None)
+    azbroker_netcheck::process_env::of_this_process()
 }
 
 /// A host is a DNS name or an IP address; the port is not 0.
@@ -181,7 +176,7 @@ mod tests {
         let names = |entries: &[azbroker_proto::diagnose::EnvironmentEntry]| -> Vec<String> {
             entries.iter().map(|e| e.name.clone()).collect()
         };
-        assert_eq!(names(&environment.tools), TOOLS);
+        assert_eq!(names(&environment.tools), TOOLS.map(|(name, _)| name));
         assert_eq!(
             names(&environment.profiles),
             ["AZURE_CONFIG_DIR", "AZD_CONFIG_DIR"]

@@ -7,17 +7,19 @@
 //! daemon started by a client with another environment (an editor's MCP
 //! server with a minimal `PATH`, say) is visible.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
 
 use azbroker_proto::diagnose::{EnvironmentEntry, ProcessEnvironment, MAX_ENVIRONMENT_VALUE_LEN};
-use azbroker_proto::shim;
+use azbroker_proto::{Tool, ToolSpec};
 
 use crate::settings::{mask_url_credentials, shorten_to};
 
 /// The credential tools whose executables are looked up on `PATH`.
-pub const TOOLS: [&str; 3] = ["az", "azd", "pwsh"];
+pub const TOOLS: [(&str, Tool); 3] = [
+    ("az", Tool::AzureCli),
+    ("azd", Tool::AzureDeveloperCli),
+    ("pwsh", Tool::AzurePowerShell),
+];
 
 /// Proxy variables (each spelling: tools read one or the other) and CA variables.
 pub const VARIABLES: [&str; 12] = [
@@ -35,40 +37,31 @@ pub const VARIABLES: [&str; 12] = [
     "REQUESTS_CA_BUNDLE",
 ];
 
-/// This process's environment. `shim_binary` is azbroker's `az` shim, whose
-/// directories are skipped: the daemon never runs the shim as `az`.
-pub fn of_this_process(shim_binary: Option<&Path>) -> ProcessEnvironment {
-    gather(&|name| std::env::var_os(name), shim_binary)
+/// This process's environment.
+pub fn of_this_process() -> ProcessEnvironment {
+    gather(&|name| std::env::var_os(name))
 }
 
-/// The environment that `lookup` describes.
-pub fn gather(
-    lookup: &dyn Fn(&str) -> Option<OsString>,
-    shim_binary: Option<&Path>,
-) -> ProcessEnvironment {
+/// The environment that `lookup` describes. Tools are looked up as a client
+/// of that environment sends them (`azbroker_proto::tool`): azbroker's shim
+/// directories skipped, since the daemon never runs the shim as `az`.
+pub fn gather(lookup: &dyn Fn(&str) -> Option<OsString>) -> ProcessEnvironment {
     let set = |name: &str| lookup(name).filter(|v| !v.is_empty());
     let entry = |name: &str, value: Option<String>| EnvironmentEntry {
         name: name.to_string(),
         value: value.map(|v| shorten_to(v, MAX_ENVIRONMENT_VALUE_LEN)),
     };
-    let path = set("PATH").unwrap_or_default();
+    // The tools and profiles exactly as a client of this environment would
+    // send them to the daemon (proto's rules: shim directories skipped).
+    let text = |name: &str| lookup(name).and_then(|v| v.into_string().ok());
+    let spec = |tool| ToolSpec::from_lookup(tool, &text);
     let tools = TOOLS
         .iter()
-        .map(|tool| {
-            let found = find_tool(tool, &path, shim_binary);
-            entry(tool, found.map(|p| p.display().to_string()))
-        })
+        .map(|(name, tool)| entry(name, spec(*tool).executable))
         .collect();
-    let home = set("HOME").map(PathBuf::from);
-    let profile = |variable: &str, default: &str| {
-        let dir = set(variable)
-            .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|home| home.join(default)));
-        entry(variable, dir.map(|d| d.display().to_string()))
-    };
     let profiles = vec![
-        profile("AZURE_CONFIG_DIR", ".azure"),
-        profile("AZD_CONFIG_DIR", ".azd"),
+        entry("AZURE_CONFIG_DIR", spec(Tool::AzureCli).profile_dir),
+        entry("AZD_CONFIG_DIR", spec(Tool::AzureDeveloperCli).profile_dir),
     ];
     let variables = VARIABLES
         .iter()
@@ -94,19 +87,13 @@ pub fn gather(
     }
 }
 
-/// The first executable `name` on `path` outside azbroker's shim directories.
-fn find_tool(name: &str, path: &OsStr, shim_binary: Option<&Path>) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .filter(|dir| dir.is_absolute() && !shim::is_shim_dir(dir, shim_binary))
-        .map(|dir| dir.join(name))
-        .find(|file| std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use azbroker_proto::shim;
     use std::collections::HashMap;
     use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
 
     fn value<'a>(entries: &'a [EnvironmentEntry], name: &str) -> Option<&'a str> {
         entries
@@ -146,7 +133,7 @@ mod tests {
             ("NO_PROXY", "localhost,.corp".into()),
             ("SSL_CERT_FILE", "".into()),
         ]);
-        let env = gather(&|name| vars.get(name).cloned(), None);
+        let env = gather(&|name| vars.get(name).cloned());
         let az = bin.join("az").display().to_string();
         let azd = bin.join("azd").display().to_string();
         assert_eq!(
@@ -174,7 +161,7 @@ mod tests {
         );
         assert_eq!(env.variables.len(), VARIABLES.len());
 
-        let bare = gather(&|_| None, None);
+        let bare = gather(&|_| None);
         assert!(bare.tools.iter().all(|t| t.value.is_none()));
         assert!(bare.profiles.iter().all(|p| p.value.is_none()));
     }
@@ -182,10 +169,7 @@ mod tests {
     #[test]
     fn long_values_are_cut() {
         let long = "x".repeat(MAX_ENVIRONMENT_VALUE_LEN * 2);
-        let env = gather(
-            &|name| (name == "SSL_CERT_DIR").then(|| long.clone().into()),
-            None,
-        );
+        let env = gather(&|name| (name == "SSL_CERT_DIR").then(|| long.clone().into()));
         let cut = value(&env.variables, "SSL_CERT_DIR").unwrap();
         assert_eq!(cut.len(), MAX_ENVIRONMENT_VALUE_LEN);
         assert!(cut.ends_with("..."));

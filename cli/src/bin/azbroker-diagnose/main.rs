@@ -126,12 +126,6 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
-/// azbroker's `az` shim beside this program, whose directories a tool lookup skips.
-fn own_shim() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.join(azbroker_proto::shim::SHIM_BINARY)).filter(|p| p.is_file())
-}
-
 fn main() -> ExitCode {
     let args = DiagnoseArgs::parse();
     match tokio::runtime::Builder::new_current_thread()
@@ -179,7 +173,7 @@ async fn run(args: DiagnoseArgs) -> ExitCode {
 
     let daemon_environment = daemon_env::compare(
         network.daemon_environment.as_ref(),
-        &azbroker_netcheck::process_env::of_this_process(own_shim().as_deref()),
+        &azbroker_netcheck::process_env::of_this_process(),
     );
 
     let mut problems = Vec::new();
