@@ -35,7 +35,7 @@ use crate::actors::credential::CredentialMsg;
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::ActorDeps;
-use crate::cache::{CacheKey, CachedToken, RequestKey, TokenCache};
+use crate::cache::{CacheKey, CachedToken, Target, TokenCache};
 use crate::clock;
 use crate::identity::CredentialId;
 use crate::login::Accounts;
@@ -66,7 +66,9 @@ pub struct Broker {
 /// A validated token request. The key holds its normalized scopes and tenant;
 /// a [`SourceRequest`] is built from it only on a miss.
 pub struct Prepared {
-    key: RequestKey,
+    /// The session's chain fingerprint.
+    chain: u128,
+    target: Arc<Target>,
     claims: Option<String>,
     /// Whether a credential may ask the user (the session's chain says).
     interactive: bool,
@@ -79,8 +81,8 @@ pub struct Prepared {
 impl Prepared {
     fn source_request(&self) -> SourceRequest {
         SourceRequest {
-            scopes: self.key.scopes.clone(),
-            tenant: self.key.tenant.clone(),
+            scopes: self.target.scopes.clone(),
+            tenant: self.target.tenant.clone(),
             claims: self.claims.clone(),
             interactive: self.interactive,
         }
@@ -153,11 +155,8 @@ impl Broker {
             secs => (i64::from(secs), None),
         };
         Ok(Prepared {
-            key: RequestKey {
-                chain: session.chain_fingerprint,
-                tenant,
-                scopes,
-            },
+            chain: session.chain_fingerprint,
+            target: Arc::new(Target { tenant, scopes }),
             claims,
             interactive: session.chain.interactive,
             min_validity,
@@ -172,7 +171,7 @@ impl Broker {
         }
         let token = self
             .cache
-            .lookup(&prepared.key, prepared.min_validity)
+            .lookup(prepared.chain, &prepared.target, prepared.min_validity)
             .await?;
         Stats::bump(&self.stats.cache_hits);
         Some(token)
@@ -248,7 +247,10 @@ impl Broker {
                     .await
                     .map(|token| (token, false))
             } else {
-                let key = prepared.key.for_credential(id.clone());
+                let key = CacheKey {
+                    credential: id.clone(),
+                    target: prepared.target.clone(),
+                };
                 let ran_here = AtomicBool::new(false);
                 let acquisition = async {
                     ran_here.store(true, Relaxed);
@@ -266,7 +268,7 @@ impl Broker {
                     .await;
                 match got {
                     Ok(token) => {
-                        self.cache.note_resolution(prepared.key.clone(), key).await;
+                        self.cache.note_resolution(prepared.chain, &id).await;
                         Ok((token, !ran_here.load(Relaxed)))
                     }
                     Err(shared) => Err(SourceError::clone(&shared)),
@@ -284,7 +286,7 @@ impl Broker {
                 }
             }
         }
-        self.cache.forget_resolution(&prepared.key).await;
+        self.cache.forget_resolution(prepared.chain).await;
         Err(chain_error(chain, reasons, timed_out))
     }
 
@@ -662,14 +664,14 @@ mod tests {
             .await
             .unwrap();
         let prepared = broker.prepare(&session, get(scope)).unwrap();
-        assert!(broker.cache.resolution(&prepared.key).await.is_some());
+        assert!(broker.cache.resolution(prepared.chain).await.is_some());
 
         let dropped = broker
             .cache
             .invalidate_credentials(std::slice::from_ref(&token.credential_id))
             .await;
         assert_eq!(dropped, 1);
-        assert!(broker.cache.resolution(&prepared.key).await.is_none());
+        assert!(broker.cache.resolution(prepared.chain).await.is_none());
         assert!(broker.lookup(&prepared).await.is_none());
         let (next, _) = broker.acquire(&session, prepared).await.unwrap();
         assert_eq!(next.access_token.expose(), "after");

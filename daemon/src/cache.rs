@@ -4,9 +4,11 @@
 //! [`CachedToken`]s keyed by credential identity + tenant + scopes, each entry
 //! expiring with its token, so every chain whose walk ends at that credential
 //! (however the client spelled its chain) is served the same token. A second,
-//! small map remembers where each chain's walk ended ([`RequestKey`] ->
-//! [`CacheKey`]), so a hit is two map reads: no chain walk, no actor hop, no
-//! lock. Misses go through moka's `try_get_with`, so concurrent misses for one
+//! small map remembers which credential each chain's last walk ended at
+//! (chain fingerprint -> [`CredentialId`]), so a hit is two map reads: no
+//! chain walk, no actor hop, no lock. (One resolution per chain, not per
+//! request: a request its chain's credential cannot serve, say two scopes
+//! for `az`, walks again instead of costing every cached key a second entry.) Misses go through moka's `try_get_with`, so concurrent misses for one
 //! credential's key run exactly one acquisition and all wait for its result
 //! (errors included, which are not cached). Refresh is *not* driven from here:
 //! the credential actor that minted a token re-inserts its successor.
@@ -23,42 +25,28 @@ use moka::Expiry;
 use crate::clock;
 use crate::identity::CredentialId;
 
+/// What a request asks for: the token's tenant and scopes. Shared (one
+/// allocation per request) by the keys built from it, so a hit copies no
+/// string and a cached key costs its strings once.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub tenant: Option<String>,
+    /// Normalized, sorted, deduplicated.
+    pub scopes: Vec<String>,
+}
+
 /// Which token: the credential that mints it, for which tenant and scopes.
 /// Claims requests bypass the cache, so claims are not part of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub credential: CredentialId,
-    pub tenant: Option<String>,
-    /// Normalized, sorted, deduplicated.
-    pub scopes: Vec<String>,
-}
-
-/// What a client asks: its chain (fingerprint) and the token's tenant and scopes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestKey {
-    pub chain: u128,
-    pub tenant: Option<String>,
-    /// Normalized, sorted, deduplicated.
-    pub scopes: Vec<String>,
-}
-
-impl RequestKey {
-    /// The key of this request's token when `credential` serves it.
-    pub fn for_credential(&self, credential: CredentialId) -> CacheKey {
-        CacheKey {
-            credential,
-            tenant: self.tenant.clone(),
-            scopes: self.scopes.clone(),
-        }
-    }
+    pub target: Arc<Target>,
 }
 
 /// How long a chain's resolution is kept unused: longer than any token lives,
 /// so it only goes when nobody has asked through that chain for a while.
 const RESOLUTION_IDLE: Duration = Duration::from_secs(2 * 3600);
 
-/// One cached access token and its bookkeeping. Never printed whole: `Debug`
-/// comes from [`Secret`], which redacts.
 #[derive(Debug)]
 pub struct CachedToken {
     pub access_token: Secret,
@@ -123,8 +111,8 @@ impl Expiry<CacheKey, Arc<CachedToken>> for UntilExpiry {
 #[derive(Clone)]
 pub struct TokenCache {
     inner: Cache<CacheKey, Arc<CachedToken>>,
-    /// Where each request's chain walk ended: the key of the token it is served.
-    resolved: Cache<RequestKey, Arc<CacheKey>>,
+    /// Which credential each chain (fingerprint) last resolved to.
+    resolved: Cache<u128, CredentialId>,
 }
 
 impl TokenCache {
@@ -146,26 +134,33 @@ impl TokenCache {
     /// `min_validity` seconds.
     pub async fn lookup(
         &self,
-        request: &RequestKey,
+        chain: u128,
+        target: &Arc<Target>,
         min_validity: i64,
     ) -> Option<Arc<CachedToken>> {
-        let key = self.resolved.get(request).await?;
+        let credential = self.resolved.get(&chain).await?;
+        let key = CacheKey {
+            credential,
+            target: target.clone(),
+        };
         self.get_fresh(&key, min_validity).await
     }
 
-    /// Remembers that `request`'s chain resolved to the credential of `key`.
-    pub async fn note_resolution(&self, request: RequestKey, key: CacheKey) {
-        self.resolved.insert(request, Arc::new(key)).await;
+    /// Remembers that `chain` resolved to `credential` (a write only when it changed).
+    pub async fn note_resolution(&self, chain: u128, credential: &CredentialId) {
+        if self.resolved.get(&chain).await.as_ref() != Some(credential) {
+            self.resolved.insert(chain, credential.clone()).await;
+        }
     }
 
-    /// Forgets `request`'s resolution: no credential of its chain served it.
-    pub async fn forget_resolution(&self, request: &RequestKey) {
-        self.resolved.invalidate(request).await;
+    /// Forgets `chain`'s resolution: no credential of it served.
+    pub async fn forget_resolution(&self, chain: u128) {
+        self.resolved.invalidate(&chain).await;
     }
 
-    /// The credential key `request` resolved to, if any.
-    pub async fn resolution(&self, request: &RequestKey) -> Option<Arc<CacheKey>> {
-        self.resolved.get(request).await
+    /// The credential `chain` resolved to, if any.
+    pub async fn resolution(&self, chain: u128) -> Option<CredentialId> {
+        self.resolved.get(&chain).await
     }
 
     /// The fast path: a cached token still valid for `min_validity` seconds.
@@ -272,7 +267,7 @@ impl TokenCache {
     /// whose credential is of one of `kinds` (any when empty); returns how many.
     pub async fn invalidate(&self, scopes: &[String], kinds: &[CredentialKind]) -> u64 {
         self.invalidate_where(|key| {
-            (scopes.is_empty() || key.scopes == scopes)
+            (scopes.is_empty() || key.target.scopes == scopes)
                 && (kinds.is_empty() || kinds.contains(&key.credential.kind))
         })
         .await
@@ -281,14 +276,14 @@ impl TokenCache {
     /// Drops every entry minted by any of `credentials` (a logout, a changed
     /// tool login), and the chains' resolutions to them; returns how many tokens.
     pub async fn invalidate_credentials(&self, credentials: &[CredentialId]) -> u64 {
-        let doomed: Vec<Arc<RequestKey>> = self
+        let doomed: Vec<Arc<u128>> = self
             .resolved
             .iter()
-            .filter(|(_, key)| credentials.contains(&key.credential))
-            .map(|(request, _)| request)
+            .filter(|(_, credential)| credentials.contains(credential))
+            .map(|(chain, _)| chain)
             .collect();
-        for request in &doomed {
-            self.resolved.invalidate(request.as_ref()).await;
+        for chain in &doomed {
+            self.resolved.invalidate(chain.as_ref()).await;
         }
         self.invalidate_where(|key| credentials.contains(&key.credential))
             .await
@@ -330,8 +325,10 @@ mod tests {
     fn key(scope: &str) -> CacheKey {
         CacheKey {
             credential: az(),
-            tenant: None,
-            scopes: vec![scope.to_string()],
+            target: Arc::new(Target {
+                tenant: None,
+                scopes: vec![scope.to_string()],
+            }),
         }
     }
 

@@ -456,8 +456,10 @@ mod tests {
     fn key() -> CacheKey {
         CacheKey {
             credential: CredentialId::of(&CredentialSpec::AzureCli(ToolSpec::default()), "k"),
-            tenant: None,
-            scopes: request().scopes,
+            target: Arc::new(crate::cache::Target {
+                tenant: None,
+                scopes: request().scopes,
+            }),
         }
     }
 

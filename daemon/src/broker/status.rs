@@ -29,13 +29,17 @@ impl Broker {
             &mut cache,
             // By credential: a token is the credential's, whichever chains it serves.
             |(a, _), (b, _)| {
-                (&a.credential, &a.scopes, &a.tenant).cmp(&(&b.credential, &b.scopes, &b.tenant))
+                (&a.credential, &a.target.scopes, &a.target.tenant).cmp(&(
+                    &b.credential,
+                    &b.target.scopes,
+                    &b.target.tenant,
+                ))
             },
             |(key, token)| CacheEntryStatus {
                 credential: token.credential.name().into(),
                 identity: key.credential.fingerprint(),
-                tenant: key.tenant.clone(),
-                scopes: key.scopes.clone(),
+                tenant: key.target.tenant.clone(),
+                scopes: key.target.scopes.clone(),
                 expires_on: token.expires_on,
                 refresh_on: token.refresh_on,
                 hits: token.hits.load(Relaxed),
