@@ -16,6 +16,7 @@ use azbroker_proto::shim::DAEMON_CHILD_ENV;
 use serde_json::Value;
 
 use crate::harness::{bin, Sandbox};
+use crate::login_support::{TestBrowser, DEVELOPER_CLIENT_ID};
 
 const ARM: &str = "https://management.azure.com/.default";
 /// The Azure MCP Server's exact command line.
@@ -229,6 +230,92 @@ fn subscriptions_come_from_the_cli_profile() {
         String::from_utf8_lossy(&out.stderr),
         "ERROR: Subscription 'nope' not found. Check the spelling and casing and try again.\n"
     );
+}
+
+#[test]
+fn the_shim_never_opens_a_browser_and_fails_like_the_cli() {
+    // The plain default chain (InteractiveBrowser last), no usable `az`, and
+    // a browser that would sign in at once if it were opened.
+    let (mut sandbox, shim) = sandbox_with_shim();
+    sandbox.unset("AZURE_TOKEN_CREDENTIALS");
+    let entra = azbroker_e2e::EntraDouble::start(&sandbox.pki);
+    entra.register_public_client(DEVELOPER_CLIENT_ID);
+    sandbox.set("AZURE_AUTHORITY_HOST", entra.authority());
+    let browser = TestBrowser::install(&mut sandbox);
+    sandbox.az.set_mode(Mode::NotLoggedIn);
+    sandbox.start_daemon();
+
+    let started = std::time::Instant::now();
+    let out = az(&sandbox, &shim, &MCP_ARGS);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("ERROR: Please run 'az login' to setup account.\n"),
+        "{stderr}"
+    );
+    // Python's AzureCliCredential reads that as "unavailable": the SDK's
+    // chain moves on instead of waiting for a sign-in.
+    let out = sandbox.python("cli_credential.py", &[ARM], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"], "CredentialUnavailableError", "{json}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(browser.invocations(), 0, "the shim opened a browser");
+
+    // The same daemon does sign in for a client that may ask the user (so
+    // the browser above was there to be opened), and the shim is then
+    // served from that login without another browser.
+    let token = sandbox.raw_token(ARM);
+    assert_eq!(browser.invocations(), 1);
+    let json = stdout_json(&az(&sandbox, &shim, &MCP_ARGS));
+    assert_eq!(json["accessToken"], token.as_str());
+    assert_eq!(browser.invocations(), 1);
+}
+
+#[test]
+fn without_a_known_subscription_the_field_is_left_out_like_the_cli() {
+    // No CLI profile and no AZURE_SUBSCRIPTION_ID: nothing names a
+    // subscription, so the output has none (never the tenant dressed up as one).
+    let (mut sandbox, shim) = sandbox_with_shim();
+    sandbox.start_daemon();
+    let json = stdout_json(&az(&sandbox, &shim, &MCP_ARGS));
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "accessToken",
+            "expiresOn",
+            "expires_on",
+            "tenant",
+            "tokenType"
+        ]
+    );
+    assert_eq!(json["tenant"], DEFAULT_TENANT);
+
+    // A tenant-level account (`az login --allow-no-subscriptions`) is an
+    // entry whose id is the tenant's: the CLI prints it, and so does the shim.
+    let azure_dir = sandbox.dir.path().join(".azure");
+    std::fs::create_dir_all(&azure_dir).unwrap();
+    std::fs::write(
+        azure_dir.join("azureProfile.json"),
+        format!(
+            "{{\"subscriptions\": [{{\"id\": \"{DEFAULT_TENANT}\", \"name\": \"N/A(tenant level account)\", \
+             \"isDefault\": true, \"tenantId\": \"{DEFAULT_TENANT}\"}}]}}"
+        ),
+    )
+    .unwrap();
+    let json = stdout_json(&az(&sandbox, &shim, &MCP_ARGS));
+    assert_eq!(json["subscription"], DEFAULT_TENANT);
 }
 
 #[test]

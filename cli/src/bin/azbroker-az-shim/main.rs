@@ -52,10 +52,14 @@ fn main() -> ExitCode {
 }
 
 fn token(args: TokenArgs) -> ExitCode {
-    let options = match ClientOptions::from_env("azbroker-az-shim") {
+    let mut options = match ClientOptions::from_env("azbroker-az-shim") {
         Ok(options) => options,
         Err(e) => return error(&format!("azbroker: {e}"), 1),
     };
+    // `az account get-access-token` never opens a browser: the broker serves
+    // the shim from logins that exist, or it fails fast and the caller's
+    // chain moves on.
+    options.chain.interactive = false;
     let scopes = if !args.scopes.is_empty() {
         args.scopes.clone()
     } else {
@@ -122,8 +126,8 @@ fn token(args: TokenArgs) -> ExitCode {
 /// The output's `subscription` and `tenant`, as the CLI would fill them.
 /// Tenant: `--tenant`, else the token's own `tid`, else the profile's default
 /// account. Subscription (never with `--tenant`): `--subscription`, else
-/// `AZURE_SUBSCRIPTION_ID`, else the profile's default, else the tenant (what
-/// the CLI shows for an account without subscriptions).
+/// `AZURE_SUBSCRIPTION_ID`, else the profile's default, else none: the field
+/// is left out, as the CLI leaves it out when it has no subscription to name.
 fn labels(
     args: &TokenArgs,
     token: &TokenReply,
@@ -143,8 +147,7 @@ fn labels(
                 .ok()
                 .filter(|s| !s.trim().is_empty())
         })
-        .or_else(|| profile::default(&load_profile()).map(|s| s.id.clone()))
-        .or_else(|| tenant.clone());
+        .or_else(|| profile::default(&load_profile()).map(|s| s.id.clone()));
     (subscription, tenant)
 }
 
