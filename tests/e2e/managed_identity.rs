@@ -347,6 +347,18 @@ fn a_user_assigned_identity_the_chain_does_not_serve_gets_400_not_a_token() {
         let (ok, json) = user_assigned(&sandbox, &identity, &[ARM, kind, value]);
         assert!(!ok, "{kind}: {json}");
         assert!(json.get("token").is_none(), "{kind}: {json}");
+        // Unavailable, with the endpoint's reason: DefaultAzureCredential moves on.
+        assert_eq!(
+            json["error"], "CredentialUnavailableError",
+            "{kind}: {json}"
+        );
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap()
+                .contains("no managed identity here matches"),
+            "{kind}: {json}"
+        );
     }
     for (selector, value) in [
         ("client_id", someone),
@@ -457,4 +469,47 @@ fn the_endpoint_never_opens_a_browser() {
     assert!(ok, "{json}");
     assert_eq!(json["token"], token.as_str());
     assert_eq!(browser.invocations(), 1);
+}
+
+/// `node tests/mcp/managed_identity.mjs SCOPE [CLIENT_ID]` (Node's
+/// @azure/identity, from tests/mcp/node_modules): (exit success, JSON).
+fn node_managed_identity(sandbox: &Sandbox, identity: &Identity, args: &[&str]) -> (bool, Value) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/managed_identity.mjs");
+    let out = sandbox
+        .command_for("node")
+        .arg(script)
+        .args(args)
+        .envs(vars(identity))
+        .output()
+        .expect("run node (Node.js must be on PATH, with tests/mcp/install run)");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), json)
+}
+
+#[test]
+fn node_managed_identity_credential_gets_the_token_and_a_400_for_another_identity() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = identity(&sandbox);
+    let (ok, json) = node_managed_identity(
+        &sandbox,
+        &identity,
+        &[ARM, "33333333-3333-4333-8333-333333333333"],
+    );
+    assert!(!ok, "{json}");
+    assert!(json.get("token").is_none(), "{json}");
+    // Node reads the 400 as "no such identity here": its chains move on.
+    assert_eq!(json["error"], "CredentialUnavailableError", "{json}");
+    assert!(json["message"].as_str().unwrap().contains("400"), "{json}");
+    assert_eq!(sandbox.az.invocations(), 0);
+    let (ok, json) = node_managed_identity(&sandbox, &identity, &[ARM]);
+    assert!(ok, "{json}");
+    assert_eq!(json["token"].as_str().unwrap(), sandbox.raw_token(ARM));
+    assert_eq!(sandbox.az.invocations(), 1);
 }
