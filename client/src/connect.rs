@@ -121,6 +121,17 @@ fn answers(socket: &Path) -> Result<bool, ClientError> {
 /// Under the autostart lock: return once a daemon answers, spawning one if
 /// needed. Blocking; for clients without an async runtime.
 pub fn start_locked(socket: &Path, with_managed_identity: bool) -> Result<(), ClientError> {
+    start_locked_unless(socket, with_managed_identity, &|| None)
+}
+
+/// [`start_locked`], asking `called_off` right before spawning (after the
+/// lock wait, which can be long): `Some(why)` means nobody wants the daemon
+/// any more, and nothing is started.
+pub fn start_locked_unless(
+    socket: &Path,
+    with_managed_identity: bool,
+    called_off: &dyn Fn() -> Option<String>,
+) -> Result<(), ClientError> {
     let fail = |m: String| ClientError::Connect(m);
     let dir = trust::socket_dir(socket)?;
     if trust::check_dir(dir)? == Found::Nothing {
@@ -139,6 +150,9 @@ pub fn start_locked(socket: &Path, with_managed_identity: bool) -> Result<(), Cl
 
     if answers(socket)? {
         return Ok(());
+    }
+    if let Some(why) = called_off() {
+        return Err(fail(format!("not starting azbrokerd: {why}")));
     }
     let daemon = find_daemon().ok_or_else(|| {
         fail(

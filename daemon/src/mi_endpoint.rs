@@ -13,8 +13,12 @@
 //! [`HEADER_TIMEOUT`] and busy ones after [`MAX_REQUESTS_PER_CONNECTION`], so
 //! clients without the secret cannot keep the slots from clients with it.
 //! Tokens come from the chain the daemon's own environment selects, through
-//! the normal cache.
+//! the normal cache, and never by asking the user (what the endpoint stands
+//! for never prompts). A request naming a user-assigned identity is served
+//! only by the chain's credentials configured with that client id; any other
+//! identity it names gets 400, never another identity's token.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -25,8 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azbroker_proto::{
-    ChainSpec, ErrorKind, GetToken, Hello, ManagedIdentityEndpoint, Secret, WireError,
-    PROTOCOL_VERSION,
+    ChainSpec, CredentialSpec, ErrorKind, GetToken, Hello, ManagedIdentityEndpoint, Secret,
+    WireError, PROTOCOL_VERSION,
 };
 use bytes::Bytes;
 use http_body_util::Full;
@@ -82,8 +86,9 @@ impl BoundEndpoint {
     /// writes it to `<socket>.identity-header` (0600).
     pub async fn bind(socket: &Path) -> Result<BoundEndpoint, String> {
         // Secret variables were scrubbed from the environment at start; own_var keeps them.
-        let chain = ChainSpec::from_lookup(crate::harden::own_var)
+        let mut chain = ChainSpec::from_lookup(crate::harden::own_var)
             .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
+        chain.interactive = false;
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| format!("managed-identity endpoint: cannot listen on 127.0.0.1: {e}"))?;
@@ -123,21 +128,30 @@ impl BoundEndpoint {
         broker: Arc<Broker>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<tokio::task::JoinHandle<()>, String> {
-        let session = Session::open(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_name: "managed-identity-endpoint".into(),
-            pid: std::process::id(),
-            chain: self.chain,
-        })
-        .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))?;
+        let open = |chain: ChainSpec| {
+            Session::open(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "managed-identity-endpoint".into(),
+                pid: std::process::id(),
+                chain,
+            })
+            .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))
+        };
+        let by_client_id = user_assigned_chains(&self.chain)
+            .into_iter()
+            .map(|(client_id, chain)| Ok((client_id, open(chain)?)))
+            .collect::<Result<HashMap<_, _>, String>>()?;
+        let session = open(self.chain)?;
         tracing::info!(
             endpoint = %self.info.endpoint,
             chain = %session.chain.selected_by,
+            client_ids = ?by_client_id.keys().collect::<Vec<_>>(),
             "managed-identity endpoint listening"
         );
         let state = Arc::new(EndpointState {
             broker,
             session,
+            by_client_id,
             secret: self.secret,
         });
         let listener = self.listener;
@@ -170,8 +184,44 @@ impl BoundEndpoint {
 /// What every connection to the endpoint shares.
 struct EndpointState {
     broker: Arc<Broker>,
+    /// The daemon's whole chain: requests that name no identity.
     session: Session,
+    /// Requests naming `client_id` (lowercase): the chain's credentials
+    /// configured with exactly that client id, and nothing else.
+    by_client_id: HashMap<String, Session>,
     secret: Secret,
+}
+
+/// For each client id that a credential of `chain` is configured with
+/// (environment, workload identity, user-assigned managed identity), the
+/// chain of just those credentials: a request naming that identity can then
+/// only be served as that identity.
+fn user_assigned_chains(chain: &ChainSpec) -> HashMap<String, ChainSpec> {
+    let mut chains: HashMap<String, ChainSpec> = HashMap::new();
+    for credential in &chain.credentials {
+        let client_id = match credential {
+            CredentialSpec::Environment { client_id, .. }
+            | CredentialSpec::WorkloadIdentity { client_id, .. }
+            | CredentialSpec::ManagedIdentity { client_id, .. } => client_id,
+            _ => &None,
+        };
+        let Some(client_id) = client_id.as_deref().filter(|id| !id.is_empty()) else {
+            continue;
+        };
+        chains
+            .entry(client_id.to_ascii_lowercase())
+            .or_insert_with(|| ChainSpec {
+                credentials: Vec::new(),
+                selected_by: format!(
+                    "{}, credentials with client_id {client_id}",
+                    chain.selected_by
+                ),
+                ..chain.clone()
+            })
+            .credentials
+            .push(credential.clone());
+    }
+    chains
 }
 
 /// 32 random bytes from the OS, as 64 hex digits (safe in a header and a shell line).
@@ -304,7 +354,11 @@ async fn handle(state: &EndpointState, request: Request<Incoming>) -> Response<F
         Ok(query) => query,
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    match token(state, &query.resource).await {
+    let session = match session_for(state, query.identity.as_ref()) {
+        Ok(session) => session,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    match token(state, session, &query.resource).await {
         Ok(reply) => json_response(
             StatusCode::OK,
             serde_json::json!({
@@ -335,26 +389,71 @@ fn has_secret(request: &Request<Incoming>, secret: &Secret) -> bool {
     }
 }
 
-/// The request's query: `resource` and `api-version`. Identity selectors
-/// (`client_id`, `object_id`, `mi_res_id`, `msi_res_id`, `principal_id`) are
-/// accepted and ignored: the endpoint serves the identity of the daemon's chain.
+/// The session that serves a request naming `identity` (none: the daemon's
+/// chain), or why no session may.
+fn session_for<'a>(
+    state: &'a EndpointState,
+    identity: Option<&IdentitySelector>,
+) -> Result<&'a Session, String> {
+    let Some(identity) = identity else {
+        return Ok(&state.session);
+    };
+    let served = (identity.name == "client_id")
+        .then(|| state.by_client_id.get(&identity.value.to_ascii_lowercase()))
+        .flatten();
+    served.ok_or_else(|| {
+        tracing::info!(selector = %identity.name, "managed-identity endpoint: identity not served");
+        format!(
+            "no managed identity here matches {}={}: azbrokerd's endpoint serves the identity of \
+             its own chain ({}), and only a client_id that one of its credentials is configured \
+             with (AZURE_CLIENT_ID); object_id and mi_res_id are never served",
+            identity.name, identity.value, state.session.chain.selected_by
+        )
+    })
+}
+
+/// The request's query: `resource`, `api-version` and at most one identity
+/// selector (`client_id`, `object_id`, `mi_res_id`, `msi_res_id`, `principal_id`).
 #[derive(Debug, PartialEq, Eq)]
 struct EndpointQuery {
     resource: String,
+    identity: Option<IdentitySelector>,
 }
+
+/// A user-assigned identity named by a request, e.g. `client_id=<guid>`.
+#[derive(Debug, PartialEq, Eq)]
+struct IdentitySelector {
+    name: &'static str,
+    value: String,
+}
+
+const IDENTITY_SELECTORS: [&str; 5] = [
+    "client_id",
+    "object_id",
+    "mi_res_id",
+    "msi_res_id",
+    "principal_id",
+];
 
 impl EndpointQuery {
     fn parse(query: &str) -> Result<EndpointQuery, String> {
         let mut resource = None;
         let mut api_version = None;
+        let mut identity = None;
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if let Some(selector) = IDENTITY_SELECTORS.iter().find(|s| **s == name) {
+                let named = IdentitySelector {
+                    name: selector,
+                    value: value.into_owned(),
+                };
+                if identity.replace(named).is_some() {
+                    return Err("the query names more than one identity".into());
+                }
+                continue;
+            }
             let slot = match name.as_ref() {
                 "resource" => &mut resource,
                 "api-version" => &mut api_version,
-                "client_id" | "object_id" | "mi_res_id" | "msi_res_id" | "principal_id" => {
-                    tracing::debug!(selector = %name, "managed-identity endpoint: identity selector ignored");
-                    continue;
-                }
                 _ => continue,
             };
             if slot.replace(value.into_owned()).is_some() {
@@ -373,15 +472,32 @@ impl EndpointQuery {
         let resource = resource
             .filter(|r| !r.is_empty())
             .ok_or("resource is required")?;
-        Ok(EndpointQuery { resource })
+        Ok(EndpointQuery { resource, identity })
     }
 }
 
-async fn token(state: &EndpointState, resource: &str) -> Result<Arc<CachedToken>, WireError> {
+/// The scope a managed-identity `resource` asks for, as `azbroker token` and
+/// the managed-identity credential read it: `/.default` of the resource's
+/// host, whatever permission or path follows it
+/// (`https://graph.microsoft.com/User.Read` -> `https://graph.microsoft.com/.default`).
+/// The resource is checked as a client's scope first, so nothing the broker
+/// would refuse is made acceptable by cutting it short.
+fn resource_scope(resource: &str) -> Result<String, String> {
+    use azbroker_proto::resource::{resource_to_scope, to_default_scope};
+    crate::scopes::normalize_scopes(&[resource.to_string()])?;
+    Ok(resource_to_scope(&to_default_scope(resource)))
+}
+
+async fn token(
+    state: &EndpointState,
+    session: &Session,
+    resource: &str,
+) -> Result<Arc<CachedToken>, WireError> {
     let prepared = state.broker.prepare(
-        &state.session,
+        session,
         GetToken {
-            scopes: vec![azbroker_proto::resource::resource_to_scope(resource)],
+            scopes: vec![resource_scope(resource)
+                .map_err(|e| WireError::new(ErrorKind::InvalidRequest, e))?],
             tenant: None,
             claims: None,
             min_validity_secs: 0,
@@ -390,7 +506,7 @@ async fn token(state: &EndpointState, resource: &str) -> Result<Arc<CachedToken>
     if let Some(token) = state.broker.lookup(&prepared).await {
         return Ok(token);
     }
-    let (token, _cached) = state.broker.acquire(&state.session, prepared).await?;
+    let (token, _cached) = state.broker.acquire(session, prepared).await?;
     Ok(token)
 }
 
@@ -426,13 +542,26 @@ mod tests {
         assert_eq!(
             EndpointQuery::parse("resource=https%3A%2F%2Fvault.azure.net&api-version=2019-08-01"),
             Ok(EndpointQuery {
-                resource: "https://vault.azure.net".into()
+                resource: "https://vault.azure.net".into(),
+                identity: None,
             })
         );
-        assert!(EndpointQuery::parse(
-            "api-version=2019-08-01&resource=r&client_id=00000000-0000-0000-0000-000000000000"
-        )
-        .is_ok());
+        assert_eq!(
+            EndpointQuery::parse(
+                "api-version=2019-08-01&resource=r&client_id=00000000-0000-0000-0000-000000000000"
+            )
+            .unwrap()
+            .identity,
+            Some(IdentitySelector {
+                name: "client_id",
+                value: "00000000-0000-0000-0000-000000000000".into()
+            })
+        );
+        assert!(
+            EndpointQuery::parse("api-version=2019-08-01&resource=r&client_id=a&mi_res_id=b")
+                .unwrap_err()
+                .contains("more than one identity")
+        );
         assert!(EndpointQuery::parse("resource=r")
             .unwrap_err()
             .contains("api-version"));
@@ -447,6 +576,73 @@ mod tests {
                 .unwrap_err()
                 .contains("more than once")
         );
+    }
+
+    #[test]
+    fn resources_are_read_as_their_default_scope() {
+        for (resource, scope) in [
+            (
+                "https://graph.microsoft.com/User.Read",
+                "https://graph.microsoft.com/.default",
+            ),
+            (
+                "https://vault.azure.net",
+                "https://vault.azure.net/.default",
+            ),
+            (
+                "https://management.azure.com/",
+                "https://management.azure.com/.default",
+            ),
+            (
+                "https://storage.azure.com/.default",
+                "https://storage.azure.com/.default",
+            ),
+            ("api://app", "api://app/.default"),
+            (
+                "00000000-0000-4000-8000-000000000001",
+                "00000000-0000-4000-8000-000000000001/.default",
+            ),
+        ] {
+            assert_eq!(resource_scope(resource).as_deref(), Ok(scope), "{resource}");
+        }
+        assert!(resource_scope("https://x/.default; rm -rf /").is_err());
+        assert!(resource_scope("").is_err());
+    }
+
+    #[test]
+    fn a_client_id_is_served_only_by_the_credentials_configured_with_it() {
+        let chain = ChainSpec {
+            authority_host: "https://login.microsoftonline.com".into(),
+            credentials: vec![
+                CredentialSpec::Environment {
+                    tenant_id: Some("t".into()),
+                    client_id: Some("AAAA".into()),
+                    client_secret: None,
+                    certificate_path: None,
+                    certificate_password: None,
+                },
+                CredentialSpec::ManagedIdentity {
+                    client_id: None,
+                    endpoint: None,
+                    header: None,
+                },
+                CredentialSpec::ManagedIdentity {
+                    client_id: Some("aaaa".into()),
+                    endpoint: None,
+                    header: None,
+                },
+            ],
+            selected_by: "test".into(),
+            interactive: false,
+        };
+        let chains = user_assigned_chains(&chain);
+        assert_eq!(chains.len(), 1);
+        let served = &chains["aaaa"];
+        assert_eq!(
+            served.credentials,
+            [chain.credentials[0].clone(), chain.credentials[2].clone()]
+        );
+        assert!(!served.interactive);
     }
 
     #[test]

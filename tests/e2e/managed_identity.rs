@@ -188,9 +188,10 @@ fn the_endpoint_speaks_the_app_service_protocol() {
     let claims = jwt::decode_claims(json["access_token"].as_str().unwrap()).unwrap();
     assert_eq!(claims["aud"], "https://vault.azure.net");
     assert_eq!(claims["exp"].as_i64(), Some(expires_on));
-    // An identity selector is accepted (and the daemon's identity served).
+    // An identity the daemon's chain does not serve is refused (issue 13 §4:
+    // this used to serve the daemon's identity instead).
     let selected = format!("{target}&client_id=00000000-0000-0000-0000-000000000001");
-    assert_eq!(http(&endpoint, "GET", &selected, Some(&header)).0, 200);
+    assert_eq!(http(&endpoint, "GET", &selected, Some(&header)).0, 400);
     assert_eq!(sandbox.az.invocations(), 1);
 
     let bad = [
@@ -304,4 +305,211 @@ fn another_user_is_refused_even_with_the_right_header() {
             >= 1
     );
     assert_eq!(sandbox.az.invocations(), 0);
+}
+
+/// `managed_identity_user_assigned.py SCOPE [KIND VALUE]`: (exit success, JSON).
+fn user_assigned(sandbox: &Sandbox, identity: &Identity, args: &[&str]) -> (bool, Value) {
+    let out = sandbox.python("managed_identity_user_assigned.py", args, &vars(identity));
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), json)
+}
+
+fn target_naming(selector: &str, value: &str) -> String {
+    format!(
+        "{}&{}",
+        token_target("https://management.azure.com/"),
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair(selector, value)
+            .finish()
+    )
+}
+
+#[test]
+fn a_user_assigned_identity_the_chain_does_not_serve_gets_400_not_a_token() {
+    // The daemon's chain is the sandbox's developer chain: it has no
+    // user-assigned identity at all.
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = identity(&sandbox);
+    let someone = "33333333-3333-4333-8333-333333333333";
+    let resource_id = "/subscriptions/s/resourcegroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/other";
+    for (kind, value) in [
+        ("client_id", someone),
+        ("object_id", someone),
+        ("resource_id", resource_id),
+    ] {
+        let (ok, json) = user_assigned(&sandbox, &identity, &[ARM, kind, value]);
+        assert!(!ok, "{kind}: {json}");
+        assert!(json.get("token").is_none(), "{kind}: {json}");
+        // Unavailable, with the endpoint's reason: DefaultAzureCredential moves on.
+        assert_eq!(
+            json["error"], "CredentialUnavailableError",
+            "{kind}: {json}"
+        );
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap()
+                .contains("no managed identity here matches"),
+            "{kind}: {json}"
+        );
+    }
+    for (selector, value) in [
+        ("client_id", someone),
+        ("object_id", someone),
+        ("mi_res_id", resource_id),
+    ] {
+        let (status, body) = http(
+            &identity.endpoint,
+            "GET",
+            &target_naming(selector, value),
+            Some(&identity.header),
+        );
+        assert_eq!(status, 400, "{selector}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["statusCode"], 400, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{selector}={value}")),
+            "{message}"
+        );
+        assert!(body.get("access_token").is_none(), "{body}");
+    }
+    // No credential was asked for a token on behalf of those identities.
+    assert_eq!(sandbox.az.invocations(), 0);
+    // The daemon's own identity is still served to a request naming none.
+    let (ok, json) = user_assigned(&sandbox, &identity, &[ARM]);
+    assert!(ok, "{json}");
+    assert_eq!(sandbox.az.invocations(), 1);
+}
+
+#[test]
+fn a_client_id_the_chain_is_configured_with_is_served_as_that_identity() {
+    const CLIENT: &str = "22222222-2222-4222-8222-222222222222";
+    const TENANT: &str = "11111111-1111-4111-8111-111111111111";
+    let mut sandbox = Sandbox::new();
+    let entra = azbroker_e2e::EntraDouble::start(&sandbox.pki);
+    entra.register_client(CLIENT, "right-secret");
+    sandbox.set("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential");
+    sandbox.set("AZURE_AUTHORITY_HOST", entra.authority());
+    sandbox.set("AZURE_TENANT_ID", TENANT);
+    sandbox.set("AZURE_CLIENT_ID", CLIENT);
+    sandbox.set("AZURE_CLIENT_SECRET", "right-secret");
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = identity(&sandbox);
+
+    // Any case of the GUID names the same identity.
+    let (ok, json) = user_assigned(
+        &sandbox,
+        &identity,
+        &[ARM, "client_id", &CLIENT.to_ascii_uppercase()],
+    );
+    assert!(ok, "{json}");
+    let claims = jwt::decode_claims(json["token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["tid"], TENANT, "{claims}");
+    // The same token as the daemon's chain gives a request naming no one.
+    let (ok, plain) = user_assigned(&sandbox, &identity, &[ARM]);
+    assert!(ok, "{plain}");
+    assert_eq!(plain["token"], json["token"]);
+    // Another client id is still not served.
+    let (ok, json) = user_assigned(
+        &sandbox,
+        &identity,
+        &[ARM, "client_id", "33333333-3333-4333-8333-333333333333"],
+    );
+    assert!(!ok, "{json}");
+    assert_eq!(entra.token_requests(), 1);
+}
+
+#[test]
+fn resources_are_normalized_like_azbroker_token() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = identity(&sandbox);
+    // Python sends the scope's resource part verbatim: here a permission.
+    let (ok, json) = user_assigned(
+        &sandbox,
+        &identity,
+        &["https://graph.microsoft.com/User.Read"],
+    );
+    assert!(ok, "{json}");
+    let token = json["token"].as_str().unwrap();
+    let claims = jwt::decode_claims(token).unwrap();
+    assert_eq!(claims["aud"], "https://graph.microsoft.com", "{claims}");
+    // The very cache entry of the resource's /.default scope: one `az` run.
+    assert_eq!(
+        token,
+        sandbox.raw_token("https://graph.microsoft.com/.default")
+    );
+    assert_eq!(sandbox.az.invocations(), 1);
+}
+
+#[test]
+fn the_endpoint_never_opens_a_browser() {
+    // The daemon's chain is InteractiveBrowser alone, with a browser that
+    // would sign in at once if it were opened.
+    let (mut sandbox, _entra) = crate::login_support::login_sandbox();
+    let browser = crate::login_support::TestBrowser::install(&mut sandbox);
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = identity(&sandbox);
+    let (ok, json) = user_assigned(&sandbox, &identity, &[ARM]);
+    assert!(!ok, "{json}");
+    assert_eq!(browser.invocations(), 0, "the endpoint opened a browser");
+    // A client that may ask the user signs in (the browser was there), and
+    // the endpoint is then served from that login.
+    let token = sandbox.raw_token(ARM);
+    assert_eq!(browser.invocations(), 1);
+    let (ok, json) = user_assigned(&sandbox, &identity, &[ARM]);
+    assert!(ok, "{json}");
+    assert_eq!(json["token"], token.as_str());
+    assert_eq!(browser.invocations(), 1);
+}
+
+/// `node tests/mcp/managed_identity.mjs SCOPE [CLIENT_ID]` (Node's
+/// @azure/identity, from tests/mcp/node_modules): (exit success, JSON).
+fn node_managed_identity(sandbox: &Sandbox, identity: &Identity, args: &[&str]) -> (bool, Value) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mcp/managed_identity.mjs");
+    let out = sandbox
+        .command_for("node")
+        .arg(script)
+        .args(args)
+        .envs(vars(identity))
+        .output()
+        .expect("run node (Node.js must be on PATH, with tests/mcp/install run)");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), json)
+}
+
+#[test]
+fn node_managed_identity_credential_gets_the_token_and_a_400_for_another_identity() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon_with(&["--managed-identity-endpoint"]);
+    let identity = identity(&sandbox);
+    let (ok, json) = node_managed_identity(
+        &sandbox,
+        &identity,
+        &[ARM, "33333333-3333-4333-8333-333333333333"],
+    );
+    assert!(!ok, "{json}");
+    assert!(json.get("token").is_none(), "{json}");
+    // Node reads the 400 as "no such identity here": its chains move on.
+    assert_eq!(json["error"], "CredentialUnavailableError", "{json}");
+    assert!(json["message"].as_str().unwrap().contains("400"), "{json}");
+    assert_eq!(sandbox.az.invocations(), 0);
+    let (ok, json) = node_managed_identity(&sandbox, &identity, &[ARM]);
+    assert!(ok, "{json}");
+    assert_eq!(json["token"].as_str().unwrap(), sandbox.raw_token(ARM));
+    assert_eq!(sandbox.az.invocations(), 1);
 }

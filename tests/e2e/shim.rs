@@ -16,6 +16,7 @@ use azbroker_proto::shim::DAEMON_CHILD_ENV;
 use serde_json::Value;
 
 use crate::harness::{bin, Sandbox};
+use crate::login_support::{TestBrowser, DEVELOPER_CLIENT_ID};
 
 const ARM: &str = "https://management.azure.com/.default";
 /// The Azure MCP Server's exact command line.
@@ -229,6 +230,92 @@ fn subscriptions_come_from_the_cli_profile() {
         String::from_utf8_lossy(&out.stderr),
         "ERROR: Subscription 'nope' not found. Check the spelling and casing and try again.\n"
     );
+}
+
+#[test]
+fn the_shim_never_opens_a_browser_and_fails_like_the_cli() {
+    // The plain default chain (InteractiveBrowser last), no usable `az`, and
+    // a browser that would sign in at once if it were opened.
+    let (mut sandbox, shim) = sandbox_with_shim();
+    sandbox.unset("AZURE_TOKEN_CREDENTIALS");
+    let entra = azbroker_e2e::EntraDouble::start(&sandbox.pki);
+    entra.register_public_client(DEVELOPER_CLIENT_ID);
+    sandbox.set("AZURE_AUTHORITY_HOST", entra.authority());
+    let browser = TestBrowser::install(&mut sandbox);
+    sandbox.az.set_mode(Mode::NotLoggedIn);
+    sandbox.start_daemon();
+
+    let started = std::time::Instant::now();
+    let out = az(&sandbox, &shim, &MCP_ARGS);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("ERROR: Please run 'az login' to setup account.\n"),
+        "{stderr}"
+    );
+    // Python's AzureCliCredential reads that as "unavailable": the SDK's
+    // chain moves on instead of waiting for a sign-in.
+    let out = sandbox.python("cli_credential.py", &[ARM], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"], "CredentialUnavailableError", "{json}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(browser.invocations(), 0, "the shim opened a browser");
+
+    // The same daemon does sign in for a client that may ask the user (so
+    // the browser above was there to be opened), and the shim is then
+    // served from that login without another browser.
+    let token = sandbox.raw_token(ARM);
+    assert_eq!(browser.invocations(), 1);
+    let json = stdout_json(&az(&sandbox, &shim, &MCP_ARGS));
+    assert_eq!(json["accessToken"], token.as_str());
+    assert_eq!(browser.invocations(), 1);
+}
+
+#[test]
+fn without_a_known_subscription_the_field_is_left_out_like_the_cli() {
+    // No CLI profile and no AZURE_SUBSCRIPTION_ID: nothing names a
+    // subscription, so the output has none (never the tenant dressed up as one).
+    let (mut sandbox, shim) = sandbox_with_shim();
+    sandbox.start_daemon();
+    let json = stdout_json(&az(&sandbox, &shim, &MCP_ARGS));
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "accessToken",
+            "expiresOn",
+            "expires_on",
+            "tenant",
+            "tokenType"
+        ]
+    );
+    assert_eq!(json["tenant"], DEFAULT_TENANT);
+
+    // A tenant-level account (`az login --allow-no-subscriptions`) is an
+    // entry whose id is the tenant's: the CLI prints it, and so does the shim.
+    let azure_dir = sandbox.dir.path().join(".azure");
+    std::fs::create_dir_all(&azure_dir).unwrap();
+    std::fs::write(
+        azure_dir.join("azureProfile.json"),
+        format!(
+            "{{\"subscriptions\": [{{\"id\": \"{DEFAULT_TENANT}\", \"name\": \"N/A(tenant level account)\", \
+             \"isDefault\": true, \"tenantId\": \"{DEFAULT_TENANT}\"}}]}}"
+        ),
+    )
+    .unwrap();
+    let json = stdout_json(&az(&sandbox, &shim, &MCP_ARGS));
+    assert_eq!(json["subscription"], DEFAULT_TENANT);
 }
 
 #[test]
@@ -505,4 +592,119 @@ fn an_unmarked_copy_after_the_shim_is_not_taken_for_the_real_az() {
     assert_eq!(out.status.code(), Some(127));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("is another copy of the shim"), "{stderr}");
+}
+
+/// A shim run in the background by a `sh` that waits for it (its caller),
+/// started while the test holds the autostart lock: it is past its start and
+/// waiting at the lock when this returns.
+struct ShimAtTheLock {
+    parent: std::process::Child,
+    shim: i32,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+fn lock_autostart(sandbox: &Sandbox) -> nix::fcntl::Flock<std::fs::File> {
+    let dir = sandbox.socket.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let path = azbroker_proto::paths::sibling(&sandbox.socket, "autostart.lock");
+    let file = azbroker_client::trust::open_lock_file(&path).unwrap();
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
+fn shim_at_the_lock(sandbox: &Sandbox, shim: &Path) -> ShimAtTheLock {
+    let (stdout, stderr) = (
+        sandbox.dir.path().join("shim.out"),
+        sandbox.dir.path().join("shim.err"),
+    );
+    let mut parent = sandbox
+        .command_for("/bin/sh")
+        .arg("-c")
+        .arg(r#""$1" account get-access-token --output json >"$2" 2>"$3" & echo $!; wait $!"#)
+        .arg("sh")
+        .arg(shim.join("az"))
+        .arg(&stdout)
+        .arg(&stderr)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start sh");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pid: i32 = line.trim().parse().expect("the shim's pid");
+    let lock = azbroker_proto::paths::sibling(&sandbox.socket, "autostart.lock");
+    crate::harness::wait_until(
+        Duration::from_secs(10),
+        "the shim to wait at the autostart lock",
+        || {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).ok().as_deref() == Some(&*lock))
+        },
+    );
+    ShimAtTheLock {
+        parent,
+        shim: pid,
+        stdout,
+        stderr,
+    }
+}
+
+/// Whether a process has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[test]
+fn a_shim_whose_caller_is_waiting_starts_the_daemon() {
+    // The control for the test below: the same shim at the same lock, with
+    // its caller still there, does start a daemon and answers.
+    let (mut sandbox, shim) = sandbox_with_shim();
+    sandbox.set("AZBROKER_DAEMON", bin("azbrokerd"));
+    let lock = lock_autostart(&sandbox);
+    let mut waiting = shim_at_the_lock(&sandbox, &shim);
+    drop(lock);
+    assert!(waiting.parent.wait().unwrap().success());
+    let stderr = std::fs::read_to_string(&waiting.stderr).unwrap();
+    let json: Value = serde_json::from_slice(&std::fs::read(&waiting.stdout).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert!(json["accessToken"].is_string(), "{json}");
+    assert_eq!(sandbox.daemon_pids().len(), 1);
+}
+
+#[test]
+fn a_shim_whose_caller_gave_up_never_starts_a_daemon() {
+    let (mut sandbox, shim) = sandbox_with_shim();
+    sandbox.set("AZBROKER_DAEMON", bin("azbrokerd"));
+    let lock = lock_autostart(&sandbox);
+    let mut waiting = shim_at_the_lock(&sandbox, &shim);
+    // The caller gives up and exits; the shim lives on, handed to another parent.
+    waiting.parent.kill().unwrap();
+    waiting.parent.wait().unwrap();
+    assert!(!ended(waiting.shim));
+    drop(lock);
+    crate::harness::wait_until(Duration::from_secs(20), "the shim to end", || {
+        ended(waiting.shim)
+    });
+    let stderr = std::fs::read_to_string(&waiting.stderr).unwrap();
+    assert!(stderr.contains("not starting azbrokerd"), "{stderr}");
+    assert!(
+        std::fs::read(&waiting.stdout).unwrap().is_empty(),
+        "{stderr}"
+    );
+    assert_eq!(sandbox.daemon_pids(), Vec::<i32>::new(), "{stderr}");
+    assert!(std::os::unix::net::UnixStream::connect(&sandbox.socket).is_err());
 }

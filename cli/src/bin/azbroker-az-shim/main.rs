@@ -12,6 +12,7 @@
 //! the daemon itself, and the real `az` it hands commands to is never a shim.
 
 mod args;
+mod caller;
 mod output;
 
 use std::ffi::OsString;
@@ -20,17 +21,19 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
 use azbroker_client::azure_cli_profile as profile;
-use azbroker_client::{blocking, ClientError, ClientOptions};
+use azbroker_client::{blocking, connect, ClientError, ClientOptions};
 use azbroker_proto::resource::{self, is_guid};
 use azbroker_proto::{cloud, shim, ErrorKind, GetToken, TokenReply};
 
 use args::{Parsed, TokenArgs};
+use caller::Caller;
 
 /// Set by a shim to its own pid when it execs the real `az`: the same pid
 /// arriving in a shim again means the "real" `az` was another, unmarked shim.
 const EXEC_MARKER_ENV: &str = "AZBROKER_SHIM_EXEC";
 
 fn main() -> ExitCode {
+    let caller = Caller::now();
     if std::env::var_os(shim::DAEMON_CHILD_ENV).is_some() {
         return error(
             &format!(
@@ -45,17 +48,21 @@ fn main() -> ExitCode {
     }
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match args::parse(&args) {
-        Parsed::Token(token_args) => token(token_args),
+        Parsed::Token(token_args) => token(token_args, &caller),
         Parsed::Usage(message, code) => error(&message, code),
         Parsed::PassThrough(what) => pass_through(&args, &what),
     }
 }
 
-fn token(args: TokenArgs) -> ExitCode {
-    let options = match ClientOptions::from_env("azbroker-az-shim") {
+fn token(args: TokenArgs, caller: &Caller) -> ExitCode {
+    let mut options = match ClientOptions::from_env("azbroker-az-shim") {
         Ok(options) => options,
         Err(e) => return error(&format!("azbroker: {e}"), 1),
     };
+    // `az account get-access-token` never opens a browser: the broker serves
+    // the shim from logins that exist, or it fails fast and the caller's
+    // chain moves on.
+    options.chain.interactive = false;
     let scopes = if !args.scopes.is_empty() {
         args.scopes.clone()
     } else {
@@ -99,7 +106,7 @@ fn token(args: TokenArgs) -> ExitCode {
         claims: None,
         min_validity_secs: 0,
     };
-    let token = match blocking::get_token(&options, request) {
+    let token = match get_token(options, request, caller) {
         Ok(token) => token,
         Err(e) => return broker_error(&e),
     };
@@ -119,11 +126,37 @@ fn token(args: TokenArgs) -> ExitCode {
     }
 }
 
+/// The broker's token. A daemon is started only while the caller still waits
+/// for the answer: the exchange itself never starts one (its retry after a
+/// broken connection would, long after the caller gave up), and the start
+/// asks the caller last, after the autostart lock.
+fn get_token(
+    mut options: ClientOptions,
+    request: GetToken,
+    caller: &Caller,
+) -> Result<TokenReply, ClientError> {
+    let may_start = std::mem::replace(&mut options.autostart, false);
+    match blocking::get_token(&options, request.clone()) {
+        Err(e @ ClientError::Connect(_)) if may_start => {
+            if !matches!(connect::connect_blocking(&options.socket), Ok(None)) {
+                return Err(e);
+            }
+            connect::start_locked_unless(
+                &options.socket,
+                options.start_with_managed_identity,
+                &|| caller.gave_up(),
+            )?;
+            blocking::get_token(&options, request)
+        }
+        other => other,
+    }
+}
+
 /// The output's `subscription` and `tenant`, as the CLI would fill them.
 /// Tenant: `--tenant`, else the token's own `tid`, else the profile's default
 /// account. Subscription (never with `--tenant`): `--subscription`, else
-/// `AZURE_SUBSCRIPTION_ID`, else the profile's default, else the tenant (what
-/// the CLI shows for an account without subscriptions).
+/// `AZURE_SUBSCRIPTION_ID`, else the profile's default, else none: the field
+/// is left out, as the CLI leaves it out when it has no subscription to name.
 fn labels(
     args: &TokenArgs,
     token: &TokenReply,
@@ -143,8 +176,7 @@ fn labels(
                 .ok()
                 .filter(|s| !s.trim().is_empty())
         })
-        .or_else(|| profile::default(&load_profile()).map(|s| s.id.clone()))
-        .or_else(|| tenant.clone());
+        .or_else(|| profile::default(&load_profile()).map(|s| s.id.clone()));
     (subscription, tenant)
 }
 
