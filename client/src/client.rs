@@ -11,8 +11,8 @@ use azbroker_proto::handshake::{self, FirstRead, POLICY};
 use azbroker_proto::io::{read_message, write_message_with, ReadError};
 use azbroker_proto::{
     ChainSpec, ClientFrameRef, CredentialKind, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken,
-    Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, Reply, Request, StatusPage,
-    StatusQuery, StatusReport, TokenReply, Welcome,
+    Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, RegisterExec, Reply, Request,
+    StatusPage, StatusQuery, StatusReport, TokenReply, Welcome,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncBufReadExt;
@@ -145,6 +145,16 @@ impl Client {
     pub async fn status_page(&self, query: StatusQuery) -> Result<StatusPage, ClientError> {
         match self.call(Request::StatusPage(query)).await? {
             Reply::StatusPage(page) => Ok(*page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Registers this process as `azbroker exec --name NAME` with its scope
+    /// rules: the daemon then asks it, and every process it starts, for
+    /// tokens under that NAME.
+    pub async fn register_exec(&self, exec: RegisterExec) -> Result<(), ClientError> {
+        match self.call(Request::RegisterExec(exec)).await? {
+            Reply::ExecRegistered => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

@@ -39,6 +39,7 @@ use crate::cache::{CacheKey, CachedToken, Target, TokenCache};
 use crate::clock;
 use crate::identity::CredentialId;
 use crate::login::Accounts;
+use crate::policy::Policy;
 use crate::refresh::{DEFAULT_MIN_VALIDITY_SECS, MAX_MIN_VALIDITY_SECS, STALE_MIN_VALIDITY_SECS};
 use crate::scopes;
 use crate::session::Session;
@@ -50,6 +51,8 @@ const ACQUIRE_BACKSTOP: Duration = Duration::from_secs(15 * 60);
 
 pub struct Broker {
     pub cache: TokenCache,
+    /// Who may have which scopes (exec grants, the policy file).
+    pub policy: Arc<Policy>,
     pub stats: Arc<Stats>,
     /// The proxy and trust settings of the shared HTTP client (for diagnostics).
     pub network: Arc<NetworkSettings>,
@@ -101,6 +104,8 @@ impl Broker {
     ) -> Broker {
         Broker {
             cache: deps.cache.clone(),
+            // No policy file unless the daemon sets one (tests use none).
+            policy: Arc::new(Policy::new(None)),
             stats: deps.stats.clone(),
             network: deps.http.network.clone(),
             registry,
@@ -133,6 +138,8 @@ impl Broker {
             min_validity_secs,
         } = request;
         let scopes = scopes::normalize_owned(scopes).map_err(invalid)?;
+        // Before the cache is read: a denial never tells whether a token was cached.
+        self.policy.check(&session.requester, &scopes)?;
         if let Some(tenant) = &tenant {
             scopes::validate_tenant(tenant).map_err(invalid)?;
         }
@@ -446,17 +453,20 @@ mod tests {
 
     /// A session whose chain is `credentials` at `authority`.
     fn session(authority: &str, credentials: Vec<CredentialSpec>) -> Session {
-        Session::open(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_name: "broker test".into(),
-            pid: 1,
-            chain: ChainSpec {
-                authority_host: authority.into(),
-                credentials,
-                selected_by: "a test".into(),
-                interactive: true,
+        Session::open(
+            Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client_name: "broker test".into(),
+                pid: 1,
+                chain: ChainSpec {
+                    authority_host: authority.into(),
+                    credentials,
+                    selected_by: "a test".into(),
+                    interactive: true,
+                },
             },
-        })
+            Default::default(),
+        )
         .unwrap()
     }
 

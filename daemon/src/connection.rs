@@ -78,16 +78,16 @@ pub async fn serve(broker: Arc<Broker>, stream: Stream, slot: Slot) {
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match check_peer(&stream) {
-        Some(refusal) => {
+        Err(refusal) => {
             Stats::bump(&stats.connections_refused);
             tracing::warn!(reason = %refusal.message, "connection refused");
             refuse(stream, refusal).await;
         }
-        None => {
+        Ok(peer_pid) => {
             let (read, write) = split(stream);
             let writer = FrameWriter::new(write, slot.activity().clone());
             let mut reader = BufReader::with_capacity(16 * 1024, read);
-            if let Some(session) = handshake(&mut reader, &writer).await {
+            if let Some(session) = handshake(&broker, peer_pid, &mut reader, &writer).await {
                 tracing::debug!(client = %crate::log_escape::Escaped(&session.client), pid = session.pid, "client connected");
                 requests(
                     &broker,
@@ -128,13 +128,14 @@ fn split(stream: Stream) -> (OwnedReadHalf, OwnedWriteHalf) {
     tokio::net::UnixStream::from(stream).into_split()
 }
 
-/// Refuses any peer that is not this daemon's own user, whatever the socket's mode.
-fn check_peer(stream: &Stream) -> Option<WireError> {
+/// Refuses any peer that is not this daemon's own user, whatever the socket's
+/// mode; returns the peer's pid (where the platform says).
+fn check_peer(stream: &Stream) -> Result<Option<u32>, WireError> {
     let me = nix::unistd::geteuid().as_raw();
-    let refuse = |why: String| Some(WireError::new(ErrorKind::Refused, why));
+    let refuse = |why: String| Err(WireError::new(ErrorKind::Refused, why));
     match stream.peer_creds() {
         Ok(creds) => match creds.euid() {
-            Some(uid) if uid == me => None,
+            Some(uid) if uid == me => Ok(creds.pid().and_then(|pid| u32::try_from(pid).ok())),
             Some(uid) => refuse(format!(
                 "azbrokerd serves only its own user (uid {me}); connections from uid {uid} are refused"
             )),
@@ -144,7 +145,13 @@ fn check_peer(stream: &Stream) -> Option<WireError> {
     }
 }
 
-async fn handshake(reader: &mut Reader, writer: &Writer) -> Option<Session> {
+/// Reads the Hello and opens the session of the peer process `peer_pid`.
+async fn handshake(
+    broker: &Broker,
+    peer_pid: Option<u32>,
+    reader: &mut Reader,
+    writer: &Writer,
+) -> Option<Session> {
     let mut buf = Vec::new();
     match tokio::time::timeout(HELLO_TIMEOUT, read_body(reader, &mut buf)).await {
         Ok(Ok(())) => {}
@@ -186,7 +193,9 @@ async fn handshake(reader: &mut Reader, writer: &Writer) -> Option<Session> {
         .await;
         return None;
     }
-    match Session::open(hello) {
+    // Who is asking comes from the socket, never from the Hello.
+    let requester = broker.policy.requester(peer_pid);
+    match Session::open(hello, requester) {
         Ok(session) => {
             let welcome = Welcome {
                 protocol_version: PROTOCOL_VERSION,
@@ -306,6 +315,18 @@ async fn requests(
                 let page = broker.status(&query);
                 send_reply(writer, id, Reply::StatusPage(Box::new(page))).await;
             }
+            Request::RegisterExec(exec) => match broker.policy.register_exec(
+                session.requester.pid,
+                &exec.name,
+                &exec.allow_scopes,
+                &exec.deny_scopes,
+            ) {
+                Ok(()) => {
+                    tracing::info!(name = %crate::log_escape::Escaped(&exec.name), pid = ?session.requester.pid, "exec registered");
+                    send_reply(writer, id, Reply::ExecRegistered).await
+                }
+                Err(e) => error_reply(broker, writer, id, e).await,
+            },
             Request::Invalidate(invalidate) => match broker
                 .invalidate(&invalidate.scopes, &invalidate.credentials)
                 .await

@@ -47,6 +47,7 @@ pub mod login;
 pub mod memory;
 pub mod mi_endpoint;
 pub mod paths;
+pub mod policy;
 pub mod refresh;
 pub mod scopes;
 pub mod server;

@@ -129,12 +129,16 @@ impl BoundEndpoint {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<tokio::task::JoinHandle<()>, String> {
         let open = |chain: ChainSpec| {
-            Session::open(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client_name: "managed-identity-endpoint".into(),
-                pid: std::process::id(),
-                chain,
-            })
+            Session::open(
+                Hello {
+                    protocol_version: PROTOCOL_VERSION,
+                    client_name: "managed-identity-endpoint".into(),
+                    pid: std::process::id(),
+                    chain,
+                },
+                // TCP peers carry no process: the rule for processes under no exec applies.
+                crate::policy::Requester::default(),
+            )
             .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))
         };
         let by_client_id = user_assigned_chains(&self.chain)
@@ -372,6 +376,7 @@ async fn handle(state: &EndpointState, request: Request<Incoming>) -> Response<F
             Stats::bump(&state.broker.stats.errors);
             let status = match e.kind {
                 ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+                ErrorKind::Refused => StatusCode::FORBIDDEN,
                 ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };

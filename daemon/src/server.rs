@@ -35,6 +35,7 @@ use crate::http::HttpClient;
 use crate::login::store::Store;
 use crate::login::Accounts;
 use crate::paths;
+use crate::policy::Policy;
 use crate::stats::Stats;
 use crate::tool_logins::{self, ToolLogins};
 
@@ -217,14 +218,17 @@ pub async fn start_broker(
     .await
     .map_err(|e| format!("cannot start the supervisor: {e}"))?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let broker = Arc::new(Broker::new(
+    let mut broker = Broker::new(
         &deps,
         registry,
         supervisor.clone(),
         socket.display().to_string(),
         shutdown_tx,
-    ));
+    );
+    broker.policy = Arc::new(Policy::new(crate::policy::file::default_path()));
+    let broker = Arc::new(broker);
     tokio::spawn(drop_changed_logins(broker.clone(), login_changes));
+    tokio::spawn(broker.policy.clone().keep_current());
     Ok(Daemon {
         broker,
         shutdown,

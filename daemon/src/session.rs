@@ -10,6 +10,7 @@ use std::sync::Arc;
 use azbroker_proto::{ChainSpec, CredentialSpec, ErrorKind, Hello, WireError};
 
 use crate::identity::chain_fingerprint;
+use crate::policy::Requester;
 use crate::scopes;
 
 /// Longest chain a client may send.
@@ -19,13 +20,17 @@ const MAX_CHAIN_LEN: usize = 16;
 pub struct Session {
     pub chain: Arc<ChainSpec>,
     pub chain_fingerprint: u128,
+    /// The Hello's client name: recorded, never trusted for policy.
     pub client: String,
+    /// The pid the Hello claims (the peer credentials' is in `requester`).
     pub pid: u32,
+    /// Who is behind the connection, as the daemon established it.
+    pub requester: Requester,
 }
 
 impl Session {
-    /// Checks a Hello's chain and opens the session it describes.
-    pub fn open(hello: Hello) -> Result<Session, WireError> {
+    /// Checks a Hello's chain and opens the session it describes for `requester`.
+    pub fn open(hello: Hello, requester: Requester) -> Result<Session, WireError> {
         let chain = hello.chain;
         if chain.credentials.len() > MAX_CHAIN_LEN {
             return Err(WireError::new(
@@ -56,6 +61,7 @@ impl Session {
             chain: Arc::new(chain),
             client: hello.client_name,
             pid: hello.pid,
+            requester,
         })
     }
 }

@@ -52,6 +52,20 @@ pub enum Request {
     /// One page of the status; answered by [`Reply::StatusPage`]. [`Request::Status`]
     /// answers with the first page only (what fits in a frame).
     StatusPage(StatusQuery),
+    /// Registers the calling process (by its peer credentials) as an
+    /// `azbroker exec --name NAME` with the scope rules of its flags; it and
+    /// every process it starts are then asked for under that NAME. Answered
+    /// by [`Reply::ExecRegistered`].
+    RegisterExec(RegisterExec),
+}
+
+/// What `azbroker exec` registers before it becomes COMMAND.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterExec {
+    pub name: String,
+    /// Scope patterns (`https://storage.azure.com/*` or exact scopes); empty: any.
+    pub allow_scopes: Vec<String>,
+    pub deny_scopes: Vec<String>,
 }
 
 /// What the daemon answers. Append-only.
@@ -83,6 +97,8 @@ pub enum Reply {
     Diagnosis(Box<Diagnosis>),
     /// Answers [`Request::StatusPage`].
     StatusPage(Box<StatusPage>),
+    /// The exec is registered.
+    ExecRegistered,
 }
 
 impl Reply {
@@ -101,6 +117,7 @@ impl Reply {
             Reply::ManagedIdentity(_) => "ManagedIdentity",
             Reply::Diagnosis(_) => "Diagnosis",
             Reply::StatusPage(_) => "StatusPage",
+            Reply::ExecRegistered => "ExecRegistered",
         }
     }
 }

@@ -32,6 +32,11 @@ fn sample_requests() -> Vec<Request> {
             scopes: vec![],
             credentials: vec![],
         }),
+        Request::RegisterExec(RegisterExec {
+            name: "storage-agent".into(),
+            allow_scopes: vec!["https://storage.azure.com/*".into()],
+            deny_scopes: vec![],
+        }),
         Request::Shutdown,
         Request::Login(Login {
             method: LoginMethod::DeviceCode,
@@ -94,6 +99,7 @@ fn sample_replies() -> Vec<Reply> {
             counters: Counters::default(),
         })),
         Reply::Invalidated { removed: 3 },
+        Reply::ExecRegistered,
         Reply::ManagedIdentity(None),
         Reply::ManagedIdentity(Some(ManagedIdentityEndpoint {
             endpoint: "http://127.0.0.1:41741/msi/token".into(),

@@ -126,7 +126,9 @@ fn with_managed_identity_an_sdk_in_the_command_gets_the_brokers_token() {
 
 #[test]
 fn mcp_config_wraps_a_server_in_azbroker_exec_with_absolute_paths() {
-    let sandbox = Sandbox::new();
+    let mut sandbox = Sandbox::new();
+    // The wrapped server registers its NAME with the daemon before it starts.
+    sandbox.start_daemon();
     let out = sandbox
         .command("azbroker")
         .args(["mcp-config", "--client", "claude", "--name", "azure", "--"])
@@ -158,7 +160,19 @@ fn mcp_config_wraps_a_server_in_azbroker_exec_with_absolute_paths() {
         .map(|dir| dir.join("sh"))
         .find(|path| path.is_file())
         .unwrap();
-    assert_eq!(args, ["exec", "--", sh.to_str().unwrap(), "-c", "exec cat"]);
+    // The configuration's name is the exec NAME.
+    assert_eq!(
+        args,
+        [
+            "exec",
+            "--name",
+            "azure",
+            "--",
+            sh.to_str().unwrap(),
+            "-c",
+            "exec cat"
+        ]
+    );
     assert_eq!(
         server["env"]["PATH"].as_str().unwrap(),
         sandbox.path_with_az().to_str().unwrap()

@@ -21,6 +21,7 @@ mod logout_and_persistence;
 mod managed_identity;
 mod mcp;
 mod network;
+mod policy;
 mod refresh;
 mod robustness;
 mod secret_store;

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use azbroker_cli::advice;
 use azbroker_client::{blocking, Client, ClientError, ClientOptions};
-use azbroker_proto::{CredentialKind, GetToken, Login, LoginMethod, Logout};
+use azbroker_proto::{CredentialKind, GetToken, Login, LoginMethod, Logout, RegisterExec};
 use clap::{Parser, Subcommand};
 
 /// Entra ID tokens for every tool of this user session, from one shared broker.
@@ -100,9 +100,15 @@ enum Command {
         /// The client whose configuration format to print.
         #[arg(long, value_enum, default_value = "generic")]
         client: mcp_config::McpClient,
-        /// The server's name in the configuration (needed with a COMMAND).
+        /// The server's name in the configuration and its exec NAME (needed with a COMMAND).
         #[arg(long, requires = "command")]
         name: Option<String>,
+        /// Passed to `azbroker exec --allow-scope` (repeatable).
+        #[arg(long, value_name = "PATTERN", requires = "command")]
+        allow_scope: Vec<String>,
+        /// Passed to `azbroker exec --deny-scope` (repeatable).
+        #[arg(long, value_name = "PATTERN", requires = "command")]
+        deny_scope: Vec<String>,
         /// Wrap COMMAND (implied by giving one; accepted for clarity).
         #[arg(long, requires = "command")]
         wrap: bool,
@@ -118,6 +124,18 @@ enum Command {
     /// IDENTITY_HEADER of the running daemon. COMMAND replaces this process:
     /// its stdio, signals and exit status are its own.
     Exec {
+        /// The name COMMAND and everything it starts ask for tokens under (audit,
+        /// policy). Registered with the daemon before COMMAND starts.
+        #[arg(long)]
+        name: Option<String>,
+        /// Only scopes matching this pattern, e.g. https://storage.azure.com/* or an
+        /// exact scope (repeatable; needs --name).
+        #[arg(long, value_name = "PATTERN", requires = "name")]
+        allow_scope: Vec<String>,
+        /// Never scopes matching this pattern, e.g. https://vault.azure.net/*
+        /// (repeatable; needs --name).
+        #[arg(long, value_name = "PATTERN", requires = "name")]
+        deny_scope: Vec<String>,
         /// Also set IDENTITY_ENDPOINT and IDENTITY_HEADER (starts a daemon serving them).
         #[arg(long)]
         managed_identity: bool,
@@ -237,14 +255,35 @@ fn main() -> ExitCode {
         Command::McpConfig {
             client,
             name,
+            allow_scope,
+            deny_scope,
             managed_identity,
             command,
             ..
-        } => mcp_config(client, name, managed_identity, &command),
+        } => mcp_config(
+            client,
+            name,
+            mcp_config::Limits {
+                allow: allow_scope,
+                deny: deny_scope,
+                managed_identity,
+            },
+            &command,
+        ),
         Command::Exec {
+            name,
+            allow_scope,
+            deny_scope,
             managed_identity,
             command,
-        } => exec_command(&command, managed_identity),
+        } => {
+            let register = name.map(|name| RegisterExec {
+                name,
+                allow_scopes: allow_scope,
+                deny_scopes: deny_scope,
+            });
+            exec_command(&command, register, managed_identity)
+        }
         // Diagnose reads the environment itself: a broken one is what it reports on.
         Command::Diagnose { args } => diagnose(args),
         Command::Shim { command } => shim_command(&command),
@@ -296,11 +335,11 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
 fn mcp_config(
     client: mcp_config::McpClient,
     name: Option<String>,
-    managed_identity: bool,
+    limits: mcp_config::Limits,
     command: &[OsString],
 ) -> ExitCode {
     let snippet = match name {
-        Some(name) => match mcp_config::wrapped_snippet(client, &name, command, managed_identity) {
+        Some(name) => match mcp_config::wrapped_snippet(client, &name, command, &limits) {
             Ok(snippet) => snippet,
             Err(e) => return fail(&e, 2),
         },
@@ -537,11 +576,38 @@ fn env_command(plain: bool) -> ExitCode {
 }
 
 /// `azbroker exec`: wires the doors in, then becomes COMMAND.
-fn exec_command(command: &[OsString], managed_identity: bool) -> ExitCode {
+fn exec_command(
+    command: &[OsString],
+    register: Option<RegisterExec>,
+    managed_identity: bool,
+) -> ExitCode {
     let shim_dir = match exec::shim_dir() {
         Ok(dir) => dir,
         Err(e) => return fail(&format!("cannot install the az shim: {e}"), 1),
     };
+    if let Some(register) = register {
+        // Before COMMAND runs, under this very pid (exec keeps it): a NAME
+        // that could not be registered would run unlimited, so it does not run.
+        let name = register.name.clone();
+        let registered = with_runtime(async move {
+            let client = match daemon_client(true) {
+                Ok(client) => client,
+                Err(code) => return code,
+            };
+            match client.register_exec(register).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "azbroker exec: cannot register --name {name}; not running the command"
+                    );
+                    client_error(&e)
+                }
+            }
+        });
+        if registered != ExitCode::SUCCESS {
+            return registered;
+        }
+    }
     let managed_identity = if managed_identity {
         match managed_identity_endpoint() {
             Ok(pair) => Some(pair),

@@ -48,11 +48,19 @@ pub fn snippet(client: McpClient) -> Value {
 /// every program by absolute path. The server also gets this shell's `PATH`:
 /// an MCP client's is often minimal, and interpreters (`npx` needs `node`)
 /// and tools must be found as they are here.
+/// What a wrapped server's `azbroker exec` line carries besides its NAME.
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub managed_identity: bool,
+}
+
 pub fn wrapped_snippet(
     client: McpClient,
     name: &str,
     command: &[OsString],
-    managed_identity: bool,
+    limits: &Limits,
 ) -> Result<Value, String> {
     if name.trim().is_empty() {
         return Err("--name must not be empty".into());
@@ -64,8 +72,15 @@ pub fn wrapped_snippet(
     let azbroker = std::env::current_exe()
         .and_then(std::fs::canonicalize)
         .map_err(|e| format!("cannot find this program's location: {e}"))?;
-    let mut args = vec![json!("exec")];
-    if managed_identity {
+    // The configuration's name is the exec NAME: audit and policy say it.
+    let mut args = vec![json!("exec"), json!("--name"), json!(name)];
+    for pattern in &limits.allow {
+        args.extend([json!("--allow-scope"), json!(pattern)]);
+    }
+    for pattern in &limits.deny {
+        args.extend([json!("--deny-scope"), json!(pattern)]);
+    }
+    if limits.managed_identity {
         args.push(json!("--managed-identity"));
     }
     args.push(json!("--"));
@@ -185,7 +200,11 @@ mod tests {
             McpClient::Vscode,
             "azure",
             &["/bin/sh".into(), "-c".into(), "exit 0".into()],
-            true,
+            &Limits {
+                allow: vec!["https://storage.azure.com/*".into()],
+                deny: vec!["https://vault.azure.net/*".into()],
+                managed_identity: true,
+            },
         )
         .unwrap();
         let server = &value["servers"]["azure"];
@@ -195,6 +214,12 @@ mod tests {
             server["args"],
             json!([
                 "exec",
+                "--name",
+                "azure",
+                "--allow-scope",
+                "https://storage.azure.com/*",
+                "--deny-scope",
+                "https://vault.azure.net/*",
                 "--managed-identity",
                 "--",
                 "/bin/sh",
@@ -202,10 +227,12 @@ mod tests {
                 "exit 0"
             ])
         );
+        let none = Limits::default();
         let claude =
-            wrapped_snippet(McpClient::Claude, "azure", &["/bin/sh".into()], false).unwrap();
+            wrapped_snippet(McpClient::Claude, "azure", &["/bin/sh".into()], &none).unwrap();
         assert!(claude["mcpServers"]["azure"].get("type").is_none());
-        assert!(wrapped_snippet(McpClient::Generic, " ", &["/bin/sh".into()], false).is_err());
-        assert!(wrapped_snippet(McpClient::Generic, "x", &[], false).is_err());
+        assert_eq!(claude["mcpServers"]["azure"]["args"][2], "azure");
+        assert!(wrapped_snippet(McpClient::Generic, " ", &["/bin/sh".into()], &none).is_err());
+        assert!(wrapped_snippet(McpClient::Generic, "x", &[], &none).is_err());
     }
 }
