@@ -12,9 +12,10 @@
 //!
 //! A server's `Retry-After` holds every acquisition of the credential, client
 //! requests included: they are answered with the remaining wait instead of
-//! going upstream. Short of that, a client's failed acquisition is remembered
-//! for a few seconds ([`failure_ttl`]), so a storm of clients asking the same
-//! of a failing credential costs one upstream attempt per window. A request the
+//! going upstream. Short of that, a client's failed acquisition of a tool
+//! (`az`, `azd`, `pwsh`) or a login is remembered for a few seconds
+//! ([`failure_ttl`]), so a storm of clients asking the same of a failing
+//! credential costs one upstream attempt per window. A request the
 //! credential cannot serve by construction (two scopes for `az`) is answered
 //! "unavailable" without going upstream or counting against the credential. A refresh replaces only the very token it started from, so
 //! an `Invalidate` (or a logout) while it runs is not undone.
@@ -121,22 +122,32 @@ pub fn negative_ttl(kind: CredentialKind) -> Option<Duration> {
 /// How long a client's failed acquisition (an error or a timeout, not
 /// "unavailable") is remembered: the clients asking the same within it get
 /// the same error instead of another upstream attempt. Background refreshes
-/// keep their own retry backoff and are not held by it. Interactive kinds
-/// get a shorter window: the clients that waited on the failed login are
-/// answered together by its account actor anyway, so the window only catches
-/// those right behind it (an SDK's immediate retry, the rest of a burst of
-/// tool calls), and a person reading the error and retrying deliberately
-/// takes longer than that.
-pub fn failure_ttl(kind: CredentialKind) -> Duration {
+/// keep their own retry backoff and are not held by it, and a failure that
+/// came with `Retry-After` is held by that instead (the service said when).
+///
+/// - Developer tools: every attempt is a process (half a second to seconds),
+///   so a storm against a broken `az` would be a storm of `az` runs.
+/// - Interactive kinds: shorter. The clients that waited on the failed login
+///   are answered together by its account actor anyway, so the window only
+///   catches those right behind it (an SDK's immediate retry, the rest of a
+///   burst of tool calls); a person reading the error and retrying
+///   deliberately takes longer than that.
+/// - Kinds that ask an HTTP service: not remembered. An attempt is one
+///   request answered in milliseconds, a transient error (an IMDS 500, a
+///   token file being rotated) is best retried at once, and the service
+///   throttles with `Retry-After`, which holds every client.
+pub fn failure_ttl(kind: CredentialKind) -> Option<Duration> {
     match kind {
-        CredentialKind::InteractiveBrowser | CredentialKind::DeviceCode => Duration::from_secs(3),
-        CredentialKind::Environment
-        | CredentialKind::WorkloadIdentity
-        | CredentialKind::ManagedIdentity
-        | CredentialKind::AzureCli
+        CredentialKind::AzureCli
         | CredentialKind::AzurePowerShell
         | CredentialKind::AzureDeveloperCli
-        | CredentialKind::VisualStudio => Duration::from_secs(5),
+        | CredentialKind::VisualStudio => Some(Duration::from_secs(5)),
+        CredentialKind::InteractiveBrowser | CredentialKind::DeviceCode => {
+            Some(Duration::from_secs(3))
+        }
+        CredentialKind::Environment
+        | CredentialKind::WorkloadIdentity
+        | CredentialKind::ManagedIdentity => None,
     }
 }
 
@@ -342,8 +353,9 @@ impl Actor for CredentialActor {
                     let _ = reply.send(Err(SourceError::Unavailable(reason)));
                     return Ok(());
                 }
-                let ttl = failure_ttl(state.id.kind);
-                if let Some((left, error)) = state.health.recently_failed(&request, ttl) {
+                let remembered = failure_ttl(state.id.kind)
+                    .and_then(|ttl| state.health.recently_failed(&request, ttl));
+                if let Some((left, error)) = remembered {
                     tracing::debug!(credential = %state.id, reason = %crate::log_escape::Escaped(error.message()), "still failing (remembered)");
                     let _ = reply.send(Err(remembered_failure(left, error)));
                     return Ok(());
@@ -756,7 +768,7 @@ mod tests {
 
         // The window over, the credential is tried again.
         source.then(Ok(scripted::token("after", 3600, None)));
-        tokio::time::advance(failure_ttl(CredentialKind::AzureCli)).await;
+        tokio::time::advance(failure_ttl(CredentialKind::AzureCli).unwrap()).await;
         let entry = acquire(&actor, None).await.unwrap();
         assert_eq!(entry.access_token.expose(), "after");
         assert_eq!(source.calls(), 3);

@@ -121,6 +121,14 @@ impl Health {
             (Ok(_), _) => drop(inner.failures.remove(request)),
             // "Unavailable" is remembered for the whole credential instead.
             (Err(SourceError::Unavailable(_)), Origin::Client) => inner.failures.clear(),
+            // The backoff below holds the clients for as long as the service said.
+            (
+                Err(SourceError::Failed {
+                    retry_after: Some(_),
+                    ..
+                }),
+                Origin::Client,
+            ) => drop(inner.failures.remove(request)),
             (Err(e), Origin::Client) => remember_failure(&mut inner.failures, request, e, now),
             // A refresh retries on its own schedule, and a silent refresh may
             // fail where the client's acquisition (which may ask the user) would not.
@@ -438,6 +446,9 @@ mod tests {
         );
         let (left, reason) = health.backoff_at(start + Duration::from_secs(5)).unwrap();
         assert_eq!(left, Duration::from_secs(15));
+        // The service's wait, not the failure memory, holds the clients.
+        let ttl = Duration::from_secs(60);
+        assert_eq!(health.recently_failed_at(&arm(), ttl, start), None);
         assert_eq!(reason, "AADSTS50196 (HTTP 429)");
         assert!(health.backoff_at(start + Duration::from_secs(20)).is_none());
         // A failure without Retry-After, or a success, ends it.
