@@ -82,7 +82,12 @@ async fn storm(ctx: &Ctx) -> Result<FailingStorm, String> {
     }
     let clients = std::sync::Arc::new(clients);
     let mut bursts = Vec::with_capacity(BURSTS);
-    for _ in 0..BURSTS {
+    for n in 0..BURSTS {
+        if n > 0 {
+            // The last failure was remembered before the burst ended: a
+            // whole window after its end, it is forgotten.
+            tokio::time::sleep(window + Duration::from_millis(200)).await;
+        }
         let az_before = ctx.sandbox.az.invocations();
         let started = Instant::now();
         let remembered = burst(&clients).await?;
@@ -93,8 +98,6 @@ async fn storm(ctx: &Ctx) -> Result<FailingStorm, String> {
             remembered,
             seconds: elapsed.as_secs_f64(),
         });
-        // The failure was remembered after the first run ended: wait that out.
-        tokio::time::sleep(window.saturating_sub(elapsed) + CREDENTIAL_DELAY * 2).await;
     }
     Ok(FailingStorm {
         callers: CALLERS,
