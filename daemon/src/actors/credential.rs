@@ -17,8 +17,10 @@
 //! ([`failure_ttl`]), so a storm of clients asking the same of a failing
 //! credential costs one upstream attempt per window. A request the
 //! credential cannot serve by construction (two scopes for `az`) is answered
-//! "unavailable" without going upstream or counting against the credential. A refresh replaces only the very token it started from, so
-//! an `Invalidate` (or a logout) while it runs is not undone.
+//! "unavailable" without going upstream or counting against the credential.
+//!
+//! A refresh replaces only the very token it started from, so an
+//! `Invalidate` (or a logout) while it runs is not undone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
