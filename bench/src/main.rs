@@ -8,8 +8,9 @@
 //! figure means.
 //!
 //! Exit status: 0, or 1 when a hard invariant breaks (more than one upstream
-//! acquisition in the cold storm, a request that waited in the refresh run),
-//! or 2 when the benchmark could not run. Timings never fail a run.
+//! acquisition in the cold storm, more than one `az` run per failure window
+//! in the storm against a failing credential, a request that waited in the
+//! refresh run), or 2 when the benchmark could not run. Timings never fail a run.
 
 mod bare;
 mod binaries;
@@ -136,6 +137,8 @@ fn run(args: &Args) -> Result<Results, String> {
     let many = runtime.block_on(scenarios::many_clients::run(&ctx))?;
     step("4. cold storm");
     let storm = runtime.block_on(scenarios::storm::run(&ctx))?;
+    step("9. storm against a failing credential");
+    let failing_storm = runtime.block_on(scenarios::failing_storm::run(&ctx))?;
     step("6. memory");
     let memory = runtime.block_on(scenarios::memory::run(&ctx))?;
     step("8. many identities, then idle");
@@ -151,6 +154,7 @@ fn run(args: &Args) -> Result<Results, String> {
         cli,
         many,
         storm,
+        failing_storm,
         refresh,
         memory,
         identities,

@@ -7,6 +7,7 @@ use crate::measure::Latency;
 use crate::scenarios::cached::Cached;
 use crate::scenarios::cli::Cli;
 use crate::scenarios::concurrency::Level;
+use crate::scenarios::failing_storm::FailingStorm;
 use crate::scenarios::identities::Identities;
 use crate::scenarios::many_clients::ManyClients;
 use crate::scenarios::memory::Memory;
@@ -30,6 +31,7 @@ pub struct Results {
     pub cli: Cli,
     pub many: ManyClients,
     pub storm: Storm,
+    pub failing_storm: FailingStorm,
     pub refresh: Refresh,
     pub memory: Memory,
     pub identities: Identities,
@@ -111,6 +113,13 @@ impl Results {
             Target {
                 name: "upstream acquisitions in the cold storm",
                 value: self.storm.acquisitions.max(self.storm.az_runs as u64) as f64,
+                limit: 1.0,
+                bound: Bound::Exactly,
+                hard: true,
+            },
+            Target {
+                name: "az runs per failure window, storm against a failing credential",
+                value: self.failing_storm.runs_per_window(),
                 limit: 1.0,
                 bound: Bound::Exactly,
                 hard: true,
@@ -259,6 +268,33 @@ impl Results {
             format!("{:.0} / {:.0}", st.slowest_ms, st.median_ms),
             format!("{:.0}", st.lone_acquisition_ms),
             format!("{:.2}x", ratio(st.slowest_ms, st.lone_acquisition_ms)),
+        ]);
+        let fs = &self.failing_storm;
+        row(&[
+            format!(
+                "9. storm against a failing credential, {} callers × {} requests, {} ms credential: az runs per {} s window",
+                fs.callers,
+                fs.rounds,
+                crate::scenarios::failing_storm::CREDENTIAL_DELAY.as_millis(),
+                fs.window.as_secs()
+            ),
+            format!(
+                "{} ({})",
+                trim_float(fs.runs_per_window()),
+                fs.bursts
+                    .iter()
+                    .map(|b| format!(
+                        "az ran {}× for {} requests in {:.1} s, {} remembered",
+                        b.az_runs,
+                        thousands(fs.requests_per_burst() as f64),
+                        b.seconds,
+                        thousands(b.remembered as f64)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            s("1"),
+            s(""),
         ]);
         let r = &self.refresh;
         row(&[
@@ -417,6 +453,19 @@ impl Results {
                 "lone_acquisition_ms": self.storm.lone_acquisition_ms,
                 "slowest_ms": self.storm.slowest_ms,
                 "median_ms": self.storm.median_ms,
+            },
+            "failing_storm": {
+                "callers": self.failing_storm.callers,
+                "rounds": self.failing_storm.rounds,
+                "credential_delay_ms": crate::scenarios::failing_storm::CREDENTIAL_DELAY.as_millis() as u64,
+                "window_ms": self.failing_storm.window.as_millis() as u64,
+                "runs_per_window": self.failing_storm.runs_per_window(),
+                "bursts": self.failing_storm.bursts.iter().map(|b| json!({
+                    "az_runs": b.az_runs,
+                    "windows": b.windows,
+                    "remembered": b.remembered,
+                    "seconds": b.seconds,
+                })).collect::<Vec<_>>(),
             },
             "refresh": {
                 "token_lifetime_secs": self.refresh.token_lifetime_secs,

@@ -67,6 +67,15 @@ impl SourceError {
 pub trait TokenSource: Send + Sync + 'static {
     async fn acquire(&self, request: &SourceRequest) -> Result<Token, SourceError>;
 
+    /// Why this source cannot serve `request` by construction (a tool that
+    /// takes one scope per token, say), if it cannot. Checked before acquiring:
+    /// such a request is answered "unavailable" without an attempt and without
+    /// counting against the credential's health, since the request is at
+    /// fault, not the credential.
+    fn unsupported(&self, _request: &SourceRequest) -> Option<String> {
+        None
+    }
+
     /// A background refresh: like [`acquire`](Self::acquire), but never asks the
     /// user anything (no browser). Sources that never do are unaffected.
     async fn acquire_silently(&self, request: &SourceRequest) -> Result<Token, SourceError> {

@@ -10,6 +10,7 @@ mod credentials;
 mod device_code;
 mod diagnose;
 mod exec;
+mod failure_cache;
 mod fuzz;
 mod hardening;
 mod install;

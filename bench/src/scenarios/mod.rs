@@ -4,6 +4,7 @@
 pub mod cached;
 pub mod cli;
 pub mod concurrency;
+pub mod failing_storm;
 pub mod identities;
 pub mod many_clients;
 pub mod memory;

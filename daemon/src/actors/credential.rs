@@ -12,8 +12,15 @@
 //!
 //! A server's `Retry-After` holds every acquisition of the credential, client
 //! requests included: they are answered with the remaining wait instead of
-//! going upstream. A refresh replaces only the very token it started from, so
-//! an `Invalidate` (or a logout) while it runs is not undone.
+//! going upstream. Short of that, a client's failed acquisition of a tool
+//! (`az`, `azd`, `pwsh`) or a login is remembered for a few seconds
+//! ([`failure_ttl`]), so a storm of clients asking the same of a failing
+//! credential costs one upstream attempt per window. A request the
+//! credential cannot serve by construction (two scopes for `az`) is answered
+//! "unavailable" without going upstream or counting against the credential.
+//!
+//! A refresh replaces only the very token it started from, so an
+//! `Invalidate` (or a logout) while it runs is not undone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -27,7 +34,7 @@ use rand::Rng;
 use tracing::Instrument;
 
 use super::activity::{Activity, Busy};
-use super::health::Health;
+use super::health::{Health, Origin};
 use super::ActorDeps;
 use crate::cache::{CacheKey, CachedToken};
 use crate::clock;
@@ -114,10 +121,61 @@ pub fn negative_ttl(kind: CredentialKind) -> Option<Duration> {
     }
 }
 
+/// How long a client's failed acquisition (an error or a timeout, not
+/// "unavailable") is remembered: the clients asking the same within it get
+/// the same error instead of another upstream attempt. Background refreshes
+/// keep their own retry backoff and are not held by it, and a failure that
+/// came with `Retry-After` is held by that instead (the service said when).
+///
+/// - Developer tools: every attempt is a process (half a second to seconds),
+///   so a storm against a broken `az` would be a storm of `az` runs.
+/// - Interactive kinds: shorter. The clients that waited on the failed login
+///   are answered together by its account actor anyway, so the window only
+///   catches those right behind it (an SDK's immediate retry, the rest of a
+///   burst of tool calls); a person reading the error and retrying
+///   deliberately takes longer than that.
+/// - Kinds that ask an HTTP service: not remembered. An attempt is one
+///   request answered in milliseconds, a transient error (an IMDS 500, a
+///   token file being rotated) is best retried at once, and the service
+///   throttles with `Retry-After`, which holds every client.
+pub fn failure_ttl(kind: CredentialKind) -> Option<Duration> {
+    match kind {
+        CredentialKind::AzureCli
+        | CredentialKind::AzurePowerShell
+        | CredentialKind::AzureDeveloperCli
+        | CredentialKind::VisualStudio => Some(Duration::from_secs(5)),
+        CredentialKind::InteractiveBrowser | CredentialKind::DeviceCode => {
+            Some(Duration::from_secs(3))
+        }
+        CredentialKind::Environment
+        | CredentialKind::WorkloadIdentity
+        | CredentialKind::ManagedIdentity => None,
+    }
+}
+
+/// The answer from a remembered failure: the same error, saying so and how
+/// long until the credential is tried again (in whole seconds, rounded up).
+fn remembered_failure(left: Duration, error: SourceError) -> SourceError {
+    let secs = whole_secs(left);
+    let note = |reason: &str| {
+        format!("{reason} (the same request failed moments ago: not retried for another {secs} s)")
+    };
+    match error {
+        SourceError::Failed { message, .. } => SourceError::failed(note(&message)),
+        SourceError::Timeout(message) => SourceError::Timeout(note(&message)),
+        SourceError::Unavailable(message) => SourceError::Unavailable(message),
+    }
+}
+
+/// `wait` in whole seconds, rounded up.
+fn whole_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
 /// The answer while the service's `Retry-After` lasts: its remaining wait,
 /// in whole seconds (rounded up), and the failure that set it.
 fn backing_off(wait: Duration, reason: &str) -> SourceError {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = whole_secs(wait);
     SourceError::Failed {
         message: format!(
             "{reason}; the identity service asked to wait: not retried for another {secs} s"
@@ -205,7 +263,12 @@ impl CredentialActorState {
             } else {
                 source.acquire(&request).await
             };
-            health.record(&result);
+            let origin = if background {
+                Origin::Refresh
+            } else {
+                Origin::Client
+            };
+            health.record(&request, &result, origin);
             match &result {
                 Ok(token) => {
                     Stats::bump(&stats.upstream_acquisitions);
@@ -282,6 +345,12 @@ impl Actor for CredentialActor {
                 reply,
             } => {
                 state.activity.touch();
+                if let Some(reason) = state.source.unsupported(&request) {
+                    // The request is at fault, not the credential: its health stays as it is.
+                    tracing::debug!(credential = %state.id, reason = %crate::log_escape::Escaped(&reason), "request not supported");
+                    let _ = reply.send(Err(SourceError::Unavailable(reason)));
+                    return Ok(());
+                }
                 if let Some((wait, reason)) = state.health.backoff() {
                     tracing::debug!(credential = %state.id, wait_secs = wait.as_secs(), "backing off (Retry-After)");
                     let _ = reply.send(Err(backing_off(wait, &reason)));
@@ -292,6 +361,13 @@ impl Actor for CredentialActor {
                 if let Some(reason) = remembered {
                     tracing::debug!(credential = %state.id, reason = %crate::log_escape::Escaped(&reason), "still unavailable (remembered)");
                     let _ = reply.send(Err(SourceError::Unavailable(reason)));
+                    return Ok(());
+                }
+                let remembered = failure_ttl(state.id.kind)
+                    .and_then(|ttl| state.health.recently_failed(&request, ttl));
+                if let Some((left, error)) = remembered {
+                    tracing::debug!(credential = %state.id, reason = %crate::log_escape::Escaped(error.message()), "still failing (remembered)");
+                    let _ = reply.send(Err(remembered_failure(left, error)));
                     return Ok(());
                 }
                 let acquisition = state.spawn_acquire(request.clone(), false);
@@ -429,19 +505,36 @@ mod tests {
         tempfile::TempDir,
     ) {
         scripted::register(authority, source.clone());
+        let (actor, deps, activity, _, dir) =
+            start_as(CredentialSpec::AzureCli(ToolSpec::default()), authority).await;
+        (actor, deps, activity, dir)
+    }
+
+    /// A credential actor of `spec` with the source `sources::build` gives it
+    /// (the scripted one when the test registered one for `authority`).
+    async fn start_as(
+        spec: CredentialSpec,
+        authority: &str,
+    ) -> (
+        ActorRef<CredentialMsg>,
+        ActorDeps,
+        Arc<Activity>,
+        Arc<Health>,
+        tempfile::TempDir,
+    ) {
         let (deps, dir) = super::super::test_deps();
-        let spec = CredentialSpec::AzureCli(ToolSpec::default());
+        let health = Arc::new(Health::new(spec.kind()));
         let activity = Arc::new(Activity::default());
         let args = CredentialArgs {
             id: CredentialId::of(&spec, authority),
-            health: Arc::new(Health::new(spec.kind())),
+            health: health.clone(),
             spec,
             authority_host: authority.into(),
             deps: deps.clone(),
             activity: activity.clone(),
         };
         let (actor, _) = Actor::spawn(None, CredentialActor, args).await.unwrap();
-        (actor, deps, activity, dir)
+        (actor, deps, activity, health, dir)
     }
 
     fn request() -> SourceRequest {
@@ -467,10 +560,18 @@ mod tests {
         actor: &ActorRef<CredentialMsg>,
         track: Option<CacheKey>,
     ) -> Result<Arc<CachedToken>, SourceError> {
+        acquire_for(actor, request(), track).await
+    }
+
+    async fn acquire_for(
+        actor: &ActorRef<CredentialMsg>,
+        request: SourceRequest,
+        track: Option<CacheKey>,
+    ) -> Result<Arc<CachedToken>, SourceError> {
         let call = actor
             .call(
                 |reply| CredentialMsg::Acquire {
-                    request: request(),
+                    request,
                     track,
                     reply,
                 },
@@ -631,6 +732,225 @@ mod tests {
         assert!(deps.cache.peek(&key()).await.is_none());
         assert!(deps.cache.entries().is_empty());
         assert_eq!(deps.stats.refreshes.load(SeqCst), 1);
+        actor.stop(None);
+    }
+
+    // Failure memory, on paused time too (`Health` reads tokio's clock).
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_is_remembered_for_a_few_seconds_then_retried() {
+        let source = ScriptedSource::new();
+        let release = source.then_held(Err(SourceError::failed("ERROR: AADSTS50076: MFA")));
+        let (actor, _deps, _activity, _dir) =
+            start("https://credential-failure-memory.test", &source).await;
+
+        // The attempt is in flight, then fails...
+        let first = tokio::spawn({
+            let actor = actor.clone();
+            async move { acquire(&actor, None).await }
+        });
+        wait_for("the attempt to start", async || source.calls() == 1).await;
+        release.add_permits(1);
+        let failed = first.await.unwrap().unwrap_err();
+        assert_eq!(failed.message(), "ERROR: AADSTS50076: MFA");
+
+        // ...and the clients behind it get its failure instead of another attempt.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let callers: Vec<_> = (0..20)
+            .map(|_| {
+                let actor = actor.clone();
+                tokio::spawn(async move { acquire(&actor, None).await })
+            })
+            .collect();
+        for caller in callers {
+            let remembered = caller.await.unwrap().unwrap_err();
+            assert!(matches!(remembered, SourceError::Failed { .. }));
+            assert_eq!(
+                remembered.message(),
+                "ERROR: AADSTS50076: MFA (the same request failed moments ago: not retried for another 4 s)"
+            );
+        }
+        assert_eq!(source.calls(), 1, "one upstream attempt per window");
+
+        // Another request of the same credential is not held by it.
+        let vault = SourceRequest {
+            scopes: vec!["https://vault.azure.net/.default".into()],
+            ..request()
+        };
+        let other = acquire_for(&actor, vault, None).await.unwrap_err();
+        assert_eq!(other.message(), "the script has no answer left");
+        assert_eq!(source.calls(), 2);
+
+        // The window over, the credential is tried again.
+        source.then(Ok(scripted::token("after", 3600, None)));
+        tokio::time::advance(failure_ttl(CredentialKind::AzureCli).unwrap()).await;
+        let entry = acquire(&actor, None).await.unwrap();
+        assert_eq!(entry.access_token.expose(), "after");
+        assert_eq!(source.calls(), 3);
+        actor.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_timeout_is_still_a_timeout() {
+        let source = ScriptedSource::new();
+        source.then(Err(SourceError::Timeout(
+            "az account get-access-token did not answer within 13 s".into(),
+        )));
+        let (actor, _deps, _activity, _dir) =
+            start("https://credential-timeout-memory.test", &source).await;
+        acquire(&actor, None).await.unwrap_err();
+        let remembered = acquire(&actor, None).await.unwrap_err();
+        assert!(
+            matches!(&remembered, SourceError::Timeout(m) if m.starts_with("az account get-access-token did not answer within 13 s (the same request failed moments ago")),
+            "{remembered:?}"
+        );
+        assert_eq!(source.calls(), 1);
+        actor.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_still_holds_clients_past_the_failure_window() {
+        let source = ScriptedSource::new();
+        source.then(Err(SourceError::Failed {
+            message: "AADSTS50196 (HTTP 429)".into(),
+            retry_after: Some(Duration::from_secs(20)),
+        }));
+        source.then(Ok(scripted::token("later", 3600, None)));
+        let (actor, _deps, _activity, _dir) =
+            start("https://credential-retry-after-memory.test", &source).await;
+        acquire(&actor, None).await.unwrap_err();
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let held = acquire(&actor, None).await.unwrap_err();
+        assert_eq!(
+            held.message(),
+            "AADSTS50196 (HTTP 429); the identity service asked to wait: not retried for another 10 s"
+        );
+        assert_eq!(source.calls(), 1);
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            acquire(&actor, None).await.unwrap().access_token.expose(),
+            "later"
+        );
+        assert_eq!(source.calls(), 2);
+        actor.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_browser_login_is_remembered_more_briefly() {
+        let authority = "https://credential-interactive-memory.test";
+        let source = ScriptedSource::new();
+        source.then(Err(SourceError::failed("the browser login was cancelled")));
+        source.then(Err(SourceError::failed(
+            "the browser login was cancelled again",
+        )));
+        scripted::register(authority, source.clone());
+        let spec = CredentialSpec::InteractiveBrowser {
+            client_id: None,
+            tenant_id: None,
+            timeout_secs: 300,
+            use_broker: false,
+        };
+        let (actor, _deps, _activity, _health, _dir) = start_as(spec, authority).await;
+        acquire(&actor, None).await.unwrap_err();
+
+        // The clients right behind the failed login do not prompt again...
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let remembered = acquire(&actor, None).await.unwrap_err();
+        assert!(
+            remembered.message().starts_with(
+                "the browser login was cancelled (the same request failed moments ago"
+            ),
+            "{remembered:?}"
+        );
+        assert_eq!(source.calls(), 1);
+        // ...but a person who retries is not kept waiting as long as for a tool.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let again = acquire(&actor, None).await.unwrap_err();
+        assert_eq!(again.message(), "the browser login was cancelled again");
+        assert_eq!(source.calls(), 2);
+        assert!(
+            failure_ttl(CredentialKind::InteractiveBrowser) < failure_ttl(CredentialKind::AzureCli)
+        );
+        actor.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_neither_holds_clients_nor_loses_its_backoff() {
+        let source = ScriptedSource::new();
+        source.then(Ok(scripted::token("first", 3600, None)));
+        let (actor, deps, _activity, _dir) =
+            start("https://credential-refresh-memory.test", &source).await;
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        deps.cache.insert(key(), first.clone()).await;
+        deps.cache.get_fresh(&key(), 300).await.unwrap();
+        settle().await;
+
+        source.then(Err(SourceError::failed("az failed in the background")));
+        tokio::time::advance(REFRESH_POINT).await;
+        wait_for("the refresh to fail", async || {
+            deps.stats.refresh_failures.load(SeqCst) == 1
+        })
+        .await;
+        assert_eq!(source.calls(), 2);
+
+        // A client's miss right after still goes upstream.
+        source.then(Ok(scripted::token("client", 3600, None)));
+        let entry = acquire(&actor, None).await.unwrap();
+        assert_eq!(entry.access_token.expose(), "client");
+        assert_eq!(source.calls(), 3);
+
+        // The refresh retries on its own backoff (30 s at least), not before.
+        source.then(Ok(scripted::token("second", 3600, None)));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        settle().await;
+        assert_eq!(source.calls(), 3);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        wait_for("the retried refresh", async || {
+            deps.cache
+                .peek(&key())
+                .await
+                .is_some_and(|t| t.access_token.expose() == "second")
+        })
+        .await;
+        assert_eq!(source.silent_calls(), 2);
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_two_scope_request_for_az_is_unsupported_not_a_failure() {
+        // No scripted source: the real Azure CLI source, which refuses two
+        // scopes before running anything.
+        let (actor, _deps, _activity, health, _dir) = start_as(
+            CredentialSpec::AzureCli(ToolSpec::default()),
+            "https://credential-two-scopes.test",
+        )
+        .await;
+        let two_scopes = SourceRequest {
+            scopes: vec![
+                "https://management.azure.com/.default".into(),
+                "https://vault.azure.net/.default".into(),
+            ],
+            ..request()
+        };
+        for _ in 0..2 {
+            let refused = acquire_for(&actor, two_scopes.clone(), None)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&refused, SourceError::Unavailable(m) if m.contains("exactly one scope")),
+                "{refused:?}"
+            );
+        }
+        let id = CredentialId::of(
+            &CredentialSpec::AzureCli(ToolSpec::default()),
+            "https://credential-two-scopes.test",
+        );
+        let status = health.status(&id);
+        assert_eq!(status.state, azbroker_proto::CredentialState::Idle);
+        assert_eq!(status.last_error, None);
+        assert_eq!(health.recently_unavailable(Duration::from_secs(60)), None);
         actor.stop(None);
     }
 }

@@ -16,6 +16,10 @@ use azbroker_proto::resource;
 /// The Azure MCP Server's limit for `az` (`docs/spec/authentication.md`, "Each credential").
 pub const TIMEOUT: Duration = Duration::from_secs(13);
 
+/// Why a request for several scopes is not for `az` (see [`TokenSource::unsupported`]).
+const ONE_SCOPE: &str =
+    "AzureCliCredential takes exactly one scope per token; ask for each scope separately";
+
 pub struct AzureCliSource {
     timeout: Duration,
     /// Runs `az` as the requester that defined this credential would.
@@ -36,11 +40,13 @@ impl AzureCliSource {
 
 #[async_trait::async_trait]
 impl TokenSource for AzureCliSource {
+    fn unsupported(&self, request: &SourceRequest) -> Option<String> {
+        (request.scopes.len() != 1).then(|| ONE_SCOPE.into())
+    }
+
     async fn acquire(&self, request: &SourceRequest) -> Result<Token, SourceError> {
         let [scope] = request.scopes.as_slice() else {
-            return Err(SourceError::failed(
-                "AzureCliCredential takes exactly one scope per token; ask for each scope separately",
-            ));
+            return Err(SourceError::failed(ONE_SCOPE));
         };
         let scope = resource::to_default_scope(scope);
         if let Some(claims) = &request.claims {
@@ -98,6 +104,21 @@ fn classify(message: &str) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_scopes_are_unsupported_by_construction() {
+        let source = AzureCliSource::new(TIMEOUT);
+        let request = |scopes: &[&str]| SourceRequest {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            tenant: None,
+            claims: None,
+            interactive: true,
+        };
+        let arm = "https://management.azure.com/.default";
+        assert_eq!(source.unsupported(&request(&[arm])), None);
+        let two = source.unsupported(&request(&[arm, "https://vault.azure.net/.default"]));
+        assert!(two.is_some_and(|reason| reason.contains("exactly one scope")));
+    }
 
     #[test]
     fn classifies_cli_errors() {

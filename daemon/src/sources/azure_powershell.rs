@@ -27,6 +27,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest piece of pwsh's stderr kept in an error.
 const MAX_MESSAGE: usize = 600;
 
+/// Why a request for several scopes is not for `pwsh` (see [`TokenSource::unsupported`]).
+const ONE_SCOPE: &str = "AzurePowerShellCredential takes exactly one scope per token (Get-AzAccessToken takes a resource); ask for each scope separately";
+
 pub struct AzurePowerShellSource {
     /// `pwsh` as found on the requester's `PATH`, and how to run it as that
     /// requester would; `None` when it was not there.
@@ -48,11 +51,13 @@ impl AzurePowerShellSource {
 
 #[async_trait::async_trait]
 impl TokenSource for AzurePowerShellSource {
+    fn unsupported(&self, request: &SourceRequest) -> Option<String> {
+        (request.scopes.len() != 1).then(|| ONE_SCOPE.into())
+    }
+
     async fn acquire(&self, request: &SourceRequest) -> Result<Token, SourceError> {
         let [scope] = request.scopes.as_slice() else {
-            return Err(SourceError::failed(
-                "AzurePowerShellCredential takes exactly one scope per token (Get-AzAccessToken takes a resource); ask for each scope separately",
-            ));
+            return Err(SourceError::failed(ONE_SCOPE));
         };
         let resource = resource::scope_to_resource(&resource::to_default_scope(scope)).to_string();
         if let Some(claims) = &request.claims {
