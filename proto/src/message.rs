@@ -4,6 +4,7 @@
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::audit::{AuditPage, AuditQuery};
 use crate::chain::ChainSpec;
 use crate::diagnose::{DiagnoseRequest, Diagnosis};
 use crate::error::WireError;
@@ -52,6 +53,8 @@ pub enum Request {
     /// One page of the status; answered by [`Reply::StatusPage`]. [`Request::Status`]
     /// answers with the first page only (what fits in a frame).
     StatusPage(StatusQuery),
+    /// Recorded token requests; answered by [`Reply::Audit`].
+    Audit(AuditQuery),
 }
 
 /// What the daemon answers. Append-only.
@@ -83,6 +86,8 @@ pub enum Reply {
     Diagnosis(Box<Diagnosis>),
     /// Answers [`Request::StatusPage`].
     StatusPage(Box<StatusPage>),
+    /// Answers [`Request::Audit`].
+    Audit(AuditPage),
 }
 
 impl Reply {
@@ -101,6 +106,7 @@ impl Reply {
             Reply::ManagedIdentity(_) => "ManagedIdentity",
             Reply::Diagnosis(_) => "Diagnosis",
             Reply::StatusPage(_) => "StatusPage",
+            Reply::Audit(_) => "Audit",
         }
     }
 }
@@ -298,6 +304,17 @@ pub struct StatusReport {
     pub credentials: Vec<CredentialStatus>,
     pub cache: Vec<CacheEntryStatus>,
     pub counters: Counters,
+    /// Requests per `azbroker exec` NAME, by name.
+    pub names: Vec<NameCount>,
+}
+
+/// What the requests of one `azbroker exec` NAME came to (see [`crate::audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameCount {
+    pub name: String,
+    pub requests: u64,
+    pub hits: u64,
+    pub denied: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,6 +458,7 @@ mod tests {
                     credentials: vec![],
                     cache: vec![],
                     counters: Counters::default(),
+                    names: vec![],
                 },
                 credentials_total: 0,
                 cache_total: 12_000,
