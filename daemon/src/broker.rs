@@ -35,6 +35,7 @@ use crate::actors::credential::CredentialMsg;
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::ActorDeps;
+use crate::audit::Audit;
 use crate::cache::{CacheKey, CachedToken, Target, TokenCache};
 use crate::clock;
 use crate::identity::CredentialId;
@@ -64,6 +65,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Where the managed-identity endpoint serves, set once when it does.
     mi_endpoint: OnceLock<ManagedIdentityEndpoint>,
+    /// Every token request, who asked and what came of it (`azbroker audit`).
+    pub audit: Arc<Audit>,
 }
 
 /// A validated token request. The key holds its normalized scopes and tenant;
@@ -101,6 +104,7 @@ impl Broker {
         supervisor: ActorRef<SupervisorMsg>,
         socket_path: String,
         shutdown: watch::Sender<bool>,
+        audit: Arc<Audit>,
     ) -> Broker {
         Broker {
             cache: deps.cache.clone(),
@@ -115,6 +119,7 @@ impl Broker {
             socket_path,
             shutdown,
             mi_endpoint: OnceLock::new(),
+            audit,
         }
     }
 
@@ -498,7 +503,8 @@ mod tests {
         .await
         .unwrap();
         let (shutdown, _) = watch::channel(false);
-        let broker = Broker::new(&deps, registry, supervisor, "test".into(), shutdown);
+        let audit = Arc::new(Audit::start(crate::audit::AuditConfig::memory_only()));
+        let broker = Broker::new(&deps, registry, supervisor, "test".into(), shutdown, audit);
         let session = session(
             authority,
             vec![CredentialSpec::AzureCli(Default::default())],

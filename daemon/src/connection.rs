@@ -398,6 +398,10 @@ async fn requests(
                 let endpoint = broker.mi_endpoint();
                 send_reply(writer, id, Reply::ManagedIdentity(endpoint)).await;
             }
+            Request::Audit(query) => {
+                let page = broker.audit.query(&query);
+                send_reply(writer, id, Reply::Audit(page)).await;
+            }
             Request::Hello(_) => {
                 reject(writer, id, "Hello may only be sent once".into()).await;
                 return;

@@ -30,6 +30,7 @@ compile_error!(
 );
 
 pub mod actors;
+pub mod audit;
 pub mod bounded_file;
 pub mod broker;
 pub mod cache;

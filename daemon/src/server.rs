@@ -28,6 +28,7 @@ use crate::actors::activity::ActorLimits;
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::actors::ActorDeps;
+use crate::audit::{Audit, AuditConfig};
 use crate::broker::Broker;
 use crate::cache::TokenCache;
 use crate::connection_table::{Connections, Limits};
@@ -126,7 +127,8 @@ pub async fn start(config: ServerConfig) -> Result<Outcome, String> {
     }
     let store = Store::from_env()?;
     tracing::info!(store = %store.describe(), "refresh tokens of logged-in accounts are kept here");
-    let daemon = start_broker(http, store, config.actor_limits, &socket).await?;
+    let audit = Arc::new(Audit::start(AuditConfig::from_env()));
+    let daemon = start_broker(http, store, config.actor_limits, &socket, audit).await?;
     let broker = daemon.broker.clone();
     signals.spawn_handler(broker.clone());
     let mut mi_header_file = None;
@@ -185,14 +187,15 @@ async fn drop_changed_logins(broker: Arc<Broker>, mut changes: tool_logins::Chan
     }
 }
 
-/// Starts the supervisor and builds the broker over `http` and `store`;
-/// `socket` is what status reports. No lock, signal or socket involved, so a
-/// test can build one in-process.
+/// Starts the supervisor and builds the broker over `http` and `store`,
+/// recording requests in `audit`; `socket` is what status reports. No lock,
+/// signal or socket involved, so a test can build one in-process.
 pub async fn start_broker(
     http: HttpClient,
     store: Store,
     actor_limits: ActorLimits,
     socket: &Path,
+    audit: Arc<Audit>,
 ) -> Result<Daemon, String> {
     let accounts = Accounts::new(http.clone(), store);
     let stats = Arc::new(Stats::default());
@@ -224,6 +227,7 @@ pub async fn start_broker(
         supervisor.clone(),
         socket.display().to_string(),
         shutdown_tx,
+        audit,
     );
     broker.policy = Arc::new(Policy::new(crate::policy::file::default_path()));
     let broker = Arc::new(broker);
@@ -454,7 +458,8 @@ mod tests {
         let listener = passed_listener(&socket);
         let http = HttpClient::from_env(None).unwrap();
         let store = Store::file(dir.path().join("accounts.json"));
-        let daemon = start_broker(http, store, ActorLimits::default(), &socket)
+        let audit = Arc::new(Audit::start(AuditConfig::memory_only()));
+        let daemon = start_broker(http, store, ActorLimits::default(), &socket, audit)
             .await
             .unwrap();
         let server = tokio::spawn(run(

@@ -143,6 +143,7 @@ mod tests {
             credentials: Vec::new(),
             cache: Vec::new(),
             counters: Default::default(),
+            names: Vec::new(),
         }
     }
 

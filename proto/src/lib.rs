@@ -15,6 +15,7 @@
 //! Compatibility rule: enum variants and struct fields are only ever appended;
 //! anything else needs a new [`PROTOCOL_VERSION`].
 
+pub mod audit;
 pub mod buffered;
 pub mod chain;
 pub mod cloud;
@@ -34,6 +35,7 @@ pub mod secret;
 pub mod shim;
 pub mod tool;
 
+pub use audit::{AuditOutcome, AuditPage, AuditQuery, AuditRecord};
 pub use chain::{ChainError, ChainSpec, CredentialKind, CredentialSpec};
 pub use diagnose::{DiagnoseRequest, Diagnosis, Endpoint, NetworkProblem};
 pub use error::{CredentialReason, ErrorKind, WireError};

@@ -4,6 +4,7 @@
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::audit::{AuditPage, AuditQuery};
 use crate::chain::ChainSpec;
 use crate::diagnose::{DiagnoseRequest, Diagnosis};
 use crate::error::WireError;
@@ -57,6 +58,8 @@ pub enum Request {
     /// every process it starts are then asked for under that NAME. Answered
     /// by [`Reply::ExecRegistered`].
     RegisterExec(RegisterExec),
+    /// Recorded token requests; answered by [`Reply::Audit`].
+    Audit(AuditQuery),
 }
 
 /// What `azbroker exec` registers before it becomes COMMAND.
@@ -99,6 +102,8 @@ pub enum Reply {
     StatusPage(Box<StatusPage>),
     /// The exec is registered.
     ExecRegistered,
+    /// Answers [`Request::Audit`].
+    Audit(AuditPage),
 }
 
 impl Reply {
@@ -118,6 +123,7 @@ impl Reply {
             Reply::Diagnosis(_) => "Diagnosis",
             Reply::StatusPage(_) => "StatusPage",
             Reply::ExecRegistered => "ExecRegistered",
+            Reply::Audit(_) => "Audit",
         }
     }
 }
@@ -315,6 +321,17 @@ pub struct StatusReport {
     pub credentials: Vec<CredentialStatus>,
     pub cache: Vec<CacheEntryStatus>,
     pub counters: Counters,
+    /// Requests per `azbroker exec` NAME, by name.
+    pub names: Vec<NameCount>,
+}
+
+/// What the requests of one `azbroker exec` NAME came to (see [`crate::audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameCount {
+    pub name: String,
+    pub requests: u64,
+    pub hits: u64,
+    pub denied: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,6 +475,7 @@ mod tests {
                     credentials: vec![],
                     cache: vec![],
                     counters: Counters::default(),
+                    names: vec![],
                 },
                 credentials_total: 0,
                 cache_total: 12_000,

@@ -183,7 +183,53 @@ fn request() -> impl Strategy<Value = Request> {
                 timeout_ms,
             })
         }),
+        (
+            any::<u64>(),
+            option::of(any::<i64>()),
+            opt_text(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(after_seq, since_ms, name, limit)| Request::Audit(AuditQuery {
+                    after_seq,
+                    since_ms,
+                    name,
+                    limit,
+                })
+            ),
     ]
+}
+
+fn audit_outcome() -> impl Strategy<Value = AuditOutcome> {
+    proptest::sample::select(vec![
+        AuditOutcome::Hit,
+        AuditOutcome::Acquired,
+        AuditOutcome::Refreshed,
+        AuditOutcome::Denied,
+        AuditOutcome::Failed,
+    ])
+}
+
+fn audit_record() -> impl Strategy<Value = AuditRecord> {
+    (
+        (any::<i64>(), opt_text(), text(), any::<u32>(), opt_text()),
+        (texts(), opt_text(), opt_text(), audit_outcome()),
+    )
+        .prop_map(
+            |((time_ms, name, client, pid, exe), (scopes, tenant, credential, outcome))| {
+                AuditRecord {
+                    time_ms,
+                    name,
+                    client,
+                    pid,
+                    exe,
+                    scopes,
+                    tenant,
+                    credential,
+                    outcome,
+                }
+            },
+        )
 }
 
 fn error_kind() -> impl Strategy<Value = ErrorKind> {
@@ -273,6 +319,12 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
         connections_refused: c[8],
         connections_open: c[9],
     });
+    let name_count = (text(), any::<[u64; 3]>()).prop_map(|(name, c)| NameCount {
+        name,
+        requests: c[0],
+        hits: c[1],
+        denied: c[2],
+    });
     (
         (
             any::<u32>(),
@@ -285,6 +337,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
         vec(credential, 0..3),
         vec(entry, 0..3),
         counters,
+        vec(name_count, 0..3),
     )
         .prop_map(
             |(
@@ -292,6 +345,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
                 credentials,
                 cache,
                 counters,
+                names,
             )| StatusReport {
                 daemon_pid,
                 daemon_version,
@@ -302,6 +356,7 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
                 credentials,
                 cache,
                 counters,
+                names,
             },
         )
 }
@@ -459,6 +514,8 @@ fn reply() -> impl Strategy<Value = Reply> {
         }))
         .prop_map(Reply::ManagedIdentity),
         diagnosis().prop_map(|d| Reply::Diagnosis(Box::new(d))),
+        (vec((any::<u64>(), audit_record()), 0..3), any::<u64>())
+            .prop_map(|(records, next_seq)| Reply::Audit(AuditPage { records, next_seq })),
     ]
 }
 

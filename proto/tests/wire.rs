@@ -51,6 +51,12 @@ fn sample_requests() -> Vec<Request> {
             client_id: Some("c".into()),
         }),
         Request::ManagedIdentity,
+        Request::Audit(AuditQuery {
+            after_seq: 7,
+            since_ms: Some(1_700_000_000_000),
+            name: Some("agent".into()),
+            limit: 100,
+        }),
     ]
 }
 
@@ -97,6 +103,12 @@ fn sample_replies() -> Vec<Reply> {
                 identity: "0a1b2c3d4e5f".into(),
             }],
             counters: Counters::default(),
+            names: vec![NameCount {
+                name: "agent".into(),
+                requests: 3,
+                hits: 2,
+                denied: 1,
+            }],
         })),
         Reply::Invalidated { removed: 3 },
         Reply::ExecRegistered,
@@ -118,6 +130,23 @@ fn sample_replies() -> Vec<Reply> {
             accounts: 1,
             tokens_dropped: 2,
         },
+        Reply::Audit(AuditPage {
+            records: vec![(
+                8,
+                AuditRecord {
+                    time_ms: 1_700_000_000_123,
+                    name: Some("agent".into()),
+                    client: "azbroker-az-shim".into(),
+                    pid: 4242,
+                    exe: Some("/usr/bin/python3".into()),
+                    scopes: vec!["https://storage.azure.com/.default".into()],
+                    tenant: None,
+                    credential: Some("AzureCliCredential".into()),
+                    outcome: AuditOutcome::Denied,
+                },
+            )],
+            next_seq: 8,
+        }),
         // Last: display_of_error_lists_each_reason takes it.
         Reply::Error(WireError {
             kind: ErrorKind::CredentialUnavailable,
@@ -156,6 +185,27 @@ fn appended_variants_keep_the_indices_of_older_ones() {
     })
     .unwrap();
     assert_eq!(error[HEADER_LEN + 1], 5);
+    // Audit came after RegisterExec and ExecRegistered.
+    let audit = frame::encode(&ClientFrame {
+        id: 1,
+        request: Request::Audit(AuditQuery {
+            after_seq: 0,
+            since_ms: None,
+            name: None,
+            limit: 0,
+        }),
+    })
+    .unwrap();
+    assert_eq!(audit[HEADER_LEN + 1], 11);
+    let page = frame::encode(&DaemonFrame {
+        id: 1,
+        reply: Reply::Audit(AuditPage {
+            records: vec![],
+            next_seq: 0,
+        }),
+    })
+    .unwrap();
+    assert_eq!(page[HEADER_LEN + 1], 13);
 }
 
 #[test]

@@ -3,7 +3,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use azbroker_proto::{CacheEntryStatus, StatusPage, StatusQuery, StatusReport, PROTOCOL_VERSION};
+use azbroker_proto::{
+    CacheEntryStatus, NameCount, StatusPage, StatusQuery, StatusReport, MAX_FRAME_LEN,
+    PROTOCOL_VERSION,
+};
 
 use super::Broker;
 
@@ -21,6 +24,7 @@ impl Broker {
             credentials: Vec::new(),
             cache: Vec::new(),
             counters: self.stats.snapshot(),
+            names: self.names(),
         };
         let mut cache = self.cache.entries();
         crate::status_page::build(
@@ -46,5 +50,29 @@ impl Broker {
             },
             query,
         )
+    }
+
+    /// Counters per exec NAME, by name: as many as fit in a quarter of a
+    /// frame (every page repeats them; the rest is for the lists).
+    fn names(&self) -> Vec<NameCount> {
+        let mut budget = MAX_FRAME_LEN / 4;
+        self.audit
+            .counts_by_name()
+            .into_iter()
+            .map(|(name, counts)| NameCount {
+                name,
+                requests: counts.requests,
+                hits: counts.hits,
+                denied: counts.denied,
+            })
+            // Length prefix and three varint counters, at most 10 bytes each.
+            .take_while(|count| match budget.checked_sub(count.name.len() + 35) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            })
+            .collect()
     }
 }

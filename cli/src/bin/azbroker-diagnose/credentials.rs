@@ -494,6 +494,7 @@ mod tests {
                 .collect(),
             cache: Vec::new(),
             counters: Default::default(),
+            names: Vec::new(),
         }
     }
 

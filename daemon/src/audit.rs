@@ -1,0 +1,731 @@
+//! The audit trail: every token request, who asked and what came of it.
+//!
+//! [`Audit::record`] is on the hot path (every cache hit calls it), so it only
+//! hands the record to a bounded queue (`try_send`): it never blocks and never
+//! waits for a lock the writer holds long. When the queue is full the record
+//! is dropped and counted (`azbroker status` and the log say so), because a
+//! slow disk must never slow a token request.
+//!
+//! A writer thread of its own (file I/O never blocks a runtime worker) numbers
+//! the records, keeps the last [`RING_CAPACITY`] in memory for
+//! [`Audit::query`] (`azbroker audit`), counts them per exec NAME, and appends
+//! them as JSON lines to `<state dir>/audit.jsonl` (0600, never through a
+//! symlink; at [`MAX_FILE_BYTES`] it becomes `audit.jsonl.1`, replacing the
+//! previous one). A record has no field that could hold a token or a secret.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use azbroker_proto::{
+    AuditOutcome, AuditPage, AuditQuery, AuditRecord, DaemonFrame, Reply, MAX_FRAME_LEN,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::paths;
+
+/// Records kept in memory for `azbroker audit`.
+pub const RING_CAPACITY: usize = 10_000;
+/// The file is rotated before it grows past this.
+pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
+/// Records waiting for the writer; beyond this they are dropped and counted.
+pub const QUEUE_LEN: usize = 8192;
+/// NAMEs counted at most (names come from any process of the user).
+pub const MAX_NAMES: usize = 1024;
+/// File name of the audit file in the state directory.
+pub const FILE_NAME: &str = "audit.jsonl";
+/// After the file could not be opened or written, how long before trying again.
+const RETRY_FILE_AFTER: Duration = Duration::from_secs(30);
+/// Records the writer takes off the queue before it writes them out.
+const BATCH: usize = 512;
+
+/// Where and how much the audit keeps.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The JSON-lines file; `None`: memory only.
+    pub file: Option<PathBuf>,
+    pub ring_capacity: usize,
+    pub max_file_bytes: u64,
+    pub queue_len: usize,
+}
+
+impl AuditConfig {
+    /// `<state dir>/audit.jsonl` (beside `azbrokerd.log`) and the default bounds.
+    pub fn from_env() -> AuditConfig {
+        AuditConfig {
+            file: azbroker_proto::paths::state_dir().map(|dir| dir.join(FILE_NAME)),
+            ..AuditConfig::memory_only()
+        }
+    }
+
+    /// The default bounds, no file.
+    pub fn memory_only() -> AuditConfig {
+        AuditConfig {
+            file: None,
+            ring_capacity: RING_CAPACITY,
+            max_file_bytes: MAX_FILE_BYTES,
+            queue_len: QUEUE_LEN,
+        }
+    }
+}
+
+/// What the requests of one NAME came to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NameCounters {
+    pub requests: u64,
+    pub hits: u64,
+    pub denied: u64,
+}
+
+enum Entry {
+    Record(AuditRecord),
+    /// Answered once every record queued before it is in the ring and the file.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the writer fills and queries read.
+struct Shared {
+    ring: Mutex<Ring>,
+    names: Mutex<HashMap<String, NameCounters>>,
+    dropped: AtomicU64,
+}
+
+struct Ring {
+    records: VecDeque<(u64, AuditRecord)>,
+    capacity: usize,
+    last_seq: u64,
+}
+
+pub struct Audit {
+    queue: mpsc::Sender<Entry>,
+    shared: Arc<Shared>,
+}
+
+impl Audit {
+    /// Starts the writer thread. Without a file (or when it cannot be opened)
+    /// the audit still serves queries and counters from memory.
+    pub fn start(config: AuditConfig) -> Audit {
+        let (queue, entries) = mpsc::channel(config.queue_len.max(1));
+        let shared = Arc::new(Shared {
+            ring: Mutex::new(Ring {
+                records: VecDeque::new(),
+                capacity: config.ring_capacity.max(1),
+                last_seq: 0,
+            }),
+            names: Mutex::new(HashMap::new()),
+            dropped: AtomicU64::new(0),
+        });
+        let file = AuditFile::new(config.file, config.max_file_bytes);
+        let writer = Writer {
+            shared: shared.clone(),
+            file,
+            drops_reported: 0,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("azbroker-audit".into())
+            .spawn(move || writer.run(entries));
+        if let Err(e) = spawned {
+            // The queue's receiver is gone with the closure: records are
+            // dropped (and counted), requests are still served.
+            tracing::error!(error = %e, "cannot start the audit writer; requests are not audited");
+        }
+        Audit { queue, shared }
+    }
+
+    /// Records a token request. Never blocks: when the writer lags, the record
+    /// is dropped and counted.
+    pub fn record(&self, record: AuditRecord) {
+        if self.queue.try_send(Entry::Record(record)).is_err() {
+            self.shared.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records dropped because the writer lagged (or is gone).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Relaxed)
+    }
+
+    /// Waits until every record recorded before is in the ring and the file.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.queue.send(Entry::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
+        }
+    }
+
+    /// The records `query` asks for, oldest first, as many as fit in a frame.
+    pub fn query(&self, query: &AuditQuery) -> AuditPage {
+        let ring = lock(&self.shared.ring);
+        // A sequence number the ring never reached is a previous daemon's:
+        // everything here is new to that reader.
+        let after = if query.after_seq > ring.last_seq {
+            0
+        } else {
+            query.after_seq
+        };
+        let limit = match query.limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let mut budget = MAX_FRAME_LEN.saturating_sub(empty_page_len());
+        let mut page = AuditPage {
+            records: Vec::new(),
+            next_seq: after,
+        };
+        let start = ring.records.partition_point(|(seq, _)| *seq <= after);
+        for (seq, record) in ring.records.range(start..) {
+            if page.records.len() >= limit {
+                break;
+            }
+            if wanted(query, record) {
+                let len = encoded_len(&(seq, record));
+                match budget.checked_sub(len) {
+                    Some(left) => budget = left,
+                    // The page is full: the next query goes on from here.
+                    None if !page.records.is_empty() => break,
+                    // Alone too large for any frame: skipped, so a reader
+                    // that follows is never stuck on it.
+                    None => {
+                        page.next_seq = *seq;
+                        continue;
+                    }
+                }
+                page.records.push((*seq, record.clone()));
+            }
+            page.next_seq = *seq;
+        }
+        page
+    }
+
+    /// Counters per NAME, by name (requests of processes under no exec are
+    /// in the daemon's own counters).
+    pub fn counts_by_name(&self) -> Vec<(String, NameCounters)> {
+        let mut counts: Vec<_> = lock(&self.shared.names)
+            .iter()
+            .map(|(name, counters)| (name.clone(), *counters))
+            .collect();
+        counts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        counts
+    }
+}
+
+fn wanted(query: &AuditQuery, record: &AuditRecord) -> bool {
+    query.since_ms.is_none_or(|since| record.time_ms >= since)
+        && query
+            .name
+            .as_deref()
+            .is_none_or(|name| record.name.as_deref() == Some(name))
+}
+
+/// A page's encoded length with no record in it (the reply's frame around it).
+fn empty_page_len() -> usize {
+    let frame = DaemonFrame {
+        id: u64::MAX,
+        reply: Reply::Audit(AuditPage {
+            records: Vec::new(),
+            next_seq: u64::MAX,
+        }),
+    };
+    // The record count's varint grows from 1 byte to at most 3 in a frame.
+    const LIST_LEN_GROWTH: usize = 2;
+    encoded_len(&frame) + LIST_LEN_GROWTH
+}
+
+fn encoded_len<T: Serialize>(item: &T) -> usize {
+    postcard::serialize_with_flavor(item, postcard::ser_flavors::Size::default())
+        .expect("audit records always encode")
+}
+
+/// A poisoned lock still holds consistent data here (every update is a
+/// push, a pop or a counter bump): keep going rather than lose the audit.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    file: AuditFile,
+    drops_reported: u64,
+}
+
+impl Writer {
+    /// Until every [`Audit`] is gone: take a batch, number it, keep it, write it.
+    fn run(mut self, mut entries: mpsc::Receiver<Entry>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut flushes = Vec::new();
+        let mut lines = String::new();
+        while let Some(first) = entries.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(entry) = next.take() {
+                match entry {
+                    Entry::Record(record) => batch.push(record),
+                    Entry::Flush(done) => flushes.push(done),
+                }
+                if batch.len() < BATCH {
+                    next = entries.try_recv().ok();
+                }
+            }
+            lines.clear();
+            for record in &batch {
+                lines.push_str(&record.json_line());
+                lines.push('\n');
+            }
+            self.count(&batch);
+            self.keep(&mut batch);
+            self.file.append(lines.as_bytes());
+            for done in flushes.drain(..) {
+                let _ = done.send(());
+            }
+            self.report_drops();
+        }
+    }
+
+    fn keep(&self, batch: &mut Vec<AuditRecord>) {
+        let mut ring = lock(&self.shared.ring);
+        for record in batch.drain(..) {
+            ring.last_seq += 1;
+            let seq = ring.last_seq;
+            if ring.records.len() == ring.capacity {
+                ring.records.pop_front();
+            }
+            ring.records.push_back((seq, record));
+        }
+    }
+
+    fn count(&self, batch: &[AuditRecord]) {
+        let mut names = lock(&self.shared.names);
+        for record in batch {
+            let Some(name) = &record.name else { continue };
+            if !names.contains_key(name) {
+                if names.len() >= MAX_NAMES {
+                    continue;
+                }
+                names.insert(name.clone(), NameCounters::default());
+            }
+            let counters = names.get_mut(name).expect("inserted above");
+            counters.requests += 1;
+            match record.outcome {
+                AuditOutcome::Hit => counters.hits += 1,
+                AuditOutcome::Denied => counters.denied += 1,
+                AuditOutcome::Acquired | AuditOutcome::Refreshed | AuditOutcome::Failed => {}
+            }
+        }
+    }
+
+    /// Says in the log when records were dropped since it last said so.
+    fn report_drops(&mut self) {
+        let dropped = self.shared.dropped.load(Relaxed);
+        if dropped > self.drops_reported {
+            tracing::warn!(
+                dropped = dropped - self.drops_reported,
+                total = dropped,
+                "audit records dropped: the audit writer could not keep up"
+            );
+            self.drops_reported = dropped;
+        }
+    }
+}
+
+/// The JSON-lines file, opened 0600 without following a symlink, rotated by size.
+struct AuditFile {
+    path: Option<PathBuf>,
+    open: Option<File>,
+    len: u64,
+    max_len: u64,
+    /// After a failure: not before this instant again.
+    retry_at: Option<Instant>,
+}
+
+impl AuditFile {
+    fn new(path: Option<PathBuf>, max_len: u64) -> AuditFile {
+        AuditFile {
+            path,
+            open: None,
+            len: 0,
+            max_len,
+            retry_at: None,
+        }
+    }
+
+    /// Appends whole lines. A failure is logged and retried later; the
+    /// records stay in memory.
+    fn append(&mut self, lines: &[u8]) {
+        if lines.is_empty() {
+            return;
+        }
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let written = self.try_append(&path, lines);
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the audit file; records are kept in memory only");
+            self.open = None;
+            self.retry_at = Some(Instant::now() + RETRY_FILE_AFTER);
+        } else {
+            self.retry_at = None;
+        }
+    }
+
+    fn try_append(&mut self, path: &std::path::Path, lines: &[u8]) -> io::Result<()> {
+        if self.open.is_none() {
+            self.reopen(path)?;
+        }
+        if self.len > 0 && self.len + lines.len() as u64 > self.max_len {
+            self.open = None;
+            std::fs::rename(path, rotated(path))?;
+            self.reopen(path)?;
+        }
+        let file = self.open.as_mut().expect("opened above");
+        file.write_all(lines)?;
+        self.len += lines.len() as u64;
+        Ok(())
+    }
+
+    fn reopen(&mut self, path: &std::path::Path) -> io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            paths::ensure_private_dir(dir)?;
+        }
+        let file = paths::open_private(path, true)?;
+        self.len = file.metadata()?.len();
+        self.open = Some(file);
+        Ok(())
+    }
+}
+
+/// `audit.jsonl` -> `audit.jsonl.1`.
+fn rotated(path: &std::path::Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn record(n: i64, name: Option<&str>, outcome: AuditOutcome) -> AuditRecord {
+        AuditRecord {
+            time_ms: 1_700_000_000_000 + n,
+            name: name.map(str::to_owned),
+            client: "azbroker-cli".into(),
+            pid: 4242,
+            exe: Some("/usr/bin/python3".into()),
+            scopes: vec!["https://storage.azure.com/.default".into()],
+            tenant: Some("contoso.onmicrosoft.com".into()),
+            credential: Some("AzureCliCredential".into()),
+            outcome,
+        }
+    }
+
+    fn all() -> AuditQuery {
+        AuditQuery {
+            after_seq: 0,
+            since_ms: None,
+            name: None,
+            limit: 0,
+        }
+    }
+
+    fn with_file(dir: &std::path::Path) -> AuditConfig {
+        AuditConfig {
+            file: Some(dir.join("azbroker").join(FILE_NAME)),
+            ..AuditConfig::memory_only()
+        }
+    }
+
+    fn seqs(page: &AuditPage) -> Vec<u64> {
+        page.records.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[tokio::test]
+    async fn the_ring_keeps_the_newest_records_only() {
+        let audit = Audit::start(AuditConfig {
+            ring_capacity: 5,
+            ..AuditConfig::memory_only()
+        });
+        for n in 0..12 {
+            audit.record(record(n, None, AuditOutcome::Hit));
+        }
+        audit.flush().await;
+        let page = audit.query(&all());
+        assert_eq!(seqs(&page), [8, 9, 10, 11, 12]);
+        assert_eq!(page.records[0].1.time_ms, 1_700_000_000_007);
+        assert_eq!(page.next_seq, 12);
+    }
+
+    #[tokio::test]
+    async fn queries_filter_by_seq_time_and_name_and_never_repeat_a_record() {
+        let audit = Audit::start(AuditConfig::memory_only());
+        audit.record(record(0, Some("agent"), AuditOutcome::Acquired));
+        audit.record(record(10, None, AuditOutcome::Hit));
+        audit.record(record(20, Some("agent"), AuditOutcome::Denied));
+        audit.record(record(30, Some("other"), AuditOutcome::Hit));
+        audit.flush().await;
+
+        let agent = audit.query(&AuditQuery {
+            name: Some("agent".into()),
+            ..all()
+        });
+        assert_eq!(seqs(&agent), [1, 3]);
+        // Past the last record looked at, matching or not: a follower skips "other".
+        assert_eq!(agent.next_seq, 4);
+
+        let since = audit.query(&AuditQuery {
+            since_ms: Some(1_700_000_000_010),
+            ..all()
+        });
+        assert_eq!(seqs(&since), [2, 3, 4]);
+
+        let first_two = audit.query(&AuditQuery { limit: 2, ..all() });
+        assert_eq!(seqs(&first_two), [1, 2]);
+        let rest = audit.query(&AuditQuery {
+            after_seq: first_two.next_seq,
+            ..all()
+        });
+        assert_eq!(seqs(&rest), [3, 4]);
+        let nothing_new = audit.query(&AuditQuery {
+            after_seq: rest.next_seq,
+            ..all()
+        });
+        assert!(nothing_new.records.is_empty());
+        assert_eq!(nothing_new.next_seq, 4);
+
+        // A seq this daemon never reached (a previous daemon's): from the start.
+        let restarted = audit.query(&AuditQuery {
+            after_seq: 1000,
+            ..all()
+        });
+        assert_eq!(seqs(&restarted), [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_page_fits_in_a_frame() {
+        let audit = Audit::start(AuditConfig::memory_only());
+        let mut big = record(0, Some("agent"), AuditOutcome::Hit);
+        big.scopes = vec!["s".repeat(1000)];
+        for _ in 0..200 {
+            audit.record(big.clone());
+        }
+        audit.flush().await;
+        let page = audit.query(&all());
+        assert!(!page.records.is_empty() && page.records.len() < 200);
+        let frame = DaemonFrame {
+            id: u64::MAX,
+            reply: Reply::Audit(page.clone()),
+        };
+        azbroker_proto::frame::encode(&frame).expect("fits in a frame");
+        let next = audit.query(&AuditQuery {
+            after_seq: page.next_seq,
+            ..all()
+        });
+        assert_eq!(next.records[0].0, page.next_seq + 1);
+    }
+
+    #[tokio::test]
+    async fn counts_per_name() {
+        let audit = Audit::start(AuditConfig::memory_only());
+        audit.record(record(0, Some("b"), AuditOutcome::Hit));
+        audit.record(record(1, Some("a"), AuditOutcome::Acquired));
+        audit.record(record(2, Some("a"), AuditOutcome::Hit));
+        audit.record(record(3, Some("a"), AuditOutcome::Denied));
+        audit.record(record(4, None, AuditOutcome::Hit));
+        audit.flush().await;
+        let a = NameCounters {
+            requests: 3,
+            hits: 1,
+            denied: 1,
+        };
+        let b = NameCounters {
+            requests: 1,
+            hits: 1,
+            denied: 0,
+        };
+        assert_eq!(
+            audit.counts_by_name(),
+            [("a".to_string(), a), ("b".to_string(), b)]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        // No runtime and a queue of 3; the writer is stuck (on the ring's
+        // lock, which it needs for every batch, as it could be on a slow disk).
+        let audit = Audit::start(AuditConfig {
+            queue_len: 3,
+            ..AuditConfig::memory_only()
+        });
+        let held = lock(&audit.shared.ring);
+        let started = Instant::now();
+        for n in 0..1000 {
+            audit.record(record(n, None, AuditOutcome::Hit));
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The writer took at most one batch off the queue and waits on the lock.
+        let dropped = audit.dropped();
+        assert!(dropped >= 1000 - BATCH as u64 - 3, "dropped {dropped}");
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn the_file_is_private_json_lines_with_the_documented_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = with_file(dir.path());
+        let path = config.file.clone().unwrap();
+        let audit = Audit::start(config);
+        audit.record(record(0, Some("agent"), AuditOutcome::Acquired));
+        audit.record(record(1, None, AuditOutcome::Failed));
+        audit.flush().await;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["name"], "agent");
+        assert_eq!(lines[0]["outcome"], "acquired");
+        assert_eq!(lines[0]["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(lines[1]["name"], serde_json::Value::Null);
+        assert_eq!(lines[1]["outcome"], "failed");
+        for key in [
+            "time",
+            "name",
+            "client",
+            "pid",
+            "exe",
+            "scopes",
+            "tenant",
+            "credential",
+            "outcome",
+        ] {
+            assert!(lines[0].get(key).is_some(), "{key} missing");
+        }
+        assert_eq!(lines[0].as_object().unwrap().len(), 9);
+    }
+
+    #[tokio::test]
+    async fn an_existing_file_is_made_private_and_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = with_file(dir.path());
+        let path = config.file.clone().unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "{\"earlier\":1}\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let audit = Audit::start(config);
+        audit.record(record(0, None, AuditOutcome::Hit));
+        audit.flush().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("{\"earlier\":1}\n"), "{text}");
+        assert_eq!(text.lines().count(), 2);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn the_file_rotates_by_size_and_keeps_one_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            max_file_bytes: 1000,
+            ..with_file(dir.path())
+        };
+        let path = config.file.clone().unwrap();
+        let old = rotated(&path);
+        let audit = Audit::start(config);
+        for n in 0..40 {
+            audit.record(record(n, None, AuditOutcome::Hit));
+            // One record per batch, so rotation is judged line by line.
+            audit.flush().await;
+        }
+        let line_len = record(0, None, AuditOutcome::Hit).json_line().len() as u64 + 1;
+        let current = std::fs::metadata(&path).unwrap().len();
+        let previous = std::fs::metadata(&old).unwrap().len();
+        assert!(current <= 1000 && previous <= 1000, "{current} {previous}");
+        assert!(previous + line_len > 1000, "rotated too early: {previous}");
+        assert_eq!(current % line_len, 0);
+        assert_eq!(
+            std::fs::metadata(&old).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Only the two files: one old file is kept.
+        let files = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(files, 2);
+        let last: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(last["time"], "2023-11-14T22:13:20.039Z");
+    }
+
+    #[tokio::test]
+    async fn a_symlink_at_the_file_path_is_refused_and_the_ring_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = with_file(dir.path());
+        let path = config.file.clone().unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let audit = Audit::start(config);
+        audit.record(record(0, None, AuditOutcome::Hit));
+        audit.flush().await;
+        assert!(!target.exists(), "the audit followed a symlink");
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(seqs(&audit.query(&all())), [1]);
+    }
+
+    #[tokio::test]
+    async fn the_file_never_holds_a_token() {
+        // Records around a token request, as the broker makes them: a record
+        // has no field for the token, so whatever the reply held stays out.
+        let dir = tempfile::tempdir().unwrap();
+        let config = with_file(dir.path());
+        let path = config.file.clone().unwrap();
+        let audit = Audit::start(config);
+        let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJzdG9yYWdlIn0.c2lnbmF0dXJl";
+        let reply = azbroker_proto::TokenReply {
+            access_token: azbroker_proto::Secret::new(token),
+            token_type: "Bearer".into(),
+            expires_on: 1_700_003_600,
+            refresh_on: 1_700_001_800,
+            tenant: Some("contoso.onmicrosoft.com".into()),
+            credential: "ClientSecretCredential".into(),
+            cached: false,
+            stale: false,
+        };
+        let mut acquired = record(0, Some("agent"), AuditOutcome::Acquired);
+        acquired.tenant = reply.tenant.clone();
+        acquired.credential = Some(reply.credential.clone());
+        audit.record(acquired);
+        audit.record(record(1, Some("agent"), AuditOutcome::Hit));
+        audit.record(record(2, Some("agent"), AuditOutcome::Denied));
+        audit.flush().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.contains("ClientSecretCredential"));
+        for part in token.split('.') {
+            assert!(!text.contains(part), "a token part is in the audit file");
+        }
+        let shown = format!("{:?}", audit.query(&all()));
+        assert!(!shown.contains(&token[..20]));
+    }
+}

@@ -1,0 +1,214 @@
+//! The audit trail: one [`AuditRecord`] per token request, and the query that
+//! reads them back ([`AuditQuery`], answered by an [`AuditPage`]).
+//!
+//! A record says who asked for what and what came of it; it never holds a
+//! token or a secret (it has no field that could). Its JSON form
+//! ([`AuditRecord::json_line`]) is shared by the daemon's `audit.jsonl` and
+//! `azbroker audit --json`, so the two always spell the fields alike.
+
+use serde::{Deserialize, Serialize};
+
+/// One token request: who asked, for what, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When it was answered, milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    /// The NAME of the `azbroker exec` the requester descends from, if any.
+    pub name: Option<String>,
+    /// The client name of the connection's Hello (recorded, never trusted).
+    pub client: String,
+    /// The requesting process.
+    pub pid: u32,
+    /// Its executable, when the daemon could read it.
+    pub exe: Option<String>,
+    pub scopes: Vec<String>,
+    pub tenant: Option<String>,
+    /// The credential that minted the token (or was to).
+    pub credential: Option<String>,
+    pub outcome: AuditOutcome,
+}
+
+/// What came of a token request. Append-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuditOutcome {
+    /// Served from the cache.
+    Hit,
+    /// Acquired from the identity provider for this request.
+    Acquired,
+    /// A fresher token than the cached one was fetched for this request.
+    Refreshed,
+    /// Refused by the scope policy.
+    Denied,
+    /// No token: the request was invalid or every credential failed.
+    Failed,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Hit => "hit",
+            AuditOutcome::Acquired => "acquired",
+            AuditOutcome::Refreshed => "refreshed",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Which records [`Request::Audit`](crate::Request::Audit) asks for: those
+/// numbered after `after_seq`, oldest first, at most `limit` (and what fits in
+/// a frame). `--follow` asks again with the page's `next_seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Only records with a larger sequence number; 0 for all.
+    pub after_seq: u64,
+    /// Only records at or after this time (milliseconds since the epoch).
+    pub since_ms: Option<i64>,
+    /// Only records of this NAME.
+    pub name: Option<String>,
+    /// At most this many records; 0 means as many as fit in a frame.
+    pub limit: u32,
+}
+
+/// Records with their sequence numbers (increasing), and where the next query
+/// starts: after the last record looked at, so the next page never repeats one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub records: Vec<(u64, AuditRecord)>,
+    /// The `after_seq` for the next query.
+    pub next_seq: u64,
+}
+
+/// A record as one JSON object, with the field names of the audit file.
+#[derive(Serialize)]
+struct JsonRecord<'a> {
+    time: String,
+    name: Option<&'a str>,
+    client: &'a str,
+    pid: u32,
+    exe: Option<&'a str>,
+    scopes: &'a [String],
+    tenant: Option<&'a str>,
+    credential: Option<&'a str>,
+    outcome: &'static str,
+}
+
+impl AuditRecord {
+    /// The record as one line of JSON (no newline): `time` (RFC 3339, UTC),
+    /// `name`, `client`, `pid`, `exe`, `scopes`, `tenant`, `credential`, `outcome`.
+    pub fn json_line(&self) -> String {
+        let json = JsonRecord {
+            time: rfc3339_utc(self.time_ms),
+            name: self.name.as_deref(),
+            client: &self.client,
+            pid: self.pid,
+            exe: self.exe.as_deref(),
+            scopes: &self.scopes,
+            tenant: self.tenant.as_deref(),
+            credential: self.credential.as_deref(),
+            outcome: self.outcome.as_str(),
+        };
+        serde_json::to_string(&json).expect("a record always serializes")
+    }
+}
+
+/// `ms` since the epoch as RFC 3339 in UTC with milliseconds, e.g.
+/// `2026-12-03T12:33:41.123Z`.
+pub fn rfc3339_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) of the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(1_796_301_221_123), "2026-12-03T12:33:41.123Z");
+        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn a_json_line_has_exactly_the_documented_fields() {
+        let record = AuditRecord {
+            time_ms: 1_796_301_221_123,
+            name: Some("agent".into()),
+            client: "azbroker-cli".into(),
+            pid: 42,
+            exe: None,
+            scopes: vec!["https://storage.azure.com/.default".into()],
+            tenant: None,
+            credential: Some("AzureCliCredential".into()),
+            outcome: AuditOutcome::Hit,
+        };
+        let line = record.json_line();
+        assert!(!line.contains('\n'));
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut expected = vec![
+            "time",
+            "name",
+            "client",
+            "pid",
+            "exe",
+            "scopes",
+            "tenant",
+            "credential",
+            "outcome",
+        ];
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(json["time"], "2026-12-03T12:33:41.123Z");
+        assert_eq!(json["outcome"], "hit");
+        assert_eq!(json["exe"], serde_json::Value::Null);
+        assert_eq!(json["scopes"][0], "https://storage.azure.com/.default");
+    }
+
+    #[test]
+    fn outcomes_read_as_documented() {
+        let all = [
+            (AuditOutcome::Hit, "hit"),
+            (AuditOutcome::Acquired, "acquired"),
+            (AuditOutcome::Refreshed, "refreshed"),
+            (AuditOutcome::Denied, "denied"),
+            (AuditOutcome::Failed, "failed"),
+        ];
+        for (outcome, text) in all {
+            assert_eq!(outcome.as_str(), text);
+        }
+    }
+}
