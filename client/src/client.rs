@@ -10,9 +10,9 @@ use azbroker_proto::buffered::{self, Buffered};
 use azbroker_proto::handshake::{self, FirstRead, POLICY};
 use azbroker_proto::io::{read_message, write_message_with, ReadError};
 use azbroker_proto::{
-    ChainSpec, ClientFrameRef, CredentialKind, DaemonFrame, DiagnoseRequest, Diagnosis, GetToken,
-    Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint, RegisterExec, Reply, Request,
-    StatusPage, StatusQuery, StatusReport, TokenReply, Welcome,
+    AuditPage, AuditQuery, ChainSpec, ClientFrameRef, CredentialKind, DaemonFrame, DiagnoseRequest,
+    Diagnosis, GetToken, Invalidate, LoggedIn, Login, Logout, ManagedIdentityEndpoint,
+    RegisterExec, Reply, Request, StatusPage, StatusQuery, StatusReport, TokenReply, Welcome,
 };
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncBufReadExt;
@@ -145,6 +145,14 @@ impl Client {
     pub async fn status_page(&self, query: StatusQuery) -> Result<StatusPage, ClientError> {
         match self.call(Request::StatusPage(query)).await? {
             Reply::StatusPage(page) => Ok(*page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Recorded token requests (see [`AuditQuery`]).
+    pub async fn audit(&self, query: AuditQuery) -> Result<AuditPage, ClientError> {
+        match self.call(Request::Audit(query)).await? {
+            Reply::Audit(page) => Ok(page),
             other => Err(unexpected(&other)),
         }
     }

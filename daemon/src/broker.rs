@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use azbroker_netcheck::NetworkSettings;
 use azbroker_proto::{
-    ChainSpec, CredentialKind, CredentialReason, CredentialSpec, ErrorKind, GetToken,
+    AuditOutcome, ChainSpec, CredentialKind, CredentialReason, CredentialSpec, ErrorKind, GetToken,
     ManagedIdentityEndpoint, WireError,
 };
 use ractor::rpc::CallResult;
@@ -35,7 +35,7 @@ use crate::actors::credential::CredentialMsg;
 use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::ActorDeps;
-use crate::audit::Audit;
+use crate::audit::{Audit, Event};
 use crate::cache::{CacheKey, CachedToken, Target, TokenCache};
 use crate::clock;
 use crate::identity::CredentialId;
@@ -95,6 +95,35 @@ impl Prepared {
     }
 }
 
+/// How a request that was served came by its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetched {
+    /// From the cache, or from another request's acquisition.
+    Cached,
+    /// Acquired for it, where the cache held no token of this credential.
+    Acquired,
+    /// Acquired for it, replacing a token the cache held (too close to expiry).
+    Refreshed,
+}
+
+/// The scopes of a request the broker refused, as the audit keeps them:
+/// bounded, since they were not validated.
+fn audit_scopes(scopes: &[String]) -> Vec<String> {
+    const MAX_SCOPES: usize = 8;
+    const MAX_SCOPE_LEN: usize = 256;
+    scopes
+        .iter()
+        .take(MAX_SCOPES)
+        .map(|scope| {
+            let mut end = scope.len().min(MAX_SCOPE_LEN);
+            while !scope.is_char_boundary(end) {
+                end -= 1;
+            }
+            scope[..end].to_owned()
+        })
+        .collect()
+}
+
 impl Broker {
     /// The broker over what the credential actors share (`deps`: cache,
     /// counters, HTTP client, accounts) and the actor tree.
@@ -133,8 +162,30 @@ impl Broker {
         self.mi_endpoint.get().cloned()
     }
 
-    /// Validates a request and builds its cache key.
+    /// Validates a request, checks it against the scope policy and builds its
+    /// cache key. A refusal is recorded in the audit trail here.
     pub fn prepare(&self, session: &Session, request: GetToken) -> Result<Prepared, WireError> {
+        let asked = audit_scopes(&request.scopes);
+        let tenant = request.tenant.clone();
+        self.prepare_unaudited(session, request).inspect_err(|e| {
+            let outcome = match e.kind {
+                // The only refusal here is the policy's.
+                ErrorKind::Refused => AuditOutcome::Denied,
+                _ => AuditOutcome::Failed,
+            };
+            let target = Arc::new(Target {
+                tenant,
+                scopes: asked,
+            });
+            self.record(session, target, None, None, outcome);
+        })
+    }
+
+    fn prepare_unaudited(
+        &self,
+        session: &Session,
+        request: GetToken,
+    ) -> Result<Prepared, WireError> {
         let invalid = |e: String| WireError::new(ErrorKind::InvalidRequest, e);
         let GetToken {
             scopes,
@@ -177,7 +228,7 @@ impl Broker {
     }
 
     /// The fast path: a cached token, or `None` for a miss.
-    pub async fn lookup(&self, prepared: &Prepared) -> Option<Arc<CachedToken>> {
+    pub async fn lookup(&self, session: &Session, prepared: &Prepared) -> Option<Arc<CachedToken>> {
         if prepared.claims.is_some() {
             return None;
         }
@@ -186,6 +237,7 @@ impl Broker {
             .lookup(prepared.chain, &prepared.target, prepared.min_validity)
             .await?;
         Stats::bump(&self.stats.cache_hits);
+        self.record_served(session, prepared, &token, AuditOutcome::Hit);
         Some(token)
     }
 
@@ -201,13 +253,39 @@ impl Broker {
         prepared: Prepared,
     ) -> Result<(Arc<CachedToken>, bool), WireError> {
         Stats::bump(&self.stats.cache_misses);
+        let outcome = self.acquire_unaudited(session, &prepared).await;
+        match &outcome {
+            Ok((token, fetched)) => {
+                let outcome = match fetched {
+                    Fetched::Cached => AuditOutcome::Hit,
+                    Fetched::Acquired => AuditOutcome::Acquired,
+                    Fetched::Refreshed => AuditOutcome::Refreshed,
+                };
+                self.record_served(session, &prepared, token, outcome);
+            }
+            Err(_) => self.record(
+                session,
+                prepared.target.clone(),
+                None,
+                None,
+                AuditOutcome::Failed,
+            ),
+        }
+        outcome.map(|(token, fetched)| (token, fetched == Fetched::Cached))
+    }
+
+    async fn acquire_unaudited(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+    ) -> Result<(Arc<CachedToken>, Fetched), WireError> {
         let started_ms = clock::now_millis();
-        let (token, cached) = self.resolve(&session.chain, &prepared).await?;
+        let (token, fetched) = self.resolve(&session.chain, prepared).await?;
         if prepared.claims.is_some()
             || token.minted_at_ms >= started_ms
             || token.valid_for(prepared.min_validity)
         {
-            return Ok((token, cached));
+            return Ok((token, fetched));
         }
         // The token this key had before: no newer one could be acquired.
         if !prepared
@@ -227,19 +305,57 @@ impl Broker {
         if let Some(registered) = self.registry.get(&token.credential_id) {
             registered.health.note_served_stale(token.expires_on);
         }
-        Ok((token, true))
+        Ok((token, Fetched::Cached))
+    }
+
+    /// Records a request that was served `token`.
+    fn record_served(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        token: &CachedToken,
+        outcome: AuditOutcome,
+    ) {
+        let token_tenant = match prepared.target.tenant {
+            Some(_) => None,
+            None => token.tenant.clone(),
+        };
+        self.record(
+            session,
+            prepared.target.clone(),
+            token_tenant,
+            Some(token.credential_id.clone()),
+            outcome,
+        );
+    }
+
+    fn record(
+        &self,
+        session: &Session,
+        target: Arc<Target>,
+        token_tenant: Option<String>,
+        credential: Option<CredentialId>,
+        outcome: AuditOutcome,
+    ) {
+        self.audit.record(Event {
+            time_ms: clock::now_millis(),
+            who: session.who.clone(),
+            target,
+            token_tenant,
+            credential,
+            outcome,
+        });
     }
 
     /// Walks the chain; the first credential that yields a token wins, and
     /// the chain's resolution to it is remembered for the hit path. A claims
     /// request bypasses the cache (a claims challenge asks for a token the
-    /// cached one is not). Returns the token and whether this call did not
-    /// run its acquisition itself.
+    /// cached one is not). Returns the token and how this call came by it.
     async fn resolve(
         &self,
         chain: &ChainSpec,
         prepared: &Prepared,
-    ) -> Result<(Arc<CachedToken>, bool), WireError> {
+    ) -> Result<(Arc<CachedToken>, Fetched), WireError> {
         let request = prepared.source_request();
         let mut reasons = Vec::new();
         let mut timed_out = false;
@@ -257,12 +373,13 @@ impl Broker {
             let result = if prepared.claims.is_some() {
                 self.ask(&id, spec, &chain.authority_host, &request, None)
                     .await
-                    .map(|token| (token, false))
+                    .map(|token| (token, Fetched::Acquired))
             } else {
                 let key = CacheKey {
                     credential: id.clone(),
                     target: prepared.target.clone(),
                 };
+                let had_token = self.cache.peek(&key).await.is_some();
                 let ran_here = AtomicBool::new(false);
                 let acquisition = async {
                     ran_here.store(true, Relaxed);
@@ -281,7 +398,12 @@ impl Broker {
                 match got {
                     Ok(token) => {
                         self.cache.note_resolution(prepared.chain, &id).await;
-                        Ok((token, !ran_here.load(Relaxed)))
+                        let fetched = match (ran_here.load(Relaxed), had_token) {
+                            (false, _) => Fetched::Cached,
+                            (true, false) => Fetched::Acquired,
+                            (true, true) => Fetched::Refreshed,
+                        };
+                        Ok((token, fetched))
                     }
                     Err(shared) => Err(SourceError::clone(&shared)),
                 }
@@ -512,6 +634,65 @@ mod tests {
         (Arc::new(broker), session, dir)
     }
 
+    /// The outcomes the audit recorded so far, oldest first.
+    async fn audited(broker: &Broker) -> Vec<AuditOutcome> {
+        broker.audit.flush().await;
+        let page = broker.audit.query(&azbroker_proto::AuditQuery {
+            after_seq: 0,
+            since_ms: None,
+            name: None,
+            limit: 0,
+        });
+        page.records.iter().map(|(_, r)| r.outcome).collect()
+    }
+
+    #[tokio::test]
+    async fn the_audit_tells_refreshes_and_failures_from_acquisitions() {
+        let source = ScriptedSource::new();
+        // Too close to expiry for the next request: it fetches a newer one.
+        source.then(Ok(scripted::token("short", 120, None)));
+        source.then(Ok(scripted::token("newer", 3600, None)));
+        let (broker, session, _dir) = start("https://broker-audit.test", &source).await;
+        let scope = "https://management.azure.com/.default";
+        for _ in 0..2 {
+            let prepared = broker.prepare(&session, get(scope)).unwrap();
+            assert!(broker.lookup(&session, &prepared).await.is_none());
+            broker.acquire(&session, prepared).await.unwrap();
+        }
+        source.then(Err(SourceError::failed("AADSTS50076: MFA required")));
+        let other = broker
+            .prepare(&session, get("api://other/.default"))
+            .unwrap();
+        broker.acquire(&session, other).await.unwrap_err();
+        let invalid = broker.prepare(&session, get("not a scope")).err().unwrap();
+        assert_eq!(invalid.kind, ErrorKind::InvalidRequest);
+        assert_eq!(
+            audited(&broker).await,
+            [
+                AuditOutcome::Acquired,
+                AuditOutcome::Refreshed,
+                AuditOutcome::Failed,
+                AuditOutcome::Failed
+            ]
+        );
+        let page = broker.audit.query(&azbroker_proto::AuditQuery {
+            after_seq: 0,
+            since_ms: None,
+            name: None,
+            limit: 0,
+        });
+        let (_, refreshed) = &page.records[1];
+        assert_eq!(refreshed.scopes, [scope]);
+        assert_eq!(refreshed.client, "broker test");
+        assert!(refreshed
+            .credential
+            .as_deref()
+            .is_some_and(|c| c.starts_with("AzureCliCredential#")));
+        let (_, invalid) = &page.records[3];
+        assert_eq!(invalid.scopes, ["not a scope"]);
+        assert_eq!(invalid.credential, None);
+    }
+
     fn get(scope: &str) -> GetToken {
         GetToken {
             scopes: vec![scope.into()],
@@ -529,17 +710,21 @@ mod tests {
         let scope = "https://management.azure.com/.default";
 
         let prepared = broker.prepare(&session, get(scope)).unwrap();
-        assert!(broker.lookup(&prepared).await.is_none());
+        assert!(broker.lookup(&session, &prepared).await.is_none());
         let (token, cached) = broker.acquire(&session, prepared).await.unwrap();
         assert_eq!(token.access_token.expose(), "arm");
         assert!(!cached, "the miss ran the acquisition itself");
 
         let prepared = broker.prepare(&session, get(scope)).unwrap();
-        let hit = broker.lookup(&prepared).await.expect("a hit");
+        let hit = broker.lookup(&session, &prepared).await.expect("a hit");
         assert!(Arc::ptr_eq(&hit, &token));
         assert_eq!(source.calls(), 1);
         assert_eq!(broker.stats.cache_hits.load(Relaxed), 1);
         assert_eq!(broker.stats.cache_misses.load(Relaxed), 1);
+        assert_eq!(
+            audited(&broker).await,
+            [AuditOutcome::Acquired, AuditOutcome::Hit]
+        );
         // The winning actor keeps the key fresh: it schedules the refresh itself.
         let activity = broker.registry.get(&token.credential_id).unwrap().activity;
         for _ in 0..250 {
@@ -581,10 +766,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_acquisition_reports_every_reason_and_caches_nothing() {
+    async fn a_failed_acquisition_reports_every_reason_and_caches_no_token() {
         let source = ScriptedSource::new();
         source.then(Err(SourceError::failed("AADSTS700016: no such app")));
-        source.then(Ok(scripted::token("later", 3600, None)));
         let (broker, session, _dir) = start("https://broker-failure.test", &source).await;
         let scope = "api://two/.default";
 
@@ -596,12 +780,17 @@ mod tests {
         assert!(!error.reasons[0].unavailable);
         assert_eq!(error.reasons[0].reason, "AADSTS700016: no such app");
         let prepared = broker.prepare(&session, get(scope)).unwrap();
-        assert!(broker.lookup(&prepared).await.is_none());
+        assert!(broker.lookup(&session, &prepared).await.is_none());
+        assert!(broker.cache.entries().is_empty());
 
-        // The error was not cached: the next miss asks again.
-        let (token, _) = broker.acquire(&session, prepared).await.unwrap();
-        assert_eq!(token.access_token.expose(), "later");
-        assert_eq!(source.calls(), 2);
+        // The failure is remembered for a few seconds (the credential's failure memory): the next
+        // miss is answered with it, without asking the credential again.
+        let again = broker.acquire(&session, prepared).await.unwrap_err();
+        assert!(
+            again.reasons[0].reason.contains("failed moments ago"),
+            "{again:?}"
+        );
+        assert_eq!(source.calls(), 1);
     }
 
     #[tokio::test]
@@ -627,7 +816,7 @@ mod tests {
             .unwrap();
         let prepared = broker.prepare(&dev, get(scope)).unwrap();
         assert!(
-            broker.lookup(&prepared).await.is_none(),
+            broker.lookup(&dev, &prepared).await.is_none(),
             "this chain has not resolved yet"
         );
         let (second, cached) = broker.acquire(&dev, prepared).await.unwrap();
@@ -636,7 +825,7 @@ mod tests {
         assert_eq!(source.calls(), 1);
         // From now on the other chain hits too.
         let hit = broker
-            .lookup(&broker.prepare(&dev, get(scope)).unwrap())
+            .lookup(&dev, &broker.prepare(&dev, get(scope)).unwrap())
             .await
             .expect("a hit through the remembered resolution");
         assert!(Arc::ptr_eq(&hit, &first));
@@ -688,7 +877,7 @@ mod tests {
             .await;
         assert_eq!(dropped, 1);
         assert!(broker.cache.resolution(prepared.chain).await.is_none());
-        assert!(broker.lookup(&prepared).await.is_none());
+        assert!(broker.lookup(&session, &prepared).await.is_none());
         let (next, _) = broker.acquire(&session, prepared).await.unwrap();
         assert_eq!(next.access_token.expose(), "after");
     }

@@ -285,7 +285,7 @@ async fn requests(
                         continue;
                     }
                 };
-                if let Some(token) = broker.lookup(&prepared).await {
+                if let Some(token) = broker.lookup(&session, &prepared).await {
                     send_token(writer, id, &token, true).await;
                     continue;
                 }

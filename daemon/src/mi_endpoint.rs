@@ -45,6 +45,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::cache::CachedToken;
+use crate::policy::Requester;
 use crate::session::Session;
 use crate::stats::Stats;
 
@@ -136,8 +137,8 @@ impl BoundEndpoint {
                     pid: std::process::id(),
                     chain,
                 },
-                // TCP peers carry no process: the rule for processes under no exec applies.
-                crate::policy::Requester::default(),
+                // Each connection serves its peer process: see `serve_connection`.
+                Requester::default(),
             )
             .map_err(|e| format!("managed-identity endpoint: the daemon's chain: {e}"))
         };
@@ -265,18 +266,32 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     Stats::bump(&state.broker.stats.connections_accepted);
-    if let Err(why) = crate::tcp_owner::require_own_user(&stream).await {
-        Stats::bump(&state.broker.stats.connections_refused);
-        tracing::warn!(%peer, reason = %why, "managed-identity endpoint: connection refused");
-        drop(slot);
-        refuse_connection(stream).await;
-        return;
-    }
+    let socket = match crate::tcp_owner::require_own_user(&stream).await {
+        Ok(socket) => socket,
+        Err(why) => {
+            Stats::bump(&state.broker.stats.connections_refused);
+            tracing::warn!(%peer, reason = %why, "managed-identity endpoint: connection refused");
+            drop(slot);
+            refuse_connection(stream).await;
+            return;
+        }
+    };
+    // Who is asking, for the scope policy and the audit: the process holding
+    // the peer's socket (its exec NAME, if any), as a Unix socket's peer
+    // credentials tell it.
+    let pid = match socket {
+        Some(socket) => tokio::task::spawn_blocking(move || crate::tcp_owner::holder(socket))
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let requester = Arc::new(state.broker.policy.requester(pid));
     let served = Arc::new(AtomicUsize::new(0));
     let service = hyper::service::service_fn(move |request| {
-        let (state, served) = (state.clone(), served.clone());
+        let (state, served, requester) = (state.clone(), served.clone(), requester.clone());
         async move {
-            let mut response = handle(&state, request).await;
+            let mut response = handle(&state, &requester, request).await;
             let count = served.fetch_add(1, Ordering::Relaxed) + 1;
             if ends_connection(response.status(), count) {
                 // hyper closes the connection after a response that says so.
@@ -336,7 +351,11 @@ async fn refuse_connection(mut stream: TcpStream) {
     .await;
 }
 
-async fn handle(state: &EndpointState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &EndpointState,
+    requester: &Requester,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if !has_secret(&request, &state.secret) {
         Stats::bump(&state.broker.stats.connections_refused);
         return error(
@@ -359,10 +378,10 @@ async fn handle(state: &EndpointState, request: Request<Incoming>) -> Response<F
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
     let session = match session_for(state, query.identity.as_ref()) {
-        Ok(session) => session,
+        Ok(session) => session.for_requester(requester.clone()),
         Err(why) => return error(StatusCode::BAD_REQUEST, &why),
     };
-    match token(state, session, &query.resource).await {
+    match token(state, &session, &query.resource).await {
         Ok(reply) => json_response(
             StatusCode::OK,
             serde_json::json!({
@@ -508,7 +527,7 @@ async fn token(
             min_validity_secs: 0,
         },
     )?;
-    if let Some(token) = state.broker.lookup(&prepared).await {
+    if let Some(token) = state.broker.lookup(session, &prepared).await {
         return Ok(token);
     }
     let (token, _cached) = state.broker.acquire(session, prepared).await?;

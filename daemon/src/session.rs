@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use azbroker_proto::{ChainSpec, CredentialSpec, ErrorKind, Hello, WireError};
 
+use crate::audit::Who;
 use crate::identity::chain_fingerprint;
 use crate::policy::Requester;
 use crate::scopes;
@@ -26,6 +27,8 @@ pub struct Session {
     pub pid: u32,
     /// Who is behind the connection, as the daemon established it.
     pub requester: Requester,
+    /// The same, as the audit records it (with the client name).
+    pub who: Arc<Who>,
 }
 
 impl Session {
@@ -56,14 +59,39 @@ impl Session {
                 })?;
             }
         }
+        let who = who(&hello.client_name, &requester);
         Ok(Session {
             chain_fingerprint: chain_fingerprint(&chain),
             chain: Arc::new(chain),
             client: hello.client_name,
             pid: hello.pid,
             requester,
+            who,
         })
     }
+
+    /// The same session for another requester (the managed-identity
+    /// endpoint's sessions serve every peer, each its own process).
+    pub fn for_requester(&self, requester: Requester) -> Session {
+        let who = who(&self.client, &requester);
+        Session {
+            chain: self.chain.clone(),
+            chain_fingerprint: self.chain_fingerprint,
+            client: self.client.clone(),
+            pid: self.pid,
+            requester,
+            who,
+        }
+    }
+}
+
+fn who(client: &str, requester: &Requester) -> Arc<Who> {
+    Arc::new(Who {
+        name: requester.name().map(str::to_owned),
+        client: client.to_owned(),
+        pid: requester.pid,
+        exe: requester.executable.clone(),
+    })
 }
 
 fn spec_tenants(spec: &CredentialSpec) -> impl Iterator<Item = &str> {

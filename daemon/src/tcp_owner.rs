@@ -23,39 +23,88 @@ use std::path::Path;
 
 use tokio::net::TcpStream;
 
-/// `Ok` when the peer of `stream` belongs to this process's (effective) user;
-/// else why not, in words without anything the peer chose (uids only).
-/// Call it before reading a byte of the connection.
+/// The peer's socket as the kernel's table lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerSocket {
+    pub uid: u32,
+    /// The socket's inode: which process holds it can be found from it.
+    pub inode: u64,
+}
+
+/// The peer's socket when the peer of `stream` belongs to this process's
+/// (effective) user; else why not, in words without anything the peer chose
+/// (uids only). Call it before reading a byte of the connection.
 #[cfg(target_os = "linux")]
-pub async fn require_own_user(stream: &TcpStream) -> Result<(), String> {
+pub async fn require_own_user(stream: &TcpStream) -> Result<Option<PeerSocket>, String> {
     let peer = stream.peer_addr().map_err(|e| e.to_string())?;
     let local = stream.local_addr().map_err(|e| e.to_string())?;
     let me = nix::unistd::geteuid().as_raw();
     // Reading /proc is blocking file I/O, and the table can be long.
-    let owner = tokio::task::spawn_blocking(move || owner_uid(peer, local))
+    let owner = tokio::task::spawn_blocking(move || owner_of(peer, local))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot read the kernel's socket table: {e}"))?;
     match owner {
-        Some(uid) if uid == me => Ok(()),
-        Some(uid) => Err(format!("the peer belongs to uid {uid}, not to uid {me}")),
+        Some(socket) if socket.uid == me => Ok(Some(socket)),
+        Some(socket) => Err(format!(
+            "the peer belongs to uid {}, not to uid {me}",
+            socket.uid
+        )),
         None => Err("the peer's socket is not in the kernel's socket table".into()),
     }
 }
 
 /// Without a socket table every peer passes (see the module's note).
 #[cfg(not(target_os = "linux"))]
-pub async fn require_own_user(_: &TcpStream) -> Result<(), String> {
-    Ok(())
+pub async fn require_own_user(_: &TcpStream) -> Result<Option<PeerSocket>, String> {
+    Ok(None)
 }
 
-/// The uid owning the socket at `peer` that is connected to `local`, or
-/// `None` when no such socket is listed (the peer already went away).
+/// The process of this user that holds `socket`, found by its inode among
+/// the open files of the user's processes (the first that holds it: a socket
+/// shared across a fork belongs to both). `None` when none does any more.
+/// Blocking: many small reads of `/proc`.
 #[cfg(target_os = "linux")]
-pub fn owner_uid(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>> {
+pub fn holder(socket: PeerSocket) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let link = format!("socket:[{}]", socket.inode);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Another user's process cannot hold our user's socket; its fds are closed to us anyway.
+        if entry.metadata().map(|m| m.uid()).ok() != Some(socket.uid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == link.as_str())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn holder(_: PeerSocket) -> Option<u32> {
+    None
+}
+
+/// The socket at `peer` that is connected to `local`, or `None` when no such
+/// socket is listed (the peer already went away).
+#[cfg(target_os = "linux")]
+pub fn owner_of(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<PeerSocket>> {
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         match find_in_table(Path::new(table), peer, local) {
-            Ok(Some(uid)) => return Ok(Some(uid)),
+            Ok(Some(socket)) => return Ok(Some(socket)),
             Ok(None) => {}
             // A kernel without IPv6 has no tcp6 table.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -66,21 +115,25 @@ pub fn owner_uid(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>>
 }
 
 #[cfg(target_os = "linux")]
-fn find_in_table(table: &Path, peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>> {
+fn find_in_table(
+    table: &Path,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<Option<PeerSocket>> {
     let reader = BufReader::new(std::fs::File::open(table)?);
     // The first line is the column header.
     for line in reader.lines().skip(1) {
-        if let Some(uid) = match_row(&line?, peer, local) {
-            return Ok(Some(uid));
+        if let Some(socket) = match_row(&line?, peer, local) {
+            return Ok(Some(socket));
         }
     }
     Ok(None)
 }
 
 #[cfg(target_os = "linux")]
-/// A row is `sl local rem st tx:rx tr:when retrnsmt uid ...`; returns the uid
-/// when `local` and `rem` are `peer` and `ours`.
-fn match_row(row: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
+/// A row is `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...`;
+/// returns the uid and inode when `local` and `rem` are `peer` and `ours`.
+fn match_row(row: &str, peer: SocketAddr, ours: SocketAddr) -> Option<PeerSocket> {
     let mut fields = row.split_whitespace();
     let _slot = fields.next()?;
     let row_local = parse_address(fields.next()?)?;
@@ -88,7 +141,9 @@ fn match_row(row: &str, peer: SocketAddr, ours: SocketAddr) -> Option<u32> {
     if !same(row_local, peer) || !same(row_remote, ours) {
         return None;
     }
-    fields.nth(4)?.parse().ok()
+    let uid = fields.nth(4)?.parse().ok()?;
+    let inode = fields.nth(1)?.parse().ok()?;
+    Some(PeerSocket { uid, inode })
 }
 
 #[cfg(target_os = "linux")]
@@ -149,7 +204,10 @@ mod tests {
         );
         assert_eq!(
             match_row(&row, addr("127.0.0.1:54321"), addr("127.0.0.1:41205")),
-            Some(1000)
+            Some(PeerSocket {
+                uid: 1000,
+                inode: 123456
+            })
         );
         assert_eq!(
             match_row(&row, addr("127.0.0.1:41205"), addr("127.0.0.1:54321")),
@@ -166,7 +224,7 @@ mod tests {
         );
         assert_eq!(
             match_row(&row6, addr("127.0.0.1:54321"), addr("127.0.0.1:41205")),
-            Some(0)
+            Some(PeerSocket { uid: 0, inode: 1 })
         );
         assert_eq!(
             match_row("garbage", addr("127.0.0.1:1"), addr("127.0.0.1:2")),
@@ -181,9 +239,12 @@ mod tests {
         let (_server, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let me = nix::unistd::geteuid().as_raw();
-        assert_eq!(
-            owner_uid(peer, listener.local_addr().unwrap()).unwrap(),
-            Some(me)
-        );
+        let socket = owner_of(peer, listener.local_addr().unwrap())
+            .unwrap()
+            .expect("listed");
+        assert_eq!(socket.uid, me);
+        // This process holds the client's end.
+        assert_eq!(holder(socket), Some(std::process::id()));
+        drop(client);
     }
 }

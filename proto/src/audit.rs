@@ -17,8 +17,9 @@ pub struct AuditRecord {
     pub name: Option<String>,
     /// The client name of the connection's Hello (recorded, never trusted).
     pub client: String,
-    /// The requesting process.
-    pub pid: u32,
+    /// The requesting process (from the socket's peer credentials; `None`
+    /// where the daemon could not tell).
+    pub pid: Option<u32>,
     /// Its executable, when the daemon could read it.
     pub exe: Option<String>,
     pub scopes: Vec<String>,
@@ -85,7 +86,7 @@ struct JsonRecord<'a> {
     time: String,
     name: Option<&'a str>,
     client: &'a str,
-    pid: u32,
+    pid: Option<u32>,
     exe: Option<&'a str>,
     scopes: &'a [String],
     tenant: Option<&'a str>,
@@ -115,32 +116,14 @@ impl AuditRecord {
 /// `ms` since the epoch as RFC 3339 in UTC with milliseconds, e.g.
 /// `2026-12-03T12:33:41.123Z`.
 pub fn rfc3339_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// Days since 1970-01-01 to a (year, month, day) of the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    use time::macros::format_description;
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|at| at.format(format).ok())
+        // Beyond year 9999: no record is from there, but say what it held.
+        .unwrap_or_else(|| format!("@{ms}ms"))
 }
 
 #[cfg(test)]
@@ -161,7 +144,7 @@ mod tests {
             time_ms: 1_796_301_221_123,
             name: Some("agent".into()),
             client: "azbroker-cli".into(),
-            pid: 42,
+            pid: Some(42),
             exe: None,
             scopes: vec!["https://storage.azure.com/.default".into()],
             tenant: None,

@@ -212,7 +212,13 @@ fn audit_outcome() -> impl Strategy<Value = AuditOutcome> {
 
 fn audit_record() -> impl Strategy<Value = AuditRecord> {
     (
-        (any::<i64>(), opt_text(), text(), any::<u32>(), opt_text()),
+        (
+            any::<i64>(),
+            opt_text(),
+            text(),
+            option::of(any::<u32>()),
+            opt_text(),
+        ),
         (texts(), opt_text(), opt_text(), audit_outcome()),
     )
         .prop_map(

@@ -137,7 +137,7 @@ fn sample_replies() -> Vec<Reply> {
                     time_ms: 1_700_000_000_123,
                     name: Some("agent".into()),
                     client: "azbroker-az-shim".into(),
-                    pid: 4242,
+                    pid: Some(4242),
                     exe: Some("/usr/bin/python3".into()),
                     scopes: vec!["https://storage.azure.com/.default".into()],
                     tenant: None,

@@ -4,6 +4,7 @@
 mod harness;
 mod login_support;
 
+mod audit;
 mod cache_and_chain;
 mod configuration;
 mod credentials;

@@ -4,6 +4,7 @@
 //! client and starts no async runtime; the other commands run on a
 //! current-thread runtime (no worker threads they would not use).
 
+mod audit;
 mod exec;
 mod mcp_config;
 mod mi_env;
@@ -56,6 +57,24 @@ enum Command {
         /// Show at most N cached tokens; 0 shows all [default: 100, all with --json].
         #[arg(long, value_name = "N")]
         limit: Option<u64>,
+    },
+    /// Show recorded token requests: when, who asked (exec NAME, executable and
+    /// pid, client), for which scopes, and what came of it (hit, acquired,
+    /// refreshed, denied, failed). Never a token.
+    Audit {
+        /// Keep printing requests as they come, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line: time, name, client, pid, exe, scopes,
+        /// tenant, credential, outcome.
+        #[arg(long)]
+        json: bool,
+        /// Only requests of the last DURATION, e.g. 90s, 15m, 2h, 1d.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only requests under this exec NAME.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Log in inside the daemon, once for every client: opens a browser, or
     /// prints a code to enter on another device with --device-code.
@@ -232,6 +251,17 @@ fn main() -> ExitCode {
             raw,
         ),
         Command::Status { json, limit } => with_runtime(status(json, limit)),
+        Command::Audit {
+            follow,
+            json,
+            since,
+            name,
+        } => with_runtime(async move {
+            match daemon_client(false) {
+                Ok(client) => audit::run(client, audit::Filter { since, name }, json, follow).await,
+                Err(code) => code,
+            }
+        }),
         Command::Login {
             device_code,
             tenant,
@@ -330,7 +360,6 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Needs no daemon and no credential chain.
 /// Needs no daemon and no credential chain.
 fn mcp_config(
     client: mcp_config::McpClient,

@@ -105,6 +105,16 @@ pub fn status(page: &StatusPage, as_json: bool) {
     if hidden > 0 {
         println!("  ... {hidden} more entries not shown (--limit 0 shows all)");
     }
+    if !status.names.is_empty() {
+        println!();
+        println!("exec names (azbroker audit --name NAME shows their requests)");
+        for name in &status.names {
+            println!(
+                "  {:<24} requests {}  hits {}  denied {}",
+                name.name, name.requests, name.hits, name.denied
+            );
+        }
+    }
     println!();
     println!(
         "counters  requests {}  hits {}  misses {}  upstream {}  refreshes {}  refresh failures {}  errors {}  connections {} open / {} accepted / {} refused",
@@ -147,6 +157,12 @@ fn status_json(status: &StatusReport) -> serde_json::Value {
             "expires_on": entry.expires_on,
             "refresh_on": entry.refresh_on,
             "hits": entry.hits,
+        })).collect::<Vec<_>>(),
+        "names": status.names.iter().map(|name| json!({
+            "name": name.name,
+            "requests": name.requests,
+            "hits": name.hits,
+            "denied": name.denied,
         })).collect::<Vec<_>>(),
         "counters": {
             "requests": c.requests,
