@@ -133,6 +133,10 @@ fn run(args: &Args) -> Result<Results, String> {
     let concurrency = runtime.block_on(scenarios::concurrency::run(&ctx))?;
     step("3. whole-process CLI");
     let cli = scenarios::cli::run(&ctx, token.access_token.expose())?;
+    step("11. azbroker exec");
+    let exec = scenarios::exec::run(&ctx)?;
+    step("10. policy and audit");
+    let policed = runtime.block_on(scenarios::policed::run(&ctx))?;
     step("7. many clients");
     let many = runtime.block_on(scenarios::many_clients::run(&ctx))?;
     step("4. cold storm");
@@ -155,6 +159,8 @@ fn run(args: &Args) -> Result<Results, String> {
         many,
         storm,
         failing_storm,
+        policed,
+        exec,
         refresh,
         memory,
         identities,

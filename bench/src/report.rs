@@ -7,10 +7,12 @@ use crate::measure::Latency;
 use crate::scenarios::cached::Cached;
 use crate::scenarios::cli::Cli;
 use crate::scenarios::concurrency::Level;
+use crate::scenarios::exec::Exec;
 use crate::scenarios::failing_storm::FailingStorm;
 use crate::scenarios::identities::Identities;
 use crate::scenarios::many_clients::ManyClients;
 use crate::scenarios::memory::Memory;
+use crate::scenarios::policed::Policed;
 use crate::scenarios::refresh::Refresh;
 use crate::scenarios::storm::Storm;
 
@@ -32,6 +34,8 @@ pub struct Results {
     pub many: ManyClients,
     pub storm: Storm,
     pub failing_storm: FailingStorm,
+    pub policed: Policed,
+    pub exec: Exec,
     pub refresh: Refresh,
     pub memory: Memory,
     pub identities: Identities,
@@ -101,6 +105,34 @@ impl Results {
                 value: throughput64,
                 limit: 0.7,
                 bound: Bound::AtLeast,
+                hard: false,
+            },
+            Target {
+                name:
+                    "cached p50 vs bare round trip, with a policy and the audit under an exec NAME",
+                value: ratio(
+                    self.policed.cached.broker.p50_us,
+                    self.policed.cached.bare.p50_us,
+                ),
+                limit: 1.5,
+                bound: Bound::AtMost,
+                hard: false,
+            },
+            Target {
+                name: "throughput at 64 connections vs bare, with a policy and the audit",
+                value: ratio(
+                    self.policed.level64.broker.per_sec,
+                    self.policed.level64.bare.per_sec,
+                ),
+                limit: 0.7,
+                bound: Bound::AtLeast,
+                hard: false,
+            },
+            Target {
+                name: "azbroker exec overhead over starting COMMAND directly (ms)",
+                value: self.exec.overhead_ms(),
+                limit: 5.0,
+                bound: Bound::AtMost,
                 hard: false,
             },
             Target {
@@ -248,6 +280,42 @@ impl Results {
             format!("{:.2}", self.cli.az_shim_ms),
             format!("{:.2}", self.cli.oneshot_ms),
             format!("{:.2}x", ratio(self.cli.az_shim_ms, self.cli.oneshot_ms)),
+        ]);
+        let ex = &self.exec;
+        row(&[
+            format!(
+                "11. `azbroker exec -- true` / `exec --name N --allow-scope P -- true`, median of {} runs (ms)",
+                ex.runs
+            ),
+            format!("{:.2} / {:.2}", ex.exec_ms, ex.named_ms),
+            format!("{:.2} (`true` alone)", ex.direct_ms),
+            format!("+{:.2} ms", ex.overhead_ms()),
+        ]);
+        let p = &self.policed;
+        row(&[
+            format!(
+                "10. with a policy and the audit, under exec NAME {}: cached p50 / p99 (µs)",
+                crate::scenarios::policed::NAME
+            ),
+            format!(
+                "{:.1} / {:.1}",
+                p.cached.broker.p50_us, p.cached.broker.p99_us
+            ),
+            format!("{:.1} / {:.1}", p.cached.bare.p50_us, p.cached.bare.p99_us),
+            format!(
+                "{:.2}x / {:.2}x",
+                ratio(p.cached.broker.p50_us, p.cached.bare.p50_us),
+                ratio(p.cached.broker.p99_us, p.cached.bare.p99_us)
+            ),
+        ]);
+        row(&[
+            s("10. the same, 64 connections: requests/s"),
+            thousands(p.level64.broker.per_sec),
+            thousands(p.level64.bare.per_sec),
+            format!(
+                "{:.2}x",
+                ratio(p.level64.broker.per_sec, p.level64.bare.per_sec)
+            ),
         ]);
         let st = &self.storm;
         row(&[
@@ -466,6 +534,21 @@ impl Results {
                     "remembered": b.remembered,
                     "seconds": b.seconds,
                 })).collect::<Vec<_>>(),
+            },
+            "policy_and_audit": {
+                "name": crate::scenarios::policed::NAME,
+                "cached": latency(&self.policed.cached.broker),
+                "cached_bare": latency(&self.policed.cached.bare),
+                "connections_64": latency(&self.policed.level64.broker),
+                "connections_64_bare": latency(&self.policed.level64.bare),
+                "audited_before": self.policed.audited_before,
+            },
+            "exec": {
+                "runs": self.exec.runs,
+                "direct_median_ms": self.exec.direct_ms,
+                "exec_median_ms": self.exec.exec_ms,
+                "exec_named_median_ms": self.exec.named_ms,
+                "overhead_ms": self.exec.overhead_ms(),
             },
             "refresh": {
                 "token_lifetime_secs": self.refresh.token_lifetime_secs,

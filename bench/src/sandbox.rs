@@ -77,6 +77,16 @@ impl Sandbox {
 
     /// [`Sandbox::start_daemon`] with extra daemon arguments.
     pub fn start_daemon_with(&self, name: &str, args: &[&str]) -> Result<Daemon, String> {
+        self.start_daemon_env(name, args, &[])
+    }
+
+    /// [`Sandbox::start_daemon_with`] with extra variables for the daemon.
+    pub fn start_daemon_env(
+        &self,
+        name: &str,
+        args: &[&str],
+        vars: &[(&str, &Path)],
+    ) -> Result<Daemon, String> {
         let socket = self.dir.path().join(name).join("azbroker.sock");
         let log_path = self.dir.path().join(format!("{name}.log"));
         let log =
@@ -87,6 +97,7 @@ impl Sandbox {
             .arg("--socket")
             .arg(&socket)
             .args(args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
         // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.

@@ -72,6 +72,22 @@ pub fn python_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Spawns `command`, retrying while its program is "busy": a program this
+/// process has just written can still be open for writing in a child that
+/// another test thread forked meanwhile, until that child execs.
+pub fn spawn_fresh(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            spawned => return spawned,
+        }
+    }
+}
+
 /// Polls `check` every 50 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

@@ -44,15 +44,20 @@ fn another_user_is_refused_even_when_the_socket_is_open_to_all() {
     // nobody's client refuses first: the socket's directory is not nobody's.
     assert!(stderr.contains("belongs to uid 0"), "{stderr}");
     // The daemon's own check, for a client that skips the client-side ones.
-    let out = std::process::Command::new(crate::socket_trust::socket_peer(&sandbox))
-        .arg("probe")
-        .arg("--socket")
-        .arg(&sandbox.socket)
-        .env_clear()
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .output()
-        .unwrap();
+    let out = crate::harness::spawn_fresh(
+        std::process::Command::new(crate::socket_trust::socket_peer(&sandbox))
+            .arg("probe")
+            .arg("--socket")
+            .arg(&sandbox.socket)
+            .env_clear()
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .and_then(|child| child.wait_with_output())
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "nobody got an answer: {stderr}");
     assert!(

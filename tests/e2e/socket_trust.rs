@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use azbroker_client::{Client, ClientError, ClientOptions};
 use azbroker_proto::{ChainSpec, GetToken};
 
-use crate::harness::{bin, open_path_to, wait_until, Sandbox};
+use crate::harness::{bin, open_path_to, spawn_fresh, wait_until, Sandbox};
 
 const NOBODY: u32 = 65534;
 const ARM: &str = "https://management.azure.com/.default";
@@ -50,19 +50,20 @@ impl FakeDaemon {
         record: &Path,
         extra: &[&str],
     ) -> FakeDaemon {
-        let child = std::process::Command::new(socket_peer(sandbox))
-            .args(["listen", "--socket"])
-            .arg(socket)
-            .arg("--record")
-            .arg(record)
-            .args(extra)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .uid(uid)
-            .gid(uid)
-            .spawn()
-            .expect("start the fake daemon");
+        let child = spawn_fresh(
+            std::process::Command::new(socket_peer(sandbox))
+                .args(["listen", "--socket"])
+                .arg(socket)
+                .arg("--record")
+                .arg(record)
+                .args(extra)
+                .env_clear()
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .uid(uid)
+                .gid(uid),
+        )
+        .expect("start the fake daemon");
         let fake = FakeDaemon {
             child,
             record: record.to_path_buf(),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::bare::RawBrokerClient;
 use crate::measure::{Latency, Samples};
+use crate::sandbox::Daemon;
 
 use super::{bare_block, broker_block, Ctx};
 
@@ -19,15 +20,17 @@ pub struct Cached {
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Cached, String> {
+    run_against(ctx, &ctx.main).await
+}
+
+/// The figure against `daemon`, which must have [`super::ARM`] cached.
+pub async fn run_against(ctx: &Ctx, daemon: &Daemon) -> Result<Cached, String> {
     let (rounds, per_round) = ctx.pick((10, 1_000), (20, 5_000));
-    let client = ctx.main.client(&ctx.chain);
+    let client = daemon.client(&ctx.chain);
     let bare = ctx.bare_client().await?;
-    let raw = RawBrokerClient::connect(
-        &ctx.main.socket,
-        &ctx.chain,
-        super::token_request(super::ARM),
-    )
-    .await?;
+    let raw =
+        RawBrokerClient::connect(&daemon.socket, &ctx.chain, super::token_request(super::ARM))
+            .await?;
     tokio::spawn(alternate(client, bare, raw, rounds, per_round))
         .await
         .map_err(|e| format!("task: {e}"))?

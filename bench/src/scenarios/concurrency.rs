@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::measure::{cpu_time, Latency, Samples};
+use crate::sandbox::Daemon;
 
 use super::{token_request, Ctx, ARM};
 
@@ -25,32 +26,37 @@ pub struct Level {
 }
 
 pub async fn run(ctx: &Ctx) -> Result<Vec<Level>, String> {
-    let (rounds, window) = ctx.pick((1, Duration::from_millis(600)), (3, Duration::from_secs(1)));
     let mut levels = Vec::new();
     for connections in LEVELS {
-        let (mut broker, mut bare) = (Samples::default(), Samples::default());
-        let (mut broker_cpu, mut bare_cpu) = (Duration::ZERO, Duration::ZERO);
-        for _ in 0..rounds {
-            let (samples, cpu) = broker_level(ctx, connections, window).await?;
-            broker.extend(samples);
-            broker_cpu += cpu;
-            let (samples, cpu) = bare_level(ctx, connections, window).await?;
-            bare.extend(samples);
-            bare_cpu += cpu;
-        }
-        let busy = window * rounds as u32;
-        let per_request = |cpu: Duration, samples: &Samples| {
-            cpu.as_secs_f64() * 1e6 / samples.count().max(1) as f64
-        };
-        levels.push(Level {
-            connections,
-            broker_cpu_us: per_request(broker_cpu, &broker),
-            bare_cpu_us: per_request(bare_cpu, &bare),
-            broker: broker.summary(busy),
-            bare: bare.summary(busy),
-        });
+        levels.push(level(ctx, &ctx.main, connections).await?);
     }
     Ok(levels)
+}
+
+/// One level against `daemon` (which must have [`ARM`] cached), beside the
+/// bare baseline; rounds of the two alternate.
+pub async fn level(ctx: &Ctx, daemon: &Daemon, connections: usize) -> Result<Level, String> {
+    let (rounds, window) = ctx.pick((1, Duration::from_millis(600)), (3, Duration::from_secs(1)));
+    let (mut broker, mut bare) = (Samples::default(), Samples::default());
+    let (mut broker_cpu, mut bare_cpu) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..rounds {
+        let (samples, cpu) = broker_level(ctx, daemon, connections, window).await?;
+        broker.extend(samples);
+        broker_cpu += cpu;
+        let (samples, cpu) = bare_level(ctx, connections, window).await?;
+        bare.extend(samples);
+        bare_cpu += cpu;
+    }
+    let busy = window * rounds as u32;
+    let per_request =
+        |cpu: Duration, samples: &Samples| cpu.as_secs_f64() * 1e6 / samples.count().max(1) as f64;
+    Ok(Level {
+        connections,
+        broker_cpu_us: per_request(broker_cpu, &broker),
+        bare_cpu_us: per_request(bare_cpu, &bare),
+        broker: broker.summary(busy),
+        bare: bare.summary(busy),
+    })
 }
 
 /// Samples of requests that started and finished inside `[from, until)`.
@@ -72,12 +78,13 @@ impl Window {
 
 async fn broker_level(
     ctx: &Ctx,
+    daemon: &Daemon,
     connections: usize,
     window: Duration,
 ) -> Result<(Samples, Duration), String> {
     let mut clients = Vec::new();
     for _ in 0..connections {
-        let client = ctx.main.client(&ctx.chain);
+        let client = daemon.client(&ctx.chain);
         client
             .welcome()
             .await
@@ -113,7 +120,7 @@ async fn broker_level(
             }
         }));
     }
-    let cpu = span.cpu(ctx.main.pid).await;
+    let cpu = span.cpu(daemon.pid).await;
     Ok((collect(tasks).await?, cpu))
 }
 

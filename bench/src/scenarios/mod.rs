@@ -4,10 +4,12 @@
 pub mod cached;
 pub mod cli;
 pub mod concurrency;
+pub mod exec;
 pub mod failing_storm;
 pub mod identities;
 pub mod many_clients;
 pub mod memory;
+pub mod policed;
 pub mod refresh;
 pub mod storm;
 
