@@ -264,6 +264,7 @@ mod tests {
             scopes: vec![scope.into()],
             tenant: None,
             claims: None,
+            interactive: true,
         }
     }
 

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn several_scopes_are_unsupported_by_construction() {
-        let source = AzureCliSource::new(TIMEOUT);
+        let source = AzureCliSource::new(&ToolSpec::default(), TIMEOUT);
         let request = |scopes: &[&str]| SourceRequest {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             tenant: None,
