@@ -32,5 +32,6 @@ mod service;
 mod sharing;
 mod shim;
 mod socket_trust;
+mod third_party;
 mod token_output;
 mod upstream;
