@@ -317,6 +317,9 @@ fn fill_azurite(sandbox: &Sandbox, azurite: &Azurite, blobs: &[&str]) {
 fn third_party_server_limited_to_storage_is_refused_resource_manager_and_lists_blobs() {
     let mut sandbox = Sandbox::new();
     sandbox.start_daemon();
+    // A logged-in azd on the server's PATH: the chain it was given ("dev")
+    // would fall through to it from a refused az, past the policy.
+    let azd = sandbox.install_azd();
     node(); // Node.js and Azurite are there
     let azurite = Azurite::start(
         &mcp_dir().join("node_modules"),
@@ -350,6 +353,8 @@ fn third_party_server_limited_to_storage_is_refused_resource_manager_and_lists_b
     );
     // Azurite (--oauth basic) listed the blobs for the broker's storage token.
     assert_eq!(answers[1].ok(), json!({"blobs": blobs}));
+    // Nor did it reach azd: exec pinned the chain to the broker's door.
+    assert_eq!(azd.invocations(), 0);
     // The refused request never reached az; the storage token cost one run.
     assert_eq!(
         sandbox.az.invocation_args(),

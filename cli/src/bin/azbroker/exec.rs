@@ -9,6 +9,11 @@
 //! COMMAND's untouched, signals reach it directly, its exit status is the
 //! status, and the process id stays the same, so whatever the daemon learns
 //! about this process holds for COMMAND.
+//!
+//! Under a NAME, SDK credential chains are also pinned to the broker's door
+//! ([`pinned_chain`]): `DefaultAzureCredential` would otherwise move on from a
+//! refused `az` to `azd` or Azure PowerShell and mint the refused token
+//! itself, past the policy and the audit.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
@@ -23,6 +28,36 @@ pub struct Wiring {
     pub shim_dir: PathBuf,
     /// `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`, already checked.
     pub managed_identity: Option<(String, String)>,
+    /// The value for [`CHAIN_VARIABLE`], when COMMAND's chain is pinned.
+    pub pinned_chain: Option<&'static str>,
+}
+
+/// What the Azure SDKs' `DefaultAzureCredential` (Python, JavaScript, .NET,
+/// Go, Java) and the Azure MCP Server read to narrow their chain.
+pub const CHAIN_VARIABLE: &str = "AZURE_TOKEN_CREDENTIALS";
+
+/// The credential a NAME's COMMAND is pinned to: the broker's own door (the
+/// managed-identity endpoint with `--managed-identity`, else the `az` shim),
+/// so every token its SDKs get passes the scope policy and the audit. This
+/// replaces whatever chain the environment chose (`dev` would let a refused
+/// request fall through to `azd` or PowerShell), saying so on stderr when it
+/// differs.
+pub fn pinned_chain(current: Option<&OsStr>, managed_identity: bool) -> &'static str {
+    let pinned = if managed_identity {
+        "ManagedIdentityCredential"
+    } else {
+        "AzureCliCredential"
+    };
+    if let Some(current) = current.filter(|value| !value.is_empty()) {
+        if !current.eq_ignore_ascii_case(pinned) {
+            eprintln!(
+                "azbroker exec: {CHAIN_VARIABLE}={} replaced by {pinned} for this named command, \
+                 so every token it gets passes the broker's scope policy and audit",
+                current.to_string_lossy()
+            );
+        }
+    }
+    pinned
 }
 
 /// The default shim directory, installing the shim there when it is missing
@@ -65,6 +100,9 @@ pub fn exec(command: &[OsString], wiring: Wiring) -> ExitCode {
             .env("IDENTITY_ENDPOINT", endpoint)
             .env("IDENTITY_HEADER", header);
     }
+    if let Some(credential) = wiring.pinned_chain {
+        child.env(CHAIN_VARIABLE, credential);
+    }
     // `Command` resolves a bare name on the PATH set above, like a shell would.
     let error = child.exec();
     let code = match error.kind() {
@@ -81,6 +119,20 @@ pub fn exec(command: &[OsString], wiring: Wiring) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_command_is_pinned_to_the_brokers_door() {
+        assert_eq!(pinned_chain(None, false), "AzureCliCredential");
+        assert_eq!(
+            pinned_chain(Some(OsStr::new("")), true),
+            "ManagedIdentityCredential"
+        );
+        // `dev` would fall through to azd and PowerShell: replaced.
+        assert_eq!(
+            pinned_chain(Some(OsStr::new("dev")), false),
+            "AzureCliCredential"
+        );
+    }
 
     #[test]
     fn the_shim_comes_first_once() {

@@ -614,6 +614,12 @@ fn exec_command(
         Ok(dir) => dir,
         Err(e) => return fail(&format!("cannot install the az shim: {e}"), 1),
     };
+    let pinned_chain = register.as_ref().map(|_| {
+        exec::pinned_chain(
+            std::env::var_os(exec::CHAIN_VARIABLE).as_deref(),
+            managed_identity,
+        )
+    });
     if let Some(register) = register {
         // Before COMMAND runs, under this very pid (exec keeps it): a NAME
         // that could not be registered would run unlimited, so it does not run.
@@ -650,6 +656,7 @@ fn exec_command(
         exec::Wiring {
             shim_dir,
             managed_identity,
+            pinned_chain,
         },
     )
 }
