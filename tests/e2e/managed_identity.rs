@@ -504,9 +504,15 @@ fn node_managed_identity_credential_gets_the_token_and_a_400_for_another_identit
     );
     assert!(!ok, "{json}");
     assert!(json.get("token").is_none(), "{json}");
-    // Node reads the 400 as "no such identity here": its chains move on.
+    // Node reads the 400 as "no such identity here": its chains move on. It
+    // quotes the App Service error body's message (4.13 no longer says 400).
     assert_eq!(json["error"], "CredentialUnavailableError", "{json}");
-    assert!(json["message"].as_str().unwrap().contains("400"), "{json}");
+    assert!(
+        json["message"].as_str().unwrap().contains(
+            "no managed identity here matches client_id=33333333-3333-4333-8333-333333333333"
+        ),
+        "{json}"
+    );
     assert_eq!(sandbox.az.invocations(), 0);
     let (ok, json) = node_managed_identity(&sandbox, &identity, &[ARM]);
     assert!(ok, "{json}");

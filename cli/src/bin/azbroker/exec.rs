@@ -41,7 +41,8 @@ pub const CHAIN_VARIABLE: &str = "AZURE_TOKEN_CREDENTIALS";
 /// so every token its SDKs get passes the scope policy and the audit. This
 /// replaces whatever chain the environment chose (`dev` would let a refused
 /// request fall through to `azd` or PowerShell), saying so on stderr when it
-/// differs.
+/// replaces a credential the user named (not for `dev` or `prod`, the usual
+/// pins of MCP configurations).
 pub fn pinned_chain(current: Option<&OsStr>, managed_identity: bool) -> &'static str {
     let pinned = if managed_identity {
         "ManagedIdentityCredential"
@@ -49,7 +50,10 @@ pub fn pinned_chain(current: Option<&OsStr>, managed_identity: bool) -> &'static
         "AzureCliCredential"
     };
     if let Some(current) = current.filter(|value| !value.is_empty()) {
-        if !current.eq_ignore_ascii_case(pinned) {
+        let named = !["dev", "prod", pinned]
+            .iter()
+            .any(|usual| current.eq_ignore_ascii_case(usual));
+        if named {
             eprintln!(
                 "azbroker exec: {CHAIN_VARIABLE}={} replaced by {pinned} for this named command, \
                  so every token it gets passes the broker's scope policy and audit",
