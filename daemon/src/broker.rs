@@ -636,7 +636,7 @@ mod tests {
 
     /// The outcomes the audit recorded so far, oldest first.
     async fn audited(broker: &Broker) -> Vec<AuditOutcome> {
-        broker.audit.flush().await;
+        broker.audit.flush();
         let page = broker.audit.query(&azbroker_proto::AuditQuery {
             after_seq: 0,
             since_ms: None,

@@ -172,10 +172,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Stops the actor tree, waiting a little for it.
+    /// Stops the actor tree, waiting a little for it, and writes the last
+    /// audit records out (on the blocking pool, bounded like the rest).
     pub async fn stop(self) {
         self.supervisor.stop(Some("daemon shutdown".into()));
         let _ = tokio::time::timeout(Duration::from_secs(2), self.supervisor_done).await;
+        let audit = self.broker.audit.clone();
+        let flushed = tokio::task::spawn_blocking(move || audit.flush());
+        let _ = tokio::time::timeout(Duration::from_secs(2), flushed).await;
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{bin, python, Sandbox};
+use crate::harness::{bin, python, wait_until, Sandbox};
 
 const ARM: &str = "https://management.azure.com/.default";
 const STORAGE: &str = "https://storage.azure.com/.default";
@@ -153,8 +153,11 @@ fn every_request_is_recorded_with_who_asked_and_never_a_token() {
     assert_eq!(names[0]["denied"], 1);
     assert_eq!(names[0]["hits"], 0);
 
-    // The file: private, the same records, no token anywhere.
+    // The file (written within a moment): private, the same records, no token anywhere.
     let file = sandbox.dir.path().join("state/azbroker/audit.jsonl");
+    wait_until(Duration::from_secs(10), "the audit file", || {
+        std::fs::read_to_string(&file).is_ok_and(|text| text.lines().count() == records.len())
+    });
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let written = std::fs::read_to_string(&file).unwrap();

@@ -40,8 +40,8 @@ pub async fn run(ctx: &Ctx) -> Result<Policed, String> {
         .sandbox
         .start_daemon_env("policed", &[], &[("XDG_CONFIG_HOME", &config)])?;
 
-    let client = daemon.client(&ctx.chain);
-    client
+    daemon
+        .client(&ctx.chain)
         .register_exec(RegisterExec {
             name: NAME.into(),
             allow_scopes: vec!["https://management.azure.com/*".into()],
@@ -49,6 +49,9 @@ pub async fn run(ctx: &Ctx) -> Result<Policed, String> {
         })
         .await
         .map_err(|e| format!("registering as {NAME}: {e}"))?;
+    // A connection learns who is asking at its Hello: connections from now on
+    // are under NAME (as COMMAND's are once `azbroker exec` has become it).
+    let client = daemon.client(&ctx.chain);
     match client
         .get_token(token_request("https://vault.azure.net/.default"))
         .await
