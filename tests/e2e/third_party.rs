@@ -23,7 +23,7 @@ use azbroker_e2e::Azurite;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::harness::{bin, Sandbox};
+use crate::harness::{bin, wait_until, Sandbox};
 
 const ARM: &str = "https://management.azure.com/.default";
 const STORAGE: &str = "https://storage.azure.com/.default";
@@ -228,6 +228,32 @@ fn sha256_hex(text: &str) -> String {
         .collect()
 }
 
+/// `azbroker audit --json --name NAME`: each record's outcome and executable.
+fn audited(sandbox: &Sandbox, name: &str) -> Vec<(String, String)> {
+    let out = sandbox.cli(&["audit", "--json", "--name", name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["name"], name, "{record}");
+            let field = |key: &str| record[key].as_str().unwrap_or_default().to_string();
+            (field("outcome"), field("exe"))
+        })
+        .collect()
+}
+
+fn outcomes(records: &[(String, String)]) -> Vec<&str> {
+    let mut outcomes: Vec<&str> = records.iter().map(|(o, _)| o.as_str()).collect();
+    outcomes.sort_unstable();
+    outcomes
+}
+
 #[test]
 fn third_party_python_and_typescript_servers_under_two_names_share_one_acquisition() {
     let mut sandbox = Sandbox::new();
@@ -266,6 +292,14 @@ fn third_party_python_and_typescript_servers_under_two_names_share_one_acquisiti
         assert_eq!(claims["oid"], USER_OID, "{server}");
     }
     assert_eq!(sandbox.az.invocations(), 1);
+    // The audit names each server's request: one acquired it, the other
+    // was served the same token (its acquisition or the cache).
+    let python = audited(&sandbox, "python-agent");
+    let typescript = audited(&sandbox, "typescript-agent");
+    assert_eq!((python.len(), typescript.len()), (1, 1));
+    let mut both = [python[0].0.as_str(), typescript[0].0.as_str()];
+    both.sort_unstable();
+    assert_eq!(both, ["acquired", "hit"]);
 }
 
 /// Fills Azurite with the container `reports` through its Blob REST API,
@@ -340,6 +374,11 @@ fn third_party_server_limited_to_storage_is_refused_resource_manager_and_lists_b
         {"server": "storage", "tool": "token_claims", "arguments": {"scope": ARM}},
         {"server": "storage", "tool": "blob_list",
          "arguments": {"account_url": azurite.account_endpoint(), "container": "reports"}},
+        // A child that cleared its environment is still the NAME's.
+        {"server": "storage", "tool": "child_token",
+         "arguments": {"resource": "https://management.azure.com/"}},
+        {"server": "storage", "tool": "child_token",
+         "arguments": {"resource": "https://storage.azure.com/"}},
     ]);
     let answers = run_client(&sandbox, servers, calls);
 
@@ -353,8 +392,40 @@ fn third_party_server_limited_to_storage_is_refused_resource_manager_and_lists_b
     );
     // Azurite (--oauth basic) listed the blobs for the broker's storage token.
     assert_eq!(answers[1].ok(), json!({"blobs": blobs}));
+    // The env -i child: refused Resource Manager under the NAME, served storage.
+    let child_arm = answers[2].ok();
+    assert_eq!(child_arm["exit"], 1, "{child_arm}");
+    assert!(
+        child_arm["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("'storage-agent'"),
+        "{child_arm}"
+    );
+    let child_storage = answers[3].ok();
+    assert_eq!(child_storage["exit"], 0, "{child_storage}");
+    assert_eq!(child_storage["claims"]["aud"], "https://storage.azure.com");
     // Nor did it reach azd: exec pinned the chain to the broker's door.
     assert_eq!(azd.invocations(), 0);
+    // The audit: both refusals and both storage tokens under the NAME, all
+    // through the shim (the SDK's az, the child's az).
+    let records = audited(&sandbox, "storage-agent");
+    assert_eq!(outcomes(&records), ["acquired", "denied", "denied", "hit"]);
+    for (_, exe) in &records {
+        assert!(exe.ends_with("azbroker-az-shim"), "{records:?}");
+    }
+    // ...and never a token: the one it was given is nowhere in the file.
+    let token = sandbox.raw_token(STORAGE);
+    let file = sandbox.dir.path().join("state/azbroker/audit.jsonl");
+    wait_until(Duration::from_secs(10), "the audit file", || {
+        std::fs::read_to_string(&file).is_ok_and(|text| text.lines().count() >= 5)
+    });
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.contains("storage-agent"));
+    assert!(
+        !written.contains(token.rsplit('.').next().unwrap()),
+        "a token is in the audit file"
+    );
     // The refused request never reached az; the storage token cost one run.
     assert_eq!(
         sandbox.az.invocation_args(),

@@ -10,6 +10,8 @@ A tool never returns a token, only what identifies it (claims and a digest).
 import base64
 import hashlib
 import json
+import os
+import subprocess
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import DefaultAzureCredential
@@ -51,6 +53,23 @@ def blob_list(account_url: str, container: str) -> dict:
         return {"blobs": [blob.name for blob in client.get_container_client(container).list_blobs()]}
     except (ClientAuthenticationError, HttpResponseError) as e:
         raise ToolError(e.message) from e
+
+
+@server.tool()
+def child_token(resource: str) -> dict:
+    """Runs `az account get-access-token` in a child that cleared its
+    environment (`env -i`), keeping only where to find programs and the
+    broker; returns its exit code and, on success, the token's claims."""
+    kept = [f"{name}={os.environ[name]}" for name in ("PATH", "HOME", "AZBROKER_SOCKET") if name in os.environ]
+    child = subprocess.run(
+        ["env", "-i", *kept, "az", "account", "get-access-token", "--output", "json", "--resource", resource],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if child.returncode != 0:
+        return {"exit": child.returncode, "stderr": child.stderr}
+    return {"exit": 0, "claims": describe(json.loads(child.stdout)["accessToken"])}
 
 
 if __name__ == "__main__":
