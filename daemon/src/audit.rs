@@ -109,8 +109,9 @@ pub struct Event {
     /// The scopes (normalized, or as sent when they were invalid) and the
     /// tenant asked for.
     pub target: Arc<Target>,
-    /// The tenant of the token served, when the request named none.
-    pub token_tenant: Option<String>,
+    /// The tenant of the token served, when the request named none (shared
+    /// with the cache entry: a hit copies no string).
+    pub token_tenant: Option<Arc<str>>,
     /// The credential that served the token (or refused to).
     pub credential: Option<CredentialId>,
     pub outcome: AuditOutcome,
@@ -129,7 +130,7 @@ impl Event {
                 .target
                 .tenant
                 .clone()
-                .or_else(|| self.token_tenant.clone()),
+                .or_else(|| self.token_tenant.as_deref().map(str::to_owned)),
             credential: self.credential.as_ref().map(ToString::to_string),
             outcome: self.outcome,
         }

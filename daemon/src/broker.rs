@@ -163,29 +163,9 @@ impl Broker {
     }
 
     /// Validates a request, checks it against the scope policy and builds its
-    /// cache key. A refusal is recorded in the audit trail here.
+    /// cache key. A refusal is recorded in the audit trail here, with what
+    /// was asked (a success is recorded once it is served).
     pub fn prepare(&self, session: &Session, request: GetToken) -> Result<Prepared, WireError> {
-        let asked = audit_scopes(&request.scopes);
-        let tenant = request.tenant.clone();
-        self.prepare_unaudited(session, request).inspect_err(|e| {
-            let outcome = match e.kind {
-                // The only refusal here is the policy's.
-                ErrorKind::Refused => AuditOutcome::Denied,
-                _ => AuditOutcome::Failed,
-            };
-            let target = Arc::new(Target {
-                tenant,
-                scopes: asked,
-            });
-            self.record(session, target, None, None, outcome);
-        })
-    }
-
-    fn prepare_unaudited(
-        &self,
-        session: &Session,
-        request: GetToken,
-    ) -> Result<Prepared, WireError> {
         let invalid = |e: String| WireError::new(ErrorKind::InvalidRequest, e);
         let GetToken {
             scopes,
@@ -193,27 +173,54 @@ impl Broker {
             claims,
             min_validity_secs,
         } = request;
-        let scopes = scopes::normalize_owned(scopes).map_err(invalid)?;
-        // Before the cache is read: a denial never tells whether a token was cached.
-        self.policy.check(&session.requester, &scopes)?;
-        if let Some(tenant) = &tenant {
-            scopes::validate_tenant(tenant).map_err(invalid)?;
+        let refuse = |scopes: Vec<String>, tenant: Option<String>, error: WireError| {
+            let outcome = match error.kind {
+                // The only refusal here is the policy's.
+                ErrorKind::Refused => AuditOutcome::Denied,
+                _ => AuditOutcome::Failed,
+            };
+            self.record(
+                session,
+                Arc::new(Target { tenant, scopes }),
+                None,
+                None,
+                outcome,
+            );
+            error
+        };
+        // Checked before they are taken: what was asked is recorded as sent.
+        if let Err(e) = scopes::check_all(&scopes) {
+            return Err(refuse(audit_scopes(&scopes), None, invalid(e)));
         }
-        if let Some(claims) = &claims {
-            if claims.len() > scopes::MAX_CLAIMS_LEN {
-                return Err(invalid(format!(
-                    "claims longer than {} bytes",
-                    scopes::MAX_CLAIMS_LEN
-                )));
-            }
+        let scopes = scopes::normalize_owned(scopes).map_err(invalid)?;
+        if let Some(bad) = tenant
+            .as_deref()
+            .and_then(|t| scopes::validate_tenant(t).err())
+        {
+            return Err(refuse(scopes, None, invalid(bad)));
+        }
+        // Before the cache is read: a denial never tells whether a token was cached.
+        if let Err(e) = self.policy.check(&session.requester, &scopes) {
+            return Err(refuse(scopes, tenant, e));
+        }
+        if claims
+            .as_ref()
+            .is_some_and(|claims| claims.len() > scopes::MAX_CLAIMS_LEN)
+        {
+            let e = invalid(format!(
+                "claims longer than {} bytes",
+                scopes::MAX_CLAIMS_LEN
+            ));
+            return Err(refuse(scopes, tenant, e));
         }
         let (min_validity, fallback_validity) = match min_validity_secs {
             0 => (DEFAULT_MIN_VALIDITY_SECS, Some(STALE_MIN_VALIDITY_SECS)),
             secs if i64::from(secs) > MAX_MIN_VALIDITY_SECS => {
-                return Err(invalid(format!(
+                let e = invalid(format!(
                     "min_validity_secs {secs} is above the maximum of {MAX_MIN_VALIDITY_SECS} s: \
                      access tokens rarely live much longer, so no token would satisfy it and every request would go to the identity provider"
-                )))
+                ));
+                return Err(refuse(scopes, tenant, e));
             }
             secs => (i64::from(secs), None),
         };
@@ -333,7 +340,7 @@ impl Broker {
         &self,
         session: &Session,
         target: Arc<Target>,
-        token_tenant: Option<String>,
+        token_tenant: Option<Arc<str>>,
         credential: Option<CredentialId>,
         outcome: AuditOutcome,
     ) {

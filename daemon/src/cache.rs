@@ -52,7 +52,7 @@ pub struct CachedToken {
     pub access_token: Secret,
     pub expires_on: i64,
     pub refresh_on: i64,
-    pub tenant: Option<String>,
+    pub tenant: Option<Arc<str>>,
     pub credential: CredentialKind,
     pub credential_id: CredentialId,
     pub minted_at_ms: i64,

@@ -20,14 +20,8 @@ pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>, String> {
 /// [`normalize_scopes`] on a request's own strings: the hot path of every
 /// token request, so it allocates only to rewrite a bare resource.
 pub fn normalize_owned(mut scopes: Vec<String>) -> Result<Vec<String>, String> {
-    if scopes.is_empty() {
-        return Err("at least one scope is required".into());
-    }
-    if scopes.len() > MAX_SCOPES {
-        return Err(format!("at most {MAX_SCOPES} scopes per request"));
-    }
+    check_all(&scopes)?;
     for scope in &mut scopes {
-        validate_scope(scope)?;
         if let Some(default) = bare_resource_to_default(scope) {
             *scope = default;
         }
@@ -37,6 +31,18 @@ pub fn normalize_owned(mut scopes: Vec<String>) -> Result<Vec<String>, String> {
         scopes.dedup();
     }
     Ok(scopes)
+}
+
+/// Whether `scopes` is a list a request may ask for: one to
+/// [`MAX_SCOPES`] scopes, each well formed.
+pub fn check_all(scopes: &[String]) -> Result<(), String> {
+    if scopes.is_empty() {
+        return Err("at least one scope is required".into());
+    }
+    if scopes.len() > MAX_SCOPES {
+        return Err(format!("at most {MAX_SCOPES} scopes per request"));
+    }
+    scopes.iter().try_for_each(|scope| validate_scope(scope))
 }
 
 fn validate_scope(scope: &str) -> Result<(), String> {

@@ -191,7 +191,7 @@ fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
         refresh_on: refresh::refresh_on(now, token.expires_on, token.refresh_in),
         expires_on: token.expires_on,
         access_token: token.access_token,
-        tenant: token.tenant,
+        tenant: token.tenant.map(Arc::from),
         credential: id.kind,
         credential_id: id.clone(),
         minted_at_ms: clock::now_millis(),
