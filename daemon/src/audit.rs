@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use azbroker_proto::{
-    AuditOutcome, AuditPage, AuditQuery, AuditRecord, DaemonFrame, Reply, MAX_FRAME_LEN,
+    AuditJson, AuditOutcome, AuditPage, AuditQuery, AuditRecord, DaemonFrame, Reply, MAX_FRAME_LEN,
 };
 use serde::Serialize;
 
@@ -118,6 +118,25 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event as the audit file's JSON, borrowing from it.
+    fn json<'a>(&'a self, time: &'a str) -> AuditJson<'a, &'a CredentialId> {
+        AuditJson {
+            time,
+            name: self.who.name.as_deref(),
+            client: &self.who.client,
+            pid: self.who.pid,
+            exe: self.who.exe.as_deref(),
+            scopes: &self.target.scopes,
+            tenant: self
+                .target
+                .tenant
+                .as_deref()
+                .or(self.token_tenant.as_deref()),
+            credential: self.credential.as_ref(),
+            outcome: self.outcome.as_str(),
+        }
+    }
+
     pub fn to_record(&self) -> AuditRecord {
         AuditRecord {
             time_ms: self.time_ms,
@@ -334,7 +353,13 @@ impl Shared {
     /// Numbers what came in, keeps it in the ring, counts it per NAME and
     /// leaves it for the file.
     fn absorb(&self, ring: &mut Ring) {
-        let batch = std::mem::take(&mut *lock(&self.intake));
+        // The intake keeps the room the last round needed: recording then
+        // never grows it (a copy under the lock) in steady traffic.
+        let batch = {
+            let mut intake = lock(&self.intake);
+            let room = intake.len();
+            std::mem::replace(&mut *intake, Vec::with_capacity(room))
+        };
         for event in batch {
             ring.last_seq += 1;
             let seq = ring.last_seq;
@@ -353,7 +378,10 @@ impl Shared {
     }
 
     /// Absorbs, then appends what the file has not got yet. The file's lock
-    /// is held throughout, so batches reach the file in order.
+    /// is held throughout, so batches reach the file in order. Lines are
+    /// written straight from the events (no record built per event, the time
+    /// formatted once per millisecond): at a hundred thousand hits a second
+    /// this is the audit's whole cost.
     fn write_out(&self) {
         let mut file = lock(&self.file);
         let unwritten = {
@@ -361,12 +389,18 @@ impl Shared {
             self.absorb(&mut ring);
             std::mem::take(&mut ring.unwritten)
         };
-        let mut lines = String::new();
+        let mut lines = Vec::with_capacity(unwritten.len() * 256);
+        let mut time = (i64::MIN, String::new());
         for event in &unwritten {
-            lines.push_str(&event.to_record().json_line());
-            lines.push('\n');
+            if time.0 != event.time_ms {
+                time = (
+                    event.time_ms,
+                    azbroker_proto::audit::rfc3339_utc(event.time_ms),
+                );
+            }
+            event.json(&time.1).write_line(&mut lines);
         }
-        file.append(lines.as_bytes());
+        file.append(&lines);
     }
 }
 

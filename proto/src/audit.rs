@@ -80,26 +80,48 @@ pub struct AuditPage {
     pub next_seq: u64,
 }
 
-/// A record as one JSON object, with the field names of the audit file.
+/// A record as one JSON object, with the field names of the audit file:
+/// `time` (RFC 3339, UTC), `name`, `client`, `pid`, `exe`, `scopes`,
+/// `tenant`, `credential`, `outcome`. Borrowed, so the daemon writes its
+/// events through it without building an [`AuditRecord`] each.
 #[derive(Serialize)]
-struct JsonRecord<'a> {
-    time: String,
-    name: Option<&'a str>,
-    client: &'a str,
-    pid: Option<u32>,
-    exe: Option<&'a str>,
-    scopes: &'a [String],
-    tenant: Option<&'a str>,
-    credential: Option<&'a str>,
-    outcome: &'static str,
+pub struct AuditJson<'a, C: std::fmt::Display> {
+    pub time: &'a str,
+    pub name: Option<&'a str>,
+    pub client: &'a str,
+    pub pid: Option<u32>,
+    pub exe: Option<&'a str>,
+    pub scopes: &'a [String],
+    pub tenant: Option<&'a str>,
+    #[serde(serialize_with = "display_or_null")]
+    pub credential: Option<C>,
+    pub outcome: &'static str,
+}
+
+fn display_or_null<C: std::fmt::Display, S: serde::Serializer>(
+    value: &Option<C>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_none(),
+    }
+}
+
+impl<C: std::fmt::Display> AuditJson<'_, C> {
+    /// Appends the object and a newline to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *out, self).expect("a record always serializes");
+        out.push(b'\n');
+    }
 }
 
 impl AuditRecord {
-    /// The record as one line of JSON (no newline): `time` (RFC 3339, UTC),
-    /// `name`, `client`, `pid`, `exe`, `scopes`, `tenant`, `credential`, `outcome`.
+    /// The record as one line of JSON (no newline), as [`AuditJson`] spells it.
     pub fn json_line(&self) -> String {
-        let json = JsonRecord {
-            time: rfc3339_utc(self.time_ms),
+        let time = rfc3339_utc(self.time_ms);
+        let json = AuditJson {
+            time: &time,
             name: self.name.as_deref(),
             client: &self.client,
             pid: self.pid,
@@ -109,7 +131,10 @@ impl AuditRecord {
             credential: self.credential.as_deref(),
             outcome: self.outcome.as_str(),
         };
-        serde_json::to_string(&json).expect("a record always serializes")
+        let mut line = Vec::new();
+        json.write_line(&mut line);
+        line.pop();
+        String::from_utf8(line).expect("JSON is UTF-8")
     }
 }
 
