@@ -285,6 +285,27 @@ fn a_login_in_the_file_moves_into_the_secret_service_once_it_is_reachable() {
 }
 
 #[test]
+fn a_locked_secret_service_without_an_azbroker_entry_is_not_chosen() {
+    let (mut sandbox, _entra) = login_sandbox();
+    let _browser = TestBrowser::install(&mut sandbox);
+    let secrets = SecretService::start(&mut sandbox);
+    secrets.lock();
+    sandbox.start_daemon();
+    let file = accounts_file(&sandbox);
+    let store = store_of(&sandbox);
+    assert!(
+        store.starts_with(&format!("file {} (no OS secret store: ", file.display()))
+            && store.contains("locked"),
+        "{store}"
+    );
+    // A login is kept in the file, not lost to a store that refuses saves.
+    sandbox.token(ARM, &[]);
+    let in_file = refresh_tokens_in(&std::fs::read_to_string(&file).unwrap());
+    assert_eq!(in_file.len(), 1);
+    drop(secrets);
+}
+
+#[test]
 fn a_locked_secret_service_falls_back_to_the_file_and_loses_nothing() {
     let (mut sandbox, entra) = login_sandbox();
     let browser = TestBrowser::install(&mut sandbox);

@@ -408,6 +408,36 @@ fn move_file_into_keyring(path: &Path) -> Result<usize, String> {
     }
 }
 
+/// `Ok` unless the Secret Service's default collection (where the first
+/// entry would be created) is locked. Runs on the probe's own thread.
+#[cfg(target_os = "linux")]
+fn default_collection_unlocked() -> Result<(), String> {
+    use secret_service::{EncryptionType, SecretService};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let locked = runtime.block_on(async {
+        let service = SecretService::connect(EncryptionType::Dh).await?;
+        service.get_default_collection().await?.is_locked().await
+    });
+    match locked {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(
+            "it is locked (its default collection, where azbroker's entry would go); unlock it, then restart azbrokerd"
+                .into(),
+        ),
+        // No default collection: keyring makes one with the first entry.
+        Err(secret_service::Error::NoResult) => Ok(()),
+        Err(e) => Err(format!("it failed ({e})")),
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn default_collection_unlocked() -> Result<(), String> {
+    Ok(())
+}
+
 /// The OS secret store, if it answers within [`PROBE_TIMEOUT`].
 fn probe_keyring() -> Result<Backend, String> {
     #[cfg(any(target_os = "linux", target_os = "macos"))]
@@ -425,7 +455,10 @@ fn probe_keyring() -> Result<Backend, String> {
             .spawn(move || {
                 let _ = tx.send(
                     keyring_entry().and_then(|entry| match entry.get_password() {
-                        Ok(_) | Err(keyring::Error::NoEntry) => Ok(()),
+                        Ok(_) => Ok(()),
+                        // No entry yet: where the first one would go must
+                        // not be locked, or every save would fail later.
+                        Err(keyring::Error::NoEntry) => default_collection_unlocked(),
                         Err(e) => Err(keyring_failure(&e)),
                     }),
                 );
