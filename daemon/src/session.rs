@@ -85,10 +85,17 @@ impl Session {
     }
 }
 
+/// Longest client name the audit keeps (any process may send any name).
+const MAX_AUDITED_CLIENT: usize = 128;
+
 fn who(client: &str, requester: &Requester) -> Arc<Who> {
+    let mut end = client.len().min(MAX_AUDITED_CLIENT);
+    while !client.is_char_boundary(end) {
+        end -= 1;
+    }
     Arc::new(Who {
         name: requester.name().map(str::to_owned),
-        client: client.to_owned(),
+        client: client[..end].to_owned(),
         pid: requester.pid,
         exe: requester.executable.clone(),
     })
@@ -103,4 +110,21 @@ fn spec_tenants(spec: &CredentialSpec) -> impl Iterator<Item = &str> {
         _ => None,
     };
     tenant.into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_keeps_a_bounded_client_name() {
+        let long = "é".repeat(200);
+        let who = who(&long, &Requester::default());
+        assert!(who.client.len() <= MAX_AUDITED_CLIENT);
+        assert!(long.starts_with(&who.client));
+        assert_eq!(
+            super::who("azbroker-cli", &Requester::default()).client,
+            "azbroker-cli"
+        );
+    }
 }
