@@ -60,15 +60,29 @@ pub async fn require_own_user(_: &TcpStream) -> Result<Option<PeerSocket>, Strin
     Ok(None)
 }
 
+/// Longest [`holder`] looks: a user with a great many open files makes the
+/// scan slow, and a peer must not wait on it for long.
+#[cfg(target_os = "linux")]
+const HOLDER_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The process of this user that holds `socket`, found by its inode among
 /// the open files of the user's processes (the first that holds it: a socket
-/// shared across a fork belongs to both). `None` when none does any more.
-/// Blocking: many small reads of `/proc`.
+/// shared across a fork belongs to both). `None` when none does any more, or
+/// the scan ran out of [`HOLDER_BUDGET`] (logged: the peer is then asked for
+/// as a process under no exec). Blocking: many small reads of `/proc`.
 #[cfg(target_os = "linux")]
 pub fn holder(socket: PeerSocket) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
+    let started = std::time::Instant::now();
     let link = format!("socket:[{}]", socket.inode);
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if started.elapsed() > HOLDER_BUDGET {
+            tracing::warn!(
+                budget_secs = HOLDER_BUDGET.as_secs(),
+                "cannot tell which process holds a loopback peer's socket in time; it is asked for as a process under no azbroker exec"
+            );
+            return None;
+        }
         let Some(pid) = entry
             .file_name()
             .to_str()
