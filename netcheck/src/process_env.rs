@@ -128,7 +128,7 @@ mod tests {
         let vars: HashMap<&str, OsString> = HashMap::from([
             ("PATH", path),
             ("HOME", "/home/u".into()),
-            ("AZD_CONFIG_DIR", "/work/azd".into()),
+            ("AZD_CONFIG_DIR", "/home/me/.azd-work".into()),
             ("https_proxy", "http://alice:pa55@proxy.corp:3128".into()),
             ("NO_PROXY", "localhost,.corp".into()),
             ("SSL_CERT_FILE", "".into()),
@@ -147,7 +147,10 @@ mod tests {
             value(&env.profiles, "AZURE_CONFIG_DIR"),
             Some("/home/u/.azure")
         );
-        assert_eq!(value(&env.profiles, "AZD_CONFIG_DIR"), Some("/work/azd"));
+        assert_eq!(
+            value(&env.profiles, "AZD_CONFIG_DIR"),
+            Some("/home/me/.azd-work")
+        );
         assert_eq!(
             value(&env.variables, "https_proxy"),
             Some("http://alice:***@proxy.corp:3128")
