@@ -26,40 +26,8 @@ pub enum ChildKind {
     Browser,
 }
 
-/// The browser: who and where the user is, locale, temporary files, network.
-const COMMON: &[&str] = &[
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LANGUAGE",
-    "TZ",
-    "TMPDIR",
-    "TMP",
-    "TEMP",
-    "XDG_CONFIG_HOME",
-    "XDG_CACHE_HOME",
-    "XDG_DATA_HOME",
-    "XDG_STATE_HOME",
-    "XDG_RUNTIME_DIR",
-    // Network: the same proxy and extra roots the daemon's own client uses.
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-    "all_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    // Python's requests (the Azure CLI) and curl read their own names.
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-];
-
 /// Prefixes the browser keeps (locale categories).
-const COMMON_PREFIXES: &[&str] = &["LC_"];
+const LOCALE_PREFIXES: &[&str] = &["LC_"];
 
 /// The browser: display, desktop session (xdg-open picks the opener from it), input methods.
 const BROWSER: &[&str] = &[
@@ -95,11 +63,11 @@ pub fn is_allowed(kind: ChildKind, name: &OsStr) -> bool {
     };
     match kind {
         // The requester's tool variables: one list, shared with the clients that send them.
-        ChildKind::Tool => azbroker_proto::tool::TOOL_VARIABLES.contains(&name),
+        ChildKind::Tool => azbroker_proto::tool::is_tool_variable(name),
         ChildKind::Browser => {
-            COMMON.contains(&name)
+            azbroker_proto::tool::SESSION_VARIABLES.contains(&name)
                 || BROWSER.contains(&name)
-                || COMMON_PREFIXES
+                || LOCALE_PREFIXES
                     .iter()
                     .any(|prefix| name.starts_with(prefix))
         }

@@ -15,10 +15,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The variables a credential tool may see, taken from the requester's
-/// environment. Anything else (secrets included) never reaches a tool.
-/// `PATH` is handled apart: shim directories are removed from it first.
-pub const TOOL_VARIABLES: &[&str] = &[
+/// Who and where the user is, locale, temporary files, proxies and extra
+/// trusted roots: what any child of the daemon may see (a credential tool,
+/// and the browser opener, which adds its display and desktop session).
+pub const SESSION_VARIABLES: &[&str] = &[
     // Who and where the user is; locale; temporary files.
     "HOME",
     "USER",
@@ -50,6 +50,11 @@ pub const TOOL_VARIABLES: &[&str] = &[
     "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
+];
+
+/// What the credential tools read besides [`SESSION_VARIABLES`]: their
+/// profiles and the settings that change their output.
+const TOOL_SETTINGS: &[&str] = &[
     // Azure CLI: profile, extensions, cloud, and the `[core]` settings that change its output.
     "AZURE_CONFIG_DIR",
     "AZURE_EXTENSION_DIR",
@@ -69,6 +74,19 @@ pub const TOOL_VARIABLES: &[&str] = &[
     "DOTNET_ROOT",
     "DOTNET_BUNDLE_EXTRACT_BASE_DIR",
 ];
+
+/// The variables a credential tool may see, taken from the requester's
+/// environment: [`SESSION_VARIABLES`] and the tools' own settings. Anything
+/// else (secrets included) never reaches a tool. `PATH` is handled apart:
+/// shim directories are removed from it first.
+pub fn tool_variables() -> impl Iterator<Item = &'static str> {
+    SESSION_VARIABLES.iter().chain(TOOL_SETTINGS).copied()
+}
+
+/// Whether a credential tool may see the variable `name` (see [`tool_variables`]).
+pub fn is_tool_variable(name: &str) -> bool {
+    tool_variables().any(|allowed| allowed == name)
+}
 
 /// At most this many bytes of variables (names and values) per tool: a `PATH`
 /// and a few profile paths fit many times over, and a Hello stays small.
@@ -127,7 +145,7 @@ pub struct ToolSpec {
     /// `az`, `AZD_CONFIG_DIR` or `~/.azd` for `azd`, `~/.Azure` for
     /// PowerShell); `None` without a home directory.
     pub profile_dir: Option<String>,
-    /// The requester's values of [`TOOL_VARIABLES`] and its `PATH` without
+    /// The requester's values of [`tool_variables`] and its `PATH` without
     /// shim directories: the whole environment the tool will run with.
     pub env: Vec<(String, String)>,
 }
@@ -139,8 +157,7 @@ impl ToolSpec {
         let executable = path
             .as_deref()
             .and_then(|path| find_executable(tool.executable(), path));
-        let mut env: Vec<(String, String)> = TOOL_VARIABLES
-            .iter()
+        let mut env: Vec<(String, String)> = tool_variables()
             .filter_map(|name| Some((name.to_string(), non_empty(lookup(name))?)))
             .collect();
         if let Some(path) = path {
@@ -182,7 +199,7 @@ impl ToolSpec {
         }
         let mut bytes = 0;
         for (name, value) in &self.env {
-            if name != "PATH" && !TOOL_VARIABLES.contains(&name.as_str()) {
+            if name != "PATH" && !is_tool_variable(name) {
                 return Err(format!("{name} is not a variable tools may see"));
             }
             if value.contains('\0') {

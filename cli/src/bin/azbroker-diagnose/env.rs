@@ -55,23 +55,8 @@ const VARIABLES: [(&str, &[&str]); 5] = [
         ],
     ),
     ("cloud", &["AZURE_CLOUD", "AZURE_AUTHORITY_HOST"]),
-    (
-        "network",
-        &[
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-            "NO_PROXY",
-            "no_proxy",
-            "AZBROKER_CA_FILE",
-            "SSL_CERT_FILE",
-            "SSL_CERT_DIR",
-            "REQUESTS_CA_BUNDLE",
-        ],
-    ),
+    // The same list the daemon-environment report compares.
+    ("network", &azbroker_netcheck::process_env::VARIABLES),
     (
         "broker",
         &[
