@@ -192,7 +192,7 @@ impl Broker {
         if let Err(e) = scopes::check_all(&scopes) {
             return Err(refuse(audit_scopes(&scopes), None, invalid(e)));
         }
-        let scopes = scopes::normalize_owned(scopes).map_err(invalid)?;
+        let scopes = scopes::normalize_checked(scopes);
         if let Some(bad) = tenant
             .as_deref()
             .and_then(|t| scopes::validate_tenant(t).err())

@@ -19,8 +19,13 @@ pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>, String> {
 
 /// [`normalize_scopes`] on a request's own strings: the hot path of every
 /// token request, so it allocates only to rewrite a bare resource.
-pub fn normalize_owned(mut scopes: Vec<String>) -> Result<Vec<String>, String> {
+pub fn normalize_owned(scopes: Vec<String>) -> Result<Vec<String>, String> {
     check_all(&scopes)?;
+    Ok(normalize_checked(scopes))
+}
+
+/// [`normalize_owned`] of scopes that already passed [`check_all`].
+pub fn normalize_checked(mut scopes: Vec<String>) -> Vec<String> {
     for scope in &mut scopes {
         if let Some(default) = bare_resource_to_default(scope) {
             *scope = default;
@@ -30,7 +35,7 @@ pub fn normalize_owned(mut scopes: Vec<String>) -> Result<Vec<String>, String> {
         scopes.sort();
         scopes.dedup();
     }
-    Ok(scopes)
+    scopes
 }
 
 /// Whether `scopes` is a list a request may ask for: one to
