@@ -231,7 +231,9 @@ impl TokenCache {
         Ok(token)
     }
 
-    #[cfg(test)]
+    /// Stores a token a credential actor minted for `key`. The client's
+    /// `get_or_acquire` that asked for it stores the same entry when it gets
+    /// its answer.
     pub async fn insert(&self, key: CacheKey, token: Arc<CachedToken>) {
         self.inner.insert(key, token).await;
     }

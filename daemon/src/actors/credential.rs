@@ -4,8 +4,9 @@
 //! Acquisitions run as spawned tasks that report back, so a slow `az` never
 //! blocks this actor's mailbox (and so never blocks a refresh timer or another
 //! scope). An acquisition for the cache carries its key, and when it yields a
-//! token the actor schedules that key's refresh itself (the broker sends one
-//! message, [`CredentialMsg::Acquire`], and gets a cache entry back); at the
+//! token the actor stores it and schedules that key's refresh itself (the
+//! broker sends one message, [`CredentialMsg::Acquire`], and gets the cache
+//! entry back); at the
 //! refresh point the actor acquires a successor and puts it in the cache,
 //! provided a client used the key since the last token was minted. A failed refresh leaves the old token in place and is
 //! retried with jittered backoff while the old token lives.
@@ -185,8 +186,23 @@ fn backing_off(wait: Duration, reason: &str) -> SourceError {
 }
 
 /// Turns a source's token into a cache entry.
-fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
+/// Who a token was minted for, which decides whether it counts as used.
+#[derive(Clone, Copy, PartialEq)]
+enum Minted {
+    /// A client's miss: that request is a use, so the token is refreshed at
+    /// its refresh point even if nobody asks again before then.
+    ForClient,
+    /// A refresh: used only once a client asks for it.
+    ByRefresh,
+}
+
+fn cache_entry(id: &CredentialId, token: Token, minted: Minted) -> Arc<CachedToken> {
     let now = clock::now_secs();
+    let minted_at_ms = clock::now_millis();
+    let last_used_ms = match minted {
+        Minted::ForClient => minted_at_ms,
+        Minted::ByRefresh => 0,
+    };
     Arc::new(CachedToken {
         refresh_on: refresh::refresh_on(now, token.expires_on, token.refresh_in),
         expires_on: token.expires_on,
@@ -194,9 +210,9 @@ fn cache_entry(id: &CredentialId, token: Token) -> Arc<CachedToken> {
         tenant: token.tenant.map(Arc::from),
         credential: id.kind,
         credential_id: id.clone(),
-        minted_at_ms: clock::now_millis(),
+        minted_at_ms,
         hits: AtomicU64::new(0),
-        last_used_ms: AtomicI64::new(0),
+        last_used_ms: AtomicI64::new(last_used_ms),
     })
 }
 
@@ -371,11 +387,16 @@ impl Actor for CredentialActor {
                     return Ok(());
                 }
                 let acquisition = state.spawn_acquire(request.clone(), false);
-                let (id, me) = (state.id.clone(), myself.clone());
+                let (id, me, cache) = (state.id.clone(), myself.clone(), state.deps.cache.clone());
                 tokio::spawn(async move {
-                    let result = acquisition.await.map(|token| cache_entry(&id, token));
+                    let result = acquisition
+                        .await
+                        .map(|token| cache_entry(&id, token, Minted::ForClient));
                     if let (Ok(entry), Some(key)) = (&result, track) {
-                        // The refresh is this actor's to schedule; the caller only stores the entry.
+                        // Stored before its refresh is scheduled: a token whose refresh
+                        // point is already here (a short-lived one) must be found by the
+                        // timer, which can fire before the caller stores the same entry.
+                        cache.insert(key.clone(), entry.clone()).await;
                         let _ = me.send_message(CredentialMsg::Track {
                             key,
                             request,
@@ -441,7 +462,7 @@ impl Actor for CredentialActor {
                 match result {
                     Ok(token) => {
                         Stats::bump(&state.deps.stats.refreshes);
-                        let entry = cache_entry(&state.id, token);
+                        let entry = cache_entry(&state.id, token, Minted::ByRefresh);
                         entry.hits.store(replaces.hits.load(Relaxed), Relaxed);
                         entry
                             .last_used_ms
@@ -641,8 +662,7 @@ mod tests {
 
         let first = acquire(&actor, Some(key())).await.unwrap();
         assert_eq!(first.refresh_on, first.expires_on - 360);
-        deps.cache.insert(key(), first.clone()).await;
-        // A client used it, so it is worth keeping fresh.
+        // The actor stored it, and a client's hit counts on it.
         deps.cache.get_fresh(&key(), 300).await.unwrap();
         settle().await;
 
@@ -686,23 +706,50 @@ mod tests {
         source.then(Ok(scripted::token("second", 3600, None)));
         let (actor, deps, activity, _dir) = start("https://credential-idle.test", &source).await;
 
-        let first = acquire(&actor, Some(key())).await.unwrap();
-        deps.cache.insert(key(), first).await;
-        wait_for("the key to be tracked", async || {
-            !activity.is_idle(Duration::ZERO, i64::MAX)
+        // The miss that minted the first token was a use: it is refreshed once.
+        acquire(&actor, Some(key())).await.unwrap();
+        settle().await;
+        tokio::time::advance(REFRESH_POINT).await;
+        wait_for("the first refresh", async || {
+            deps.stats.refreshes.load(SeqCst) == 1
         })
         .await;
-        // Nobody asks for it: at the refresh point the key lapses instead.
+        // Nobody asks for its successor: at the next refresh point the key lapses.
         tokio::time::advance(REFRESH_POINT).await;
         wait_for("the key to be untracked", async || {
             activity.is_idle(Duration::ZERO, i64::MAX)
         })
         .await;
-        assert_eq!(source.calls(), 1);
-        assert_eq!(deps.stats.refreshes.load(SeqCst), 0);
+        assert_eq!(source.calls(), 2);
+        assert_eq!(deps.stats.refreshes.load(SeqCst), 1);
         assert_eq!(
             deps.cache.peek(&key()).await.unwrap().access_token.expose(),
-            "first"
+            "second"
+        );
+        actor.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_due_for_refresh_when_minted_is_refreshed_before_its_caller_stores_it() {
+        let source = ScriptedSource::new();
+        // Six minutes is the lead before expiry: this token's refresh point is now.
+        source.then(Ok(scripted::token("short", 303, None)));
+        source.then(Ok(scripted::token("successor", 3600, None)));
+        let (actor, deps, _activity, _dir) =
+            start("https://credential-due-at-once.test", &source).await;
+
+        let first = acquire(&actor, Some(key())).await.unwrap();
+        assert_eq!(first.refresh_on, clock::now_secs());
+        // The test, standing for the broker, has not stored the entry: the
+        // timer finds it anyway and refreshes it.
+        wait_for("the immediate refresh", async || {
+            deps.stats.refreshes.load(SeqCst) == 1
+        })
+        .await;
+        assert_eq!(source.calls(), 2);
+        assert_eq!(
+            deps.cache.peek(&key()).await.unwrap().access_token.expose(),
+            "successor"
         );
         actor.stop(None);
     }
@@ -715,9 +762,7 @@ mod tests {
         let (actor, deps, activity, _dir) =
             start("https://credential-invalidate.test", &source).await;
 
-        let first = acquire(&actor, Some(key())).await.unwrap();
-        deps.cache.insert(key(), first).await;
-        deps.cache.get_fresh(&key(), 300).await.unwrap();
+        acquire(&actor, Some(key())).await.unwrap();
         settle().await;
         tokio::time::advance(REFRESH_POINT).await;
         wait_for("the refresh to start", async || source.calls() == 2).await;
@@ -882,9 +927,7 @@ mod tests {
         source.then(Ok(scripted::token("first", 3600, None)));
         let (actor, deps, _activity, _dir) =
             start("https://credential-refresh-memory.test", &source).await;
-        let first = acquire(&actor, Some(key())).await.unwrap();
-        deps.cache.insert(key(), first.clone()).await;
-        deps.cache.get_fresh(&key(), 300).await.unwrap();
+        acquire(&actor, Some(key())).await.unwrap();
         settle().await;
 
         source.then(Err(SourceError::failed("az failed in the background")));
