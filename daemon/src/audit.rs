@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use azbroker_proto::{
-    AuditJson, AuditOutcome, AuditPage, AuditQuery, AuditRecord, DaemonFrame, Reply, MAX_FRAME_LEN,
+    AuditJson, AuditOutcome, AuditPage, AuditQuery, AuditRecord, AuditWho, DaemonFrame, Reply,
+    MAX_FRAME_LEN,
 };
 use serde::Serialize;
 
@@ -90,7 +91,7 @@ pub struct NameCounters {
 }
 
 /// Who asked: fixed for a connection, shared by its events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Who {
     /// The exec NAME the requester runs under.
     pub name: Option<String>,
@@ -98,6 +99,21 @@ pub struct Who {
     pub client: String,
     pub pid: Option<u32>,
     pub exe: Option<String>,
+    /// The same four as the audit file's JSON, rendered once.
+    json: AuditWho,
+}
+
+impl Who {
+    pub fn new(name: Option<String>, client: String, pid: Option<u32>, exe: Option<String>) -> Who {
+        let json = AuditWho::new(name.as_deref(), &client, pid, exe.as_deref());
+        Who {
+            name,
+            client,
+            pid,
+            exe,
+            json,
+        }
+    }
 }
 
 /// One token request as the broker saw it; made into an [`AuditRecord`]
@@ -122,10 +138,7 @@ impl Event {
     fn json<'a>(&'a self, time: &'a str) -> AuditJson<'a, &'a CredentialId> {
         AuditJson {
             time,
-            name: self.who.name.as_deref(),
-            client: &self.who.client,
-            pid: self.who.pid,
-            exe: self.who.exe.as_deref(),
+            who: &self.who.json,
             scopes: &self.target.scopes,
             tenant: self
                 .target
@@ -503,12 +516,12 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn record(n: i64, name: Option<&str>, outcome: AuditOutcome) -> Event {
-        let who = Who {
-            name: name.map(str::to_owned),
-            client: "azbroker-cli".into(),
-            pid: Some(4242),
-            exe: Some("/usr/bin/python3".into()),
-        };
+        let who = Who::new(
+            name.map(str::to_owned),
+            "azbroker-cli".into(),
+            Some(4242),
+            Some("/usr/bin/python3".into()),
+        );
         Event {
             time_ms: 1_700_000_000_000 + n,
             who: Arc::new(who),

@@ -36,7 +36,7 @@ use crate::actors::registry::Registry;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::actors::ActorDeps;
 use crate::audit::{Audit, Event};
-use crate::cache::{CacheKey, CachedToken, Target, TokenCache};
+use crate::cache::{CacheKey, CachedToken, HitMemo, Target, TokenCache};
 use crate::clock;
 use crate::identity::CredentialId;
 use crate::login::Accounts;
@@ -234,14 +234,25 @@ impl Broker {
         })
     }
 
-    /// The fast path: a cached token, or `None` for a miss.
-    pub async fn lookup(&self, session: &Session, prepared: &Prepared) -> Option<Arc<CachedToken>> {
+    /// The fast path: a cached token, or `None` for a miss. `memo` is the
+    /// connection's own (a fresh one for a single request).
+    pub async fn lookup(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        memo: &mut HitMemo,
+    ) -> Option<Arc<CachedToken>> {
         if prepared.claims.is_some() {
             return None;
         }
         let token = self
             .cache
-            .lookup(prepared.chain, &prepared.target, prepared.min_validity)
+            .lookup_remembered(
+                memo,
+                prepared.chain,
+                &prepared.target,
+                prepared.min_validity,
+            )
             .await?;
         Stats::bump(&self.stats.cache_hits);
         self.record_served(session, prepared, &token, AuditOutcome::Hit);
@@ -663,7 +674,10 @@ mod tests {
         let scope = "https://management.azure.com/.default";
         for _ in 0..2 {
             let prepared = broker.prepare(&session, get(scope)).unwrap();
-            assert!(broker.lookup(&session, &prepared).await.is_none());
+            assert!(broker
+                .lookup(&session, &prepared, &mut HitMemo::default())
+                .await
+                .is_none());
             broker.acquire(&session, prepared).await.unwrap();
         }
         source.then(Err(SourceError::failed("AADSTS50076: MFA required")));
@@ -717,13 +731,19 @@ mod tests {
         let scope = "https://management.azure.com/.default";
 
         let prepared = broker.prepare(&session, get(scope)).unwrap();
-        assert!(broker.lookup(&session, &prepared).await.is_none());
+        assert!(broker
+            .lookup(&session, &prepared, &mut HitMemo::default())
+            .await
+            .is_none());
         let (token, cached) = broker.acquire(&session, prepared).await.unwrap();
         assert_eq!(token.access_token.expose(), "arm");
         assert!(!cached, "the miss ran the acquisition itself");
 
         let prepared = broker.prepare(&session, get(scope)).unwrap();
-        let hit = broker.lookup(&session, &prepared).await.expect("a hit");
+        let hit = broker
+            .lookup(&session, &prepared, &mut HitMemo::default())
+            .await
+            .expect("a hit");
         assert!(Arc::ptr_eq(&hit, &token));
         assert_eq!(source.calls(), 1);
         assert_eq!(broker.stats.cache_hits.load(Relaxed), 1);
@@ -787,7 +807,10 @@ mod tests {
         assert!(!error.reasons[0].unavailable);
         assert_eq!(error.reasons[0].reason, "AADSTS700016: no such app");
         let prepared = broker.prepare(&session, get(scope)).unwrap();
-        assert!(broker.lookup(&session, &prepared).await.is_none());
+        assert!(broker
+            .lookup(&session, &prepared, &mut HitMemo::default())
+            .await
+            .is_none());
         assert!(broker.cache.entries().is_empty());
 
         // The failure is remembered for a few seconds (the credential's failure memory): the next
@@ -823,7 +846,10 @@ mod tests {
             .unwrap();
         let prepared = broker.prepare(&dev, get(scope)).unwrap();
         assert!(
-            broker.lookup(&dev, &prepared).await.is_none(),
+            broker
+                .lookup(&dev, &prepared, &mut HitMemo::default())
+                .await
+                .is_none(),
             "this chain has not resolved yet"
         );
         let (second, cached) = broker.acquire(&dev, prepared).await.unwrap();
@@ -832,7 +858,11 @@ mod tests {
         assert_eq!(source.calls(), 1);
         // From now on the other chain hits too.
         let hit = broker
-            .lookup(&dev, &broker.prepare(&dev, get(scope)).unwrap())
+            .lookup(
+                &dev,
+                &broker.prepare(&dev, get(scope)).unwrap(),
+                &mut HitMemo::default(),
+            )
             .await
             .expect("a hit through the remembered resolution");
         assert!(Arc::ptr_eq(&hit, &first));
@@ -884,7 +914,10 @@ mod tests {
             .await;
         assert_eq!(dropped, 1);
         assert!(broker.cache.resolution(prepared.chain).await.is_none());
-        assert!(broker.lookup(&session, &prepared).await.is_none());
+        assert!(broker
+            .lookup(&session, &prepared, &mut HitMemo::default())
+            .await
+            .is_none());
         let (next, _) = broker.acquire(&session, prepared).await.unwrap();
         assert_eq!(next.access_token.expose(), "after");
     }

@@ -6,14 +6,19 @@
 //! (however the client spelled its chain) is served the same token. A second,
 //! small map remembers which credential each chain's last walk ended at
 //! (chain fingerprint -> [`CredentialId`]), so a hit is two map reads: no
-//! chain walk, no actor hop, no lock. (One resolution per chain, not per
+//! chain walk, no actor hop, no lock. A connection that asks again for what
+//! it was just served skips both reads ([`HitMemo`]) while nothing in the
+//! cache has changed since. (One resolution per chain, not per
 //! request: a request its chain's credential cannot serve, say two scopes
 //! for `az`, walks again instead of costing every cached key a second entry.) Misses go through moka's `try_get_with`, so concurrent misses for one
 //! credential's key run exactly one acquisition and all wait for its result
 //! (errors included, which are not cached). Refresh is *not* driven from here:
 //! the credential actor that minted a token re-inserts its successor.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicI64, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,6 +118,20 @@ pub struct TokenCache {
     inner: Cache<CacheKey, Arc<CachedToken>>,
     /// Which credential each chain (fingerprint) last resolved to.
     resolved: Cache<u128, CredentialId>,
+    /// Bumped after every change of an entry or a resolution (not when a
+    /// token merely runs out: whoever serves a token checks its validity).
+    generation: Arc<AtomicU64>,
+}
+
+/// How many targets a [`HitMemo`] remembers: a client asks for a few scopes.
+const MEMO_TARGETS: usize = 4;
+
+/// What one connection was last served, per target, and the cache's
+/// generation then. Owned by the connection's task: no lock.
+#[derive(Default)]
+pub struct HitMemo {
+    generation: u64,
+    served: Vec<(Arc<Target>, Arc<CachedToken>)>,
 }
 
 impl TokenCache {
@@ -126,7 +145,49 @@ impl TokenCache {
                 .max_capacity(max_entries)
                 .time_to_idle(RESOLUTION_IDLE)
                 .build(),
+            generation: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Called after every change, never before: a reader that saw the new
+    /// generation also sees the change.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Release);
+    }
+
+    /// [`TokenCache::lookup`] for a connection that keeps `memo`: a target it
+    /// was served before, with no change in the cache since, is answered from
+    /// the memo without reading either map. (A token moka evicted for room
+    /// may still be served from a memo while it is valid: it is no less a
+    /// token of this credential.)
+    pub async fn lookup_remembered(
+        &self,
+        memo: &mut HitMemo,
+        chain: u128,
+        target: &Arc<Target>,
+        min_validity: i64,
+    ) -> Option<Arc<CachedToken>> {
+        // Read before the maps: a change after this read bumps past it.
+        let generation = self.generation.load(Acquire);
+        if memo.generation != generation {
+            memo.served.clear();
+            memo.generation = generation;
+        }
+        let remembered = memo.served.iter().find(|(seen, _)| **seen == **target);
+        if let Some((_, token)) = remembered {
+            // The maps hold this very token: nothing changed since.
+            return token.valid_for(min_validity).then(|| {
+                token.hits.fetch_add(1, Relaxed);
+                token.touch();
+                token.clone()
+            });
+        }
+        let token = self.lookup(chain, target, min_validity).await?;
+        if memo.served.len() == MEMO_TARGETS {
+            memo.served.remove(0);
+        }
+        memo.served.push((target.clone(), token.clone()));
+        Some(token)
     }
 
     /// The fast path of a request: the credential its chain resolved to last
@@ -150,12 +211,14 @@ impl TokenCache {
     pub async fn note_resolution(&self, chain: u128, credential: &CredentialId) {
         if self.resolved.get(&chain).await.as_ref() != Some(credential) {
             self.resolved.insert(chain, credential.clone()).await;
+            self.changed();
         }
     }
 
     /// Forgets `chain`'s resolution: no credential of it served.
     pub async fn forget_resolution(&self, chain: u128) {
         self.resolved.invalidate(&chain).await;
+        self.changed();
     }
 
     /// The credential `chain` resolved to, if any.
@@ -212,6 +275,7 @@ impl TokenCache {
                     }
                 })
                 .await;
+            self.changed();
         }
         let acquire = async move {
             match acquire.await {
@@ -226,7 +290,9 @@ impl TokenCache {
                 },
             }
         };
-        let token = self.inner.try_get_with(key, acquire).await?;
+        let token = self.inner.try_get_with(key, acquire).await;
+        self.changed();
+        let token = token?;
         token.touch();
         Ok(token)
     }
@@ -236,6 +302,7 @@ impl TokenCache {
     /// its answer.
     pub async fn insert(&self, key: CacheKey, token: Arc<CachedToken>) {
         self.inner.insert(key, token).await;
+        self.changed();
     }
 
     /// Puts `token` in place of `expected` if `expected` is still the entry:
@@ -257,6 +324,7 @@ impl TokenCache {
                 }
             })
             .await;
+        self.changed();
         matches!(result, moka::ops::compute::CompResult::ReplacedWith(_))
     }
 
@@ -287,6 +355,7 @@ impl TokenCache {
         for chain in &doomed {
             self.resolved.invalidate(chain.as_ref()).await;
         }
+        self.changed();
         self.invalidate_where(|key| credentials.contains(&key.credential))
             .await
     }
@@ -301,6 +370,7 @@ impl TokenCache {
         for key in &doomed {
             self.inner.invalidate(key.as_ref()).await;
         }
+        self.changed();
         doomed.len() as u64
     }
 
@@ -509,5 +579,79 @@ mod tests {
             .get_or_acquire(key("a"), 300, Some(60), failing())
             .await
             .is_err());
+    }
+
+    /// A chain, resolved to [`az`] where a test says so.
+    const CHAIN: u128 = 7;
+
+    async fn remembered(
+        cache: &TokenCache,
+        memo: &mut HitMemo,
+        scope: &str,
+        min_validity: i64,
+    ) -> Option<Arc<CachedToken>> {
+        cache
+            .lookup_remembered(memo, CHAIN, &key(scope).target, min_validity)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_memo_serves_what_the_maps_would_and_forgets_on_every_change() {
+        let cache = TokenCache::new(100);
+        let mut memo = HitMemo::default();
+        let first = token(3600);
+        cache.insert(key("a"), first.clone()).await;
+        // The chain has not resolved yet: a miss.
+        assert!(remembered(&cache, &mut memo, "a", 300).await.is_none());
+        cache.note_resolution(CHAIN, &az()).await;
+        for _ in 0..2 {
+            let served = remembered(&cache, &mut memo, "a", 300).await.unwrap();
+            assert!(Arc::ptr_eq(&served, &first));
+        }
+        assert_eq!(first.hits.load(Relaxed), 2);
+        assert!(first.used_since_minted());
+        // Too short-lived for this asker: a miss, as from the maps.
+        assert!(remembered(&cache, &mut memo, "a", 4000).await.is_none());
+
+        // A refresh's successor is served at once.
+        let successor = token(3600);
+        assert!(cache.replace(&key("a"), &first, successor.clone()).await);
+        let served = remembered(&cache, &mut memo, "a", 300).await.unwrap();
+        assert!(Arc::ptr_eq(&served, &successor));
+        // An invalidation is not outlived...
+        cache.invalidate(&[], &[]).await;
+        assert!(remembered(&cache, &mut memo, "a", 300).await.is_none());
+        // ...nor a forgotten resolution...
+        cache.insert(key("a"), token(3600)).await;
+        assert!(remembered(&cache, &mut memo, "a", 300).await.is_some());
+        cache.forget_resolution(CHAIN).await;
+        assert!(remembered(&cache, &mut memo, "a", 300).await.is_none());
+        // ...nor a logout of the credential.
+        cache.note_resolution(CHAIN, &az()).await;
+        assert!(remembered(&cache, &mut memo, "a", 300).await.is_some());
+        assert_eq!(cache.invalidate_credentials(&[az()]).await, 1);
+        assert!(remembered(&cache, &mut memo, "a", 300).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_memo_keeps_the_last_few_targets() {
+        let cache = TokenCache::new(100);
+        let mut memo = HitMemo::default();
+        let scopes = ["a", "b", "c", "d", "e"];
+        for scope in scopes {
+            cache.insert(key(scope), token(3600)).await;
+        }
+        cache.note_resolution(CHAIN, &az()).await;
+        for scope in scopes {
+            assert!(remembered(&cache, &mut memo, scope, 300).await.is_some());
+        }
+        let kept: Vec<&str> = memo
+            .served
+            .iter()
+            .map(|(target, _)| target.scopes[0].as_str())
+            .collect();
+        assert_eq!(kept, ["b", "c", "d", "e"]);
+        // The one it let go is still served, from the maps.
+        assert!(remembered(&cache, &mut memo, "a", 300).await.is_some());
     }
 }

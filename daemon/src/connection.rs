@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, Semaphore};
 use zeroize::Zeroizing;
 
 use crate::broker::Broker;
-use crate::cache::CachedToken;
+use crate::cache::{CachedToken, HitMemo};
 use crate::connection_table::{Activity, Slot};
 use crate::refresh::DEFAULT_MIN_VALIDITY_SECS;
 use crate::session::Session;
@@ -256,6 +256,7 @@ async fn requests(
     let closed = activity.closed();
     tokio::pin!(closed);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut memo = HitMemo::default();
     loop {
         tokio::select! {
             // First: a connection that keeps sending must still notice.
@@ -285,7 +286,7 @@ async fn requests(
                         continue;
                     }
                 };
-                if let Some(token) = broker.lookup(&session, &prepared).await {
+                if let Some(token) = broker.lookup(&session, &prepared, &mut memo).await {
                     send_token(writer, id, &token, true).await;
                     continue;
                 }

@@ -97,13 +97,36 @@ impl CredentialId {
 
     /// Short hex fingerprint for logs and status.
     pub fn fingerprint(&self) -> String {
-        hex(&self.digest[..6])
+        self.short_hex().to_string()
+    }
+
+    /// The first 6 bytes of the digest in lower-case hex, without allocating:
+    /// every audit line names its credential.
+    fn short_hex(&self) -> ShortHex {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 12];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(&self.digest[..6]) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        ShortHex(text)
+    }
+}
+
+/// Twelve hex digits.
+struct ShortHex([u8; 12]);
+
+impl std::fmt::Display for ShortHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(std::str::from_utf8(&self.0).expect("hex digits are ASCII"))
     }
 }
 
 impl std::fmt::Display for CredentialId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}#{}", self.kind.name(), self.fingerprint())
+        f.write_str(self.kind.name())?;
+        f.write_str("#")?;
+        self.short_hex().fmt(f)
     }
 }
 
@@ -117,10 +140,6 @@ pub fn chain_fingerprint(chain: &ChainSpec) -> u128 {
     }
     let digest = hasher.finalize();
     u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -175,5 +194,15 @@ mod tests {
         let shown = format!("{id} {id:?}");
         assert!(!shown.contains("super-secret-value"));
         assert!(shown.starts_with("EnvironmentCredential#"));
+    }
+
+    #[test]
+    fn shown_as_kind_and_the_digests_first_six_bytes_in_hex() {
+        let id = CredentialId::of(&env("secret"), "https://login");
+        let hex: String = id.digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(id.to_string(), format!("EnvironmentCredential#{hex}"));
+        assert_eq!(id.fingerprint(), hex);
+        // Width and alignment work as for any str.
+        assert_eq!(format!("{:>14}", id.short_hex()), format!("  {hex}"));
     }
 }

@@ -44,7 +44,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
-use crate::cache::CachedToken;
+use crate::cache::{CachedToken, HitMemo};
 use crate::policy::Requester;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -527,7 +527,9 @@ async fn token(
             min_validity_secs: 0,
         },
     )?;
-    if let Some(token) = state.broker.lookup(session, &prepared).await {
+    // One request per connection here: a memo would outlive nothing.
+    let mut memo = HitMemo::default();
+    if let Some(token) = state.broker.lookup(session, &prepared, &mut memo).await {
         return Ok(token);
     }
     let (token, _cached) = state.broker.acquire(session, prepared).await?;

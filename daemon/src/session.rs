@@ -93,12 +93,12 @@ fn who(client: &str, requester: &Requester) -> Arc<Who> {
     while !client.is_char_boundary(end) {
         end -= 1;
     }
-    Arc::new(Who {
-        name: requester.name().map(str::to_owned),
-        client: client[..end].to_owned(),
-        pid: requester.pid,
-        exe: requester.executable.clone(),
-    })
+    Arc::new(Who::new(
+        requester.name().map(str::to_owned),
+        client[..end].to_owned(),
+        requester.pid,
+        requester.executable.clone(),
+    ))
 }
 
 fn spec_tenants(spec: &CredentialSpec) -> impl Iterator<Item = &str> {

@@ -82,50 +82,89 @@ pub struct AuditPage {
 
 /// A record as one JSON object, with the field names of the audit file:
 /// `time` (RFC 3339, UTC), `name`, `client`, `pid`, `exe`, `scopes`,
-/// `tenant`, `credential`, `outcome`. Borrowed, so the daemon writes its
-/// events through it without building an [`AuditRecord`] each.
-#[derive(Serialize)]
+/// `tenant`, `credential`, `outcome`, in that order. Borrowed, so the daemon
+/// writes its events through it without building an [`AuditRecord`] each.
 pub struct AuditJson<'a, C: std::fmt::Display> {
     pub time: &'a str,
-    pub name: Option<&'a str>,
-    pub client: &'a str,
-    pub pid: Option<u32>,
-    pub exe: Option<&'a str>,
+    /// `name`, `client`, `pid` and `exe`, rendered once per requester.
+    pub who: &'a AuditWho,
     pub scopes: &'a [String],
     pub tenant: Option<&'a str>,
-    #[serde(serialize_with = "display_or_null")]
     pub credential: Option<C>,
     pub outcome: &'static str,
 }
 
-fn display_or_null<C: std::fmt::Display, S: serde::Serializer>(
-    value: &Option<C>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(value) => serializer.collect_str(value),
-        None => serializer.serialize_none(),
+/// The requester's members of an audit line, already JSON: the same in
+/// every line of a connection, so a busy client's strings are escaped once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditWho(String);
+
+impl AuditWho {
+    pub fn new(name: Option<&str>, client: &str, pid: Option<u32>, exe: Option<&str>) -> AuditWho {
+        #[derive(Serialize)]
+        struct Members<'a> {
+            name: Option<&'a str>,
+            client: &'a str,
+            pid: Option<u32>,
+            exe: Option<&'a str>,
+        }
+        let object = serde_json::to_string(&Members {
+            name,
+            client,
+            pid,
+            exe,
+        })
+        .expect("strings and numbers always serialize");
+        // `{...}` without its braces: members to go between others.
+        AuditWho(object[1..object.len() - 1].to_string())
+    }
+}
+
+/// A value as a JSON string through its `Display`, or `null`.
+struct DisplayOrNull<'a, C>(&'a Option<C>);
+
+impl<C: std::fmt::Display> Serialize for DisplayOrNull<'_, C> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(value) => serializer.collect_str(value),
+            None => serializer.serialize_none(),
+        }
     }
 }
 
 impl<C: std::fmt::Display> AuditJson<'_, C> {
     /// Appends the object and a newline to `out`.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(&mut *out, self).expect("a record always serializes");
-        out.push(b'\n');
+        member(out, "{\"time\":", self.time);
+        out.push(b',');
+        out.extend_from_slice(self.who.0.as_bytes());
+        member(out, ",\"scopes\":", self.scopes);
+        member(out, ",\"tenant\":", &self.tenant);
+        member(out, ",\"credential\":", &DisplayOrNull(&self.credential));
+        member(out, ",\"outcome\":", self.outcome);
+        out.extend_from_slice(b"}\n");
     }
+}
+
+/// Appends `prefix` (JSON punctuation and a key) and `value` as JSON.
+fn member<T: Serialize + ?Sized>(out: &mut Vec<u8>, prefix: &str, value: &T) {
+    out.extend_from_slice(prefix.as_bytes());
+    serde_json::to_writer(&mut *out, value).expect("audit values always serialize");
 }
 
 impl AuditRecord {
     /// The record as one line of JSON (no newline), as [`AuditJson`] spells it.
     pub fn json_line(&self) -> String {
         let time = rfc3339_utc(self.time_ms);
+        let who = AuditWho::new(
+            self.name.as_deref(),
+            &self.client,
+            self.pid,
+            self.exe.as_deref(),
+        );
         let json = AuditJson {
             time: &time,
-            name: self.name.as_deref(),
-            client: &self.client,
-            pid: self.pid,
-            exe: self.exe.as_deref(),
+            who: &who,
             scopes: &self.scopes,
             tenant: self.tenant.as_deref(),
             credential: self.credential.as_deref(),
@@ -204,6 +243,46 @@ mod tests {
         assert_eq!(json["outcome"], "hit");
         assert_eq!(json["exe"], serde_json::Value::Null);
         assert_eq!(json["scopes"][0], "https://storage.azure.com/.default");
+    }
+
+    #[test]
+    fn a_json_line_keeps_the_documented_order_and_escapes_what_a_client_sent() {
+        let record = AuditRecord {
+            time_ms: 0,
+            name: Some("agent \"x\"\n".into()),
+            client: "c\\lient\u{7}".into(),
+            pid: None,
+            exe: Some("/opt/odd\tpath".into()),
+            scopes: vec!["s\"1".into()],
+            tenant: Some("t".into()),
+            credential: None,
+            outcome: AuditOutcome::Denied,
+        };
+        let line = record.json_line();
+        assert!(!line.contains('\n') && !line.contains('\t') && !line.contains('\u{7}'));
+        let order = [
+            "time",
+            "name",
+            "client",
+            "pid",
+            "exe",
+            "scopes",
+            "tenant",
+            "credential",
+            "outcome",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|key| line.find(&format!("\"{key}\":")).expect(key))
+            .collect();
+        assert!(at.windows(2).all(|pair| pair[0] < pair[1]), "{line}");
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(json["name"], "agent \"x\"\n");
+        assert_eq!(json["client"], "c\\lient\u{7}");
+        assert_eq!(json["pid"], serde_json::Value::Null);
+        assert_eq!(json["exe"], "/opt/odd\tpath");
+        assert_eq!(json["scopes"][0], "s\"1");
+        assert_eq!(json["credential"], serde_json::Value::Null);
     }
 
     #[test]

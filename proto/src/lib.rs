@@ -35,7 +35,7 @@ pub mod secret;
 pub mod shim;
 pub mod tool;
 
-pub use audit::{AuditJson, AuditOutcome, AuditPage, AuditQuery, AuditRecord};
+pub use audit::{AuditJson, AuditOutcome, AuditPage, AuditQuery, AuditRecord, AuditWho};
 pub use chain::{ChainError, ChainSpec, CredentialKind, CredentialSpec};
 pub use diagnose::{DiagnoseRequest, Diagnosis, Endpoint, NetworkProblem};
 pub use error::{CredentialReason, ErrorKind, WireError};
