@@ -8,7 +8,11 @@
 //! so), because a slow disk must never slow a token request.
 //!
 //! Events are numbered and moved into a ring of the last [`RING_CAPACITY`]
-//! ("absorbed") by whoever reads them first: a query (`azbroker audit`,
+//! ("absorbed") by whoever reads them first. Absorbing folds a connection's
+//! repeated hits on one target into the first of them, with a count
+//! ([`coalesce_hits`]): a client that asks in a loop costs one record per
+//! round, not one per request, and cannot push everyone else's records out
+//! of the ring and the file. Readers are a query (`azbroker audit`,
 //! status counters per exec NAME), or a writer thread of its own that wakes
 //! every [`WRITE_EVERY`] and appends the new ones as JSON lines to
 //! `<state dir>/audit.jsonl` (0600, never through a symlink; at
@@ -131,6 +135,8 @@ pub struct Event {
     /// The credential that served the token (or refused to).
     pub credential: Option<CredentialId>,
     pub outcome: AuditOutcome,
+    /// Requests this event stands for (1 when recorded; more once hits are folded).
+    pub count: u32,
 }
 
 impl Event {
@@ -147,6 +153,7 @@ impl Event {
                 .or(self.token_tenant.as_deref()),
             credential: self.credential.as_ref(),
             outcome: self.outcome.as_str(),
+            count: self.count,
         }
     }
 
@@ -165,6 +172,7 @@ impl Event {
                 .or_else(|| self.token_tenant.as_deref().map(str::to_owned)),
             credential: self.credential.as_ref().map(ToString::to_string),
             outcome: self.outcome,
+            count: self.count,
         }
     }
 }
@@ -373,7 +381,7 @@ impl Shared {
             let room = intake.len();
             std::mem::replace(&mut *intake, Vec::with_capacity(room))
         };
-        for event in batch {
+        for event in coalesce_hits(batch) {
             ring.last_seq += 1;
             let seq = ring.last_seq;
             count(&mut ring.names, &event);
@@ -417,6 +425,31 @@ impl Shared {
     }
 }
 
+/// Folds each hit into the first hit in `batch` of the same connection (its
+/// `Who`), target, credential and token tenant, adding up their counts; keeps
+/// everything else, in order. A batch is what came in since the last
+/// absorption: at most one writer round.
+fn coalesce_hits(batch: Vec<Event>) -> Vec<Event> {
+    let mut kept: Vec<Event> = Vec::with_capacity(batch.len());
+    let mut first_hits: HashMap<(*const Who, Arc<Target>), usize> = HashMap::new();
+    for event in batch {
+        if event.outcome == AuditOutcome::Hit {
+            let key = (Arc::as_ptr(&event.who), event.target.clone());
+            if let Some(&at) = first_hits.get(&key) {
+                let first = &mut kept[at];
+                if first.credential == event.credential && first.token_tenant == event.token_tenant
+                {
+                    first.count = first.count.saturating_add(event.count);
+                    continue;
+                }
+            }
+            first_hits.insert(key, kept.len());
+        }
+        kept.push(event);
+    }
+    kept
+}
+
 fn count(names: &mut HashMap<String, NameCounters>, event: &Event) {
     let Some(name) = &event.who.name else { return };
     if !names.contains_key(name) {
@@ -426,10 +459,11 @@ fn count(names: &mut HashMap<String, NameCounters>, event: &Event) {
         names.insert(name.clone(), NameCounters::default());
     }
     let counters = names.get_mut(name).expect("inserted above");
-    counters.requests += 1;
+    let n = u64::from(event.count);
+    counters.requests += n;
     match event.outcome {
-        AuditOutcome::Hit => counters.hits += 1,
-        AuditOutcome::Denied => counters.denied += 1,
+        AuditOutcome::Hit => counters.hits += n,
+        AuditOutcome::Denied => counters.denied += n,
         AuditOutcome::Acquired | AuditOutcome::Refreshed | AuditOutcome::Failed => {}
     }
 }
@@ -535,6 +569,7 @@ mod tests {
                 "https://login.microsoftonline.com",
             )),
             outcome,
+            count: 1,
         }
     }
 
@@ -622,7 +657,8 @@ mod tests {
     #[tokio::test]
     async fn a_page_fits_in_a_frame() {
         let audit = Audit::start(AuditConfig::memory_only());
-        let mut big = record(0, Some("agent"), AuditOutcome::Hit);
+        // Not hits: those of one connection would fold into one record.
+        let mut big = record(0, Some("agent"), AuditOutcome::Acquired);
         big.target = Arc::new(Target {
             tenant: None,
             scopes: vec!["s".repeat(1000)],
@@ -668,6 +704,69 @@ mod tests {
             audit.counts_by_name(),
             [("a".to_string(), a), ("b".to_string(), b)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_connections_repeated_hits_in_a_round_are_one_record_with_their_count() {
+        const STORAGE: &str = "https://storage.azure.com/.default";
+        const ARM: &str = "https://management.azure.com/.default";
+        let audit = Audit::start(AuditConfig::memory_only());
+        let first = record(0, Some("agent"), AuditOutcome::Hit);
+        // Another connection of the same NAME: a `Who` of its own.
+        let elsewhere = record(0, Some("agent"), AuditOutcome::Hit);
+        let then = |n: i64, outcome, scope: &str| Event {
+            time_ms: first.time_ms + n,
+            target: Arc::new(Target {
+                tenant: None,
+                scopes: vec![scope.into()],
+            }),
+            outcome,
+            ..first.clone()
+        };
+        audit.record(first.clone());
+        audit.record(then(1, AuditOutcome::Hit, STORAGE));
+        audit.record(then(2, AuditOutcome::Denied, ARM));
+        audit.record(then(3, AuditOutcome::Hit, ARM));
+        audit.record(then(4, AuditOutcome::Hit, STORAGE));
+        audit.record(elsewhere);
+        audit.record(then(5, AuditOutcome::Acquired, STORAGE));
+        audit.flush();
+
+        let page = audit.query(&all());
+        let seen: Vec<(AuditOutcome, &str, u32, i64)> = page
+            .records
+            .iter()
+            .map(|(_, r)| {
+                let at = r.time_ms - first.time_ms;
+                (r.outcome, r.scopes[0].as_str(), r.count, at)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (AuditOutcome::Hit, STORAGE, 3, 0),
+                (AuditOutcome::Denied, ARM, 1, 2),
+                (AuditOutcome::Hit, ARM, 1, 3),
+                (AuditOutcome::Hit, STORAGE, 1, 0),
+                (AuditOutcome::Acquired, STORAGE, 1, 5),
+            ]
+        );
+        // Every request counts for its NAME.
+        let agent = NameCounters {
+            requests: 7,
+            hits: 5,
+            denied: 1,
+        };
+        assert_eq!(audit.counts_by_name(), [("agent".to_string(), agent)]);
+        // The next round starts a record of its own.
+        audit.record(then(6, AuditOutcome::Hit, STORAGE));
+        audit.flush();
+        let next = audit.query(&AuditQuery {
+            after_seq: page.next_seq,
+            ..all()
+        });
+        assert_eq!(next.records.len(), 1);
+        assert_eq!(next.records[0].1.count, 1);
     }
 
     #[test]
@@ -745,10 +844,12 @@ mod tests {
             "tenant",
             "credential",
             "outcome",
+            "count",
         ] {
             assert!(lines[0].get(key).is_some(), "{key} missing");
         }
-        assert_eq!(lines[0].as_object().unwrap().len(), 9);
+        assert_eq!(lines[0].as_object().unwrap().len(), 10);
+        assert_eq!(lines[0]["count"], 1);
     }
 
     #[tokio::test]

@@ -362,6 +362,7 @@ impl Broker {
             token_tenant,
             credential,
             outcome,
+            count: 1,
         });
     }
 

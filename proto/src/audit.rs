@@ -1,4 +1,4 @@
-//! The audit trail: one [`AuditRecord`] per token request, and the query that
+//! The audit trail: one [`AuditRecord`] per token request (or run of repeated hits), and the query that
 //! reads them back ([`AuditQuery`], answered by an [`AuditPage`]).
 //!
 //! A record says who asked for what and what came of it; it never holds a
@@ -27,6 +27,10 @@ pub struct AuditRecord {
     /// The credential that minted the token (or was to).
     pub credential: Option<String>,
     pub outcome: AuditOutcome,
+    /// How many requests this record stands for: 1, or more for a
+    /// connection's repeated hits on one target within one round of the
+    /// daemon's writer (at most 200 ms), recorded at the first one's time.
+    pub count: u32,
 }
 
 /// What came of a token request. Append-only.
@@ -82,7 +86,7 @@ pub struct AuditPage {
 
 /// A record as one JSON object, with the field names of the audit file:
 /// `time` (RFC 3339, UTC), `name`, `client`, `pid`, `exe`, `scopes`,
-/// `tenant`, `credential`, `outcome`, in that order. Borrowed, so the daemon
+/// `tenant`, `credential`, `outcome`, `count`, in that order. Borrowed, so the daemon
 /// writes its events through it without building an [`AuditRecord`] each.
 pub struct AuditJson<'a, C: std::fmt::Display> {
     pub time: &'a str,
@@ -92,6 +96,7 @@ pub struct AuditJson<'a, C: std::fmt::Display> {
     pub tenant: Option<&'a str>,
     pub credential: Option<C>,
     pub outcome: &'static str,
+    pub count: u32,
 }
 
 /// The requester's members of an audit line, already JSON: the same in
@@ -142,6 +147,7 @@ impl<C: std::fmt::Display> AuditJson<'_, C> {
         member(out, ",\"tenant\":", &self.tenant);
         member(out, ",\"credential\":", &DisplayOrNull(&self.credential));
         member(out, ",\"outcome\":", self.outcome);
+        member(out, ",\"count\":", &self.count);
         out.extend_from_slice(b"}\n");
     }
 }
@@ -169,6 +175,7 @@ impl AuditRecord {
             tenant: self.tenant.as_deref(),
             credential: self.credential.as_deref(),
             outcome: self.outcome.as_str(),
+            count: self.count,
         };
         let mut line = Vec::new();
         json.write_line(&mut line);
@@ -214,6 +221,7 @@ mod tests {
             tenant: None,
             credential: Some("AzureCliCredential".into()),
             outcome: AuditOutcome::Hit,
+            count: 3,
         };
         let line = record.json_line();
         assert!(!line.contains('\n'));
@@ -234,6 +242,7 @@ mod tests {
             "tenant",
             "credential",
             "outcome",
+            "count",
         ];
         expected.sort_unstable();
         let mut keys = keys;
@@ -241,6 +250,7 @@ mod tests {
         assert_eq!(keys, expected);
         assert_eq!(json["time"], "2026-12-03T12:33:41.123Z");
         assert_eq!(json["outcome"], "hit");
+        assert_eq!(json["count"], 3);
         assert_eq!(json["exe"], serde_json::Value::Null);
         assert_eq!(json["scopes"][0], "https://storage.azure.com/.default");
     }
@@ -257,6 +267,7 @@ mod tests {
             tenant: Some("t".into()),
             credential: None,
             outcome: AuditOutcome::Denied,
+            count: 1,
         };
         let line = record.json_line();
         assert!(!line.contains('\n') && !line.contains('\t') && !line.contains('\u{7}'));
@@ -270,6 +281,7 @@ mod tests {
             "tenant",
             "credential",
             "outcome",
+            "count",
         ];
         let at: Vec<usize> = order
             .iter()

@@ -48,4 +48,5 @@ pub use tool::{Tool, ToolSpec};
 /// 2: `TokenReply.stale`, status pages (`Request::StatusPage`).
 /// 3: tool credentials carry the requester's tool, profile and environment
 /// (`tool::ToolSpec`); `ChainSpec.interactive`.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: `AuditRecord.count` (repeated hits of a connection are one record).
+pub const PROTOCOL_VERSION: u32 = 4;

@@ -219,10 +219,16 @@ fn audit_record() -> impl Strategy<Value = AuditRecord> {
             option::of(any::<u32>()),
             opt_text(),
         ),
-        (texts(), opt_text(), opt_text(), audit_outcome()),
+        (
+            texts(),
+            opt_text(),
+            opt_text(),
+            audit_outcome(),
+            any::<u32>(),
+        ),
     )
         .prop_map(
-            |((time_ms, name, client, pid, exe), (scopes, tenant, credential, outcome))| {
+            |((time_ms, name, client, pid, exe), (scopes, tenant, credential, outcome, count))| {
                 AuditRecord {
                     time_ms,
                     name,
@@ -233,6 +239,7 @@ fn audit_record() -> impl Strategy<Value = AuditRecord> {
                     tenant,
                     credential,
                     outcome,
+                    count,
                 }
             },
         )

@@ -143,6 +143,7 @@ fn sample_replies() -> Vec<Reply> {
                     tenant: None,
                     credential: Some("AzureCliCredential".into()),
                     outcome: AuditOutcome::Denied,
+                    count: 1,
                 },
             )],
             next_seq: 8,

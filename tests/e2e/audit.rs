@@ -101,6 +101,7 @@ fn every_request_is_recorded_with_who_asked_and_never_a_token() {
         "tenant",
         "credential",
         "outcome",
+        "count",
     ];
     for record in &records {
         let keys: Vec<&String> = record.as_object().unwrap().keys().collect();
@@ -113,6 +114,7 @@ fn every_request_is_recorded_with_who_asked_and_never_a_token() {
             "{record}"
         );
         assert!(record["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(record["count"], 1, "{record}");
     }
     // Outside any exec: no NAME; the CLI, by its executable.
     assert_eq!(records[0]["name"], Value::Null);
@@ -174,6 +176,39 @@ fn every_request_is_recorded_with_who_asked_and_never_a_token() {
             assert!(!text.contains(signature), "a token is in the audit");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asking_in_a_loop_is_one_record_per_round_with_every_request_counted() {
+    let mut sandbox = Sandbox::new();
+    sandbox.start_daemon();
+    let client = sandbox.client(&[("AZURE_TOKEN_CREDENTIALS", "AzureCliCredential")]);
+    let request = || azbroker_proto::GetToken {
+        scopes: vec![ARM.into()],
+        tenant: None,
+        claims: None,
+        min_validity_secs: 0,
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..2_000 {
+        client.get_token(request()).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let records = tokio::task::block_in_place(|| audit(&sandbox, &[]));
+
+    assert_eq!(records[0]["outcome"], "acquired");
+    let hits: Vec<&Value> = records.iter().filter(|r| r["outcome"] == "hit").collect();
+    assert_eq!(records.len(), hits.len() + 1, "{records:?}");
+    let counted: u64 = hits.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 1_999);
+    // The writer absorbs once per 200 ms round, and the query once more:
+    // each absorption holds at most one record of this connection and scope.
+    let rounds = elapsed.as_millis() as usize / 200 + 2;
+    assert!(
+        hits.len() <= rounds,
+        "{} records in {elapsed:?}",
+        hits.len()
+    );
 }
 
 #[test]

@@ -63,8 +63,8 @@ pub async fn run(client: Client, filter: Filter, json: bool, follow: bool) -> Ex
     ExitCode::SUCCESS
 }
 
-/// One record for people: time, outcome, NAME, executable[pid], scopes,
-/// credential, client. Whatever a client chose (its name, the executable
+/// One record for people: time, outcome (`hit×N` for N folded hits), NAME,
+/// executable[pid], scopes, credential, client. Whatever a client chose (its name, the executable
 /// path) is escaped, never printed as terminal controls.
 fn line(record: &AuditRecord) -> String {
     let exe = record
@@ -75,10 +75,14 @@ fn line(record: &AuditRecord) -> String {
     let pid = record
         .pid
         .map_or_else(|| "?".to_string(), |pid| pid.to_string());
+    let outcome = match record.count {
+        1 => record.outcome.as_str().to_string(),
+        n => format!("{}×{n}", record.outcome.as_str()),
+    };
     let mut text = format!(
         "{}  {:<9}  {:<16}  {}[{}]  {}",
         azbroker_proto::audit::rfc3339_utc(record.time_ms),
-        record.outcome.as_str(),
+        outcome,
         record.name.as_deref().unwrap_or("-"),
         exe.escape_debug(),
         pid,
@@ -111,11 +115,18 @@ mod tests {
             tenant: None,
             credential: Some("AzureCliCredential#0a1b2c3d4e5f".into()),
             outcome: AuditOutcome::Denied,
+            count: 1,
         };
         let text = line(&record);
         assert!(!text.contains('\u{1b}'), "{text}");
         assert!(text.starts_with("2026-12-03T12:33:41.123Z  denied     agent"));
         assert!(text.contains("python3[42]  https://storage.azure.com/.default"));
         assert!(text.contains("AzureCliCredential#0a1b2c3d4e5f"));
+        let folded = AuditRecord {
+            outcome: AuditOutcome::Hit,
+            count: 37,
+            ..record
+        };
+        assert!(line(&folded).starts_with("2026-12-03T12:33:41.123Z  hit×37     agent"));
     }
 }
