@@ -494,8 +494,16 @@ async fn send<T: Serialize>(writer: &Writer, id: RequestId, frame: &T) {
             return;
         }
     }
+    // The common case: the socket takes the whole reply at once, and no
+    // timer is armed. Whatever it did not take gets the timed write.
+    // (Would block, or failed: the timed write waits, or meets the error and says so.)
+    let sent = stream.try_write(buf).unwrap_or(0);
+    if sent == buf.len() {
+        return;
+    }
+    let rest = &buf[sent..];
     let written = tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(buf).await?;
+        stream.write_all(rest).await?;
         stream.flush().await
     })
     .await;
