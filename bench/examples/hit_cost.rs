@@ -58,6 +58,7 @@ fn instructions(daemon: &str, hits: u64) -> u64 {
         .stderr(Stdio::piped())
         .spawn()
         .expect("valgrind (install it to count instructions)");
+    let reaper = Reaper(child.id());
 
     let mut stream = connect(&socket);
     let home = dir.path().to_string_lossy().into_owned();
@@ -119,12 +120,25 @@ fn instructions(daemon: &str, hits: u64) -> u64 {
         .status()
         .expect("kill");
     let output = child.wait_with_output().expect("valgrind");
+    std::mem::forget(reaper);
     let stderr = String::from_utf8_lossy(&output.stderr);
     stderr
         .lines()
         .find_map(|line| line.split("Collected : ").nth(1))
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or_else(|| panic!("no instruction count from callgrind:\n{stderr}"))
+}
+
+/// Kills the daemon when this tool gives up on it (a panic), so that no
+/// callgrind is left running.
+struct Reaper(u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .status();
+    }
 }
 
 fn connect(socket: &Path) -> UnixStream {
