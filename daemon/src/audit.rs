@@ -20,7 +20,7 @@
 //! one); file I/O never runs on a runtime worker. A record has no field that
 //! could hold a token or a secret.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
@@ -95,7 +95,7 @@ pub struct NameCounters {
 }
 
 /// Who asked: fixed for a connection, shared by its events.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Who {
     /// The exec NAME the requester runs under.
     pub name: Option<String>,
@@ -194,6 +194,41 @@ struct Ring {
     /// Absorbed events the file has not got yet.
     unwritten: Vec<Event>,
     names: HashMap<String, NameCounters>,
+    shared: Interned,
+}
+
+/// One copy of each distinct requester and target among the ring's events.
+/// Connections come and go, each with its own `Who` and a `Target` per
+/// request, but the ring outlives them: thousands of short connections would
+/// otherwise leave thousands of small allocations scattered over the heap
+/// (pinning pages the allocator cannot give back) for as long as the ring
+/// remembers them.
+#[derive(Default)]
+struct Interned {
+    whos: HashSet<Arc<Who>>,
+    targets: HashSet<Arc<Target>>,
+}
+
+impl Interned {
+    fn share(&mut self, event: &mut Event, ring_capacity: usize) {
+        event.who = share(&mut self.whos, &event.who);
+        event.target = share(&mut self.targets, &event.target);
+        // Entries no event holds any more go, now and then: the sets stay
+        // within about twice the ring.
+        if self.whos.len() + self.targets.len() > 2 * ring_capacity {
+            self.whos.retain(|who| Arc::strong_count(who) > 1);
+            self.targets.retain(|target| Arc::strong_count(target) > 1);
+        }
+    }
+}
+
+/// The copy of `value` in `set`, after adding it there if it was new.
+fn share<T: Eq + std::hash::Hash>(set: &mut HashSet<Arc<T>>, value: &Arc<T>) -> Arc<T> {
+    if let Some(kept) = set.get(value) {
+        return kept.clone();
+    }
+    set.insert(value.clone());
+    value.clone()
 }
 
 pub struct Audit {
@@ -213,6 +248,7 @@ impl Audit {
                 last_seq: 0,
                 unwritten: Vec::new(),
                 names: HashMap::new(),
+                shared: Interned::default(),
             }),
             file: Mutex::new(AuditFile::new(config.file, config.max_file_bytes)),
             dropped: AtomicU64::new(0),
@@ -381,7 +417,8 @@ impl Shared {
             let room = intake.len();
             std::mem::replace(&mut *intake, Vec::with_capacity(room))
         };
-        for event in coalesce_hits(batch) {
+        for mut event in coalesce_hits(batch) {
+            ring.shared.share(&mut event, ring.capacity);
             ring.last_seq += 1;
             let seq = ring.last_seq;
             count(&mut ring.names, &event);
@@ -767,6 +804,29 @@ mod tests {
         });
         assert_eq!(next.records.len(), 1);
         assert_eq!(next.records[0].1.count, 1);
+    }
+
+    #[tokio::test]
+    async fn the_ring_keeps_one_copy_of_equal_requesters_and_targets() {
+        let audit = Audit::start(AuditConfig {
+            ring_capacity: 100,
+            ..AuditConfig::memory_only()
+        });
+        // A thousand short connections alike: each event its own `Who` and `Target`.
+        for n in 0..1_000 {
+            audit.record(record(n, Some("agent"), AuditOutcome::Acquired));
+        }
+        audit.flush();
+        let ring = lock(&audit.shared.ring);
+        assert_eq!(ring.events.len(), 100);
+        let (_, first) = &ring.events[0];
+        assert!(ring.events.iter().all(|(_, event)| {
+            Arc::ptr_eq(&event.who, &first.who) && Arc::ptr_eq(&event.target, &first.target)
+        }));
+        assert!(ring.shared.whos.len() + ring.shared.targets.len() <= 2 * 100 + 2);
+        // Still the records they were.
+        assert_eq!(first.who.name.as_deref(), Some("agent"));
+        assert_eq!(first.time_ms, 1_700_000_000_900);
     }
 
     #[test]

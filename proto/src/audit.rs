@@ -101,7 +101,7 @@ pub struct AuditJson<'a, C: std::fmt::Display> {
 
 /// The requester's members of an audit line, already JSON: the same in
 /// every line of a connection, so a busy client's strings are escaped once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuditWho(String);
 
 impl AuditWho {
