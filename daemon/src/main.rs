@@ -47,7 +47,7 @@ struct Args {
     /// to do stops [default: 600]. Set only on the daemon's command line.
     #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     actor_idle_secs: Option<u64>,
-    /// For tests: the most credential actors at once [default: 4096].
+    /// For tests: the most credential actors at once [default: 256].
     #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_credential_actors: Option<u64>,
 }
