@@ -894,18 +894,7 @@ mod tests {
         );
         assert_eq!(lines[1]["name"], serde_json::Value::Null);
         assert_eq!(lines[1]["outcome"], "failed");
-        for key in [
-            "time",
-            "name",
-            "client",
-            "pid",
-            "exe",
-            "scopes",
-            "tenant",
-            "credential",
-            "outcome",
-            "count",
-        ] {
+        for key in azbroker_proto::audit::FIELDS {
             assert!(lines[0].get(key).is_some(), "{key} missing");
         }
         assert_eq!(lines[0].as_object().unwrap().len(), 10);

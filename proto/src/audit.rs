@@ -84,6 +84,20 @@ pub struct AuditPage {
     pub next_seq: u64,
 }
 
+/// The audit file's field names, in the order every line has them.
+pub const FIELDS: [&str; 10] = [
+    "time",
+    "name",
+    "client",
+    "pid",
+    "exe",
+    "scopes",
+    "tenant",
+    "credential",
+    "outcome",
+    "count",
+];
+
 /// A record as one JSON object, with the field names of the audit file:
 /// `time` (RFC 3339, UTC), `name`, `client`, `pid`, `exe`, `scopes`,
 /// `tenant`, `credential`, `outcome`, `count`, in that order. Borrowed, so the daemon
@@ -232,18 +246,7 @@ mod tests {
             .keys()
             .map(|k| k.as_str())
             .collect();
-        let mut expected = vec![
-            "time",
-            "name",
-            "client",
-            "pid",
-            "exe",
-            "scopes",
-            "tenant",
-            "credential",
-            "outcome",
-            "count",
-        ];
+        let mut expected = FIELDS.to_vec();
         expected.sort_unstable();
         let mut keys = keys;
         keys.sort_unstable();
@@ -271,19 +274,7 @@ mod tests {
         };
         let line = record.json_line();
         assert!(!line.contains('\n') && !line.contains('\t') && !line.contains('\u{7}'));
-        let order = [
-            "time",
-            "name",
-            "client",
-            "pid",
-            "exe",
-            "scopes",
-            "tenant",
-            "credential",
-            "outcome",
-            "count",
-        ];
-        let at: Vec<usize> = order
+        let at: Vec<usize> = FIELDS
             .iter()
             .map(|key| line.find(&format!("\"{key}\":")).expect(key))
             .collect();

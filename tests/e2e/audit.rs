@@ -91,18 +91,7 @@ fn every_request_is_recorded_with_who_asked_and_never_a_token() {
         outcomes(&records),
         ["acquired", "hit", "denied", "acquired"]
     );
-    let fields = [
-        "time",
-        "name",
-        "client",
-        "pid",
-        "exe",
-        "scopes",
-        "tenant",
-        "credential",
-        "outcome",
-        "count",
-    ];
+    let fields = azbroker_proto::audit::FIELDS;
     for record in &records {
         let keys: Vec<&String> = record.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), fields.len(), "{record}");
