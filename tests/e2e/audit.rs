@@ -34,7 +34,7 @@ fn exec(sandbox: &Sandbox, args: &[&str], command: &[&str]) -> Output {
 }
 
 /// `azbroker audit --json ARGS`, parsed line by line.
-fn audit(sandbox: &Sandbox, args: &[&str]) -> Vec<Value> {
+pub(crate) fn audit(sandbox: &Sandbox, args: &[&str]) -> Vec<Value> {
     let out = sandbox.cli(&[&["audit", "--json"], args].concat());
     assert!(
         out.status.success(),

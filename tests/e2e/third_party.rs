@@ -230,17 +230,9 @@ fn sha256_hex(text: &str) -> String {
 
 /// `azbroker audit --json --name NAME`: each record's outcome and executable.
 fn audited(sandbox: &Sandbox, name: &str) -> Vec<(String, String)> {
-    let out = sandbox.cli(&["audit", "--json", "--name", name]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let record: Value = serde_json::from_str(line).unwrap();
+    crate::audit::audit(sandbox, &["--name", name])
+        .iter()
+        .map(|record| {
             assert_eq!(record["name"], name, "{record}");
             let field = |key: &str| record[key].as_str().unwrap_or_default().to_string();
             (field("outcome"), field("exe"))

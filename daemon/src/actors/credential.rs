@@ -187,7 +187,7 @@ fn backing_off(wait: Duration, reason: &str) -> SourceError {
 
 /// Turns a source's token into a cache entry.
 /// Who a token was minted for, which decides whether it counts as used.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Minted {
     /// A client's miss: that request is a use, so the token is refreshed at
     /// its refresh point even if nobody asks again before then.
