@@ -2,13 +2,15 @@
 //! a figure this noisy machine cannot disturb, for comparing two builds of
 //! `azbrokerd` (docs/PERFORMANCE.md). Needs `valgrind`.
 //!
-//! `cargo run --release -p azbroker-bench --example hit_cost -- [AZBROKERD] [REQUESTS]`
+//! `cargo run --release -p azbroker-bench --example hit_cost -- [--policed] [AZBROKERD] [REQUESTS]`
 //!
 //! Runs the daemon under callgrind twice, each time with a fake `az`: once
 //! for one acquisition alone, once followed by REQUESTS (default 20,000)
 //! cached hits on one connection (prebuilt frames, no client library). The
 //! difference, divided by REQUESTS, is the cost of a hit: the connection's
-//! work, the audit writer's, and the runtime's.
+//! work, the audit writer's, and the runtime's. With `--policed`, as in the
+//! benchmark's figure 10: the daemon reads a policy file, and this process
+//! registers under an exec NAME with scope rules of its own before it asks.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -18,26 +20,45 @@ use std::time::{Duration, Instant};
 
 use azbroker_e2e::FakeAz;
 use azbroker_proto::{
-    frame, ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, Reply, Request, PROTOCOL_VERSION,
+    frame, ChainSpec, ClientFrame, DaemonFrame, GetToken, Hello, RegisterExec, Reply, Request,
+    PROTOCOL_VERSION,
 };
 
+/// Figure 10's policy: rules for processes under no exec and for [`NAME`].
+const POLICY: &str = r#"[default]
+deny = ["https://vault.azure.net/*", "https://graph.microsoft.com/*"]
+
+[names.hit-cost]
+allow = ["https://management.azure.com/*", "https://storage.azure.com/*"]
+deny = ["https://vault.azure.net/*"]
+"#;
+const NAME: &str = "hit-cost";
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    let policed = args.next_if(|a| a == "--policed").is_some();
     let daemon = args
         .next()
         .unwrap_or_else(|| "target/release/azbrokerd".into());
     let requests: u64 = args.next().map_or(20_000, |n| n.parse().expect("REQUESTS"));
-    let alone = instructions(&daemon, 0);
-    let with_hits = instructions(&daemon, requests);
+    let alone = instructions(&daemon, 0, policed);
+    let with_hits = instructions(&daemon, requests, policed);
     println!(
-        "{daemon}: {} instructions per cached hit ({requests} hits; {alone} for start, one acquisition and stop)",
+        "{daemon}{}: {} instructions per cached hit ({requests} hits; {alone} for start, one acquisition and stop)",
+        if policed { " with a policy, under an exec NAME" } else { "" },
         (with_hits - alone) / requests
     );
 }
 
 /// Instructions callgrind counted in the daemon for one acquisition and `hits`.
-fn instructions(daemon: &str, hits: u64) -> u64 {
+fn instructions(daemon: &str, hits: u64, policed: bool) -> u64 {
     let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("config");
+    if policed {
+        let policy = config.join("azbroker").join("policy.toml");
+        std::fs::create_dir_all(policy.parent().expect("a parent")).expect("config directory");
+        std::fs::write(&policy, POLICY).expect("policy file");
+    }
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).expect("bin directory");
     let az = FakeAz::install(&bin);
@@ -53,6 +74,7 @@ fn instructions(daemon: &str, hits: u64) -> u64 {
         .env("PATH", &path)
         .env("HOME", dir.path())
         .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("XDG_CONFIG_HOME", &config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -92,12 +114,32 @@ fn instructions(daemon: &str, hits: u64) -> u64 {
         }),
     };
     let request = frame::encode(&request).expect("request frame");
+    let hello = frame::encode(&hello).expect("Hello");
     let mut reply = Vec::new();
-    round_trip(
-        &mut stream,
-        &frame::encode(&hello).expect("Hello"),
-        &mut reply,
-    );
+    if policed {
+        // As `azbroker exec --name` does; connections from then on are under NAME.
+        let register = ClientFrame {
+            id: 1,
+            request: Request::RegisterExec(RegisterExec {
+                name: NAME.into(),
+                allow_scopes: vec!["https://management.azure.com/*".into()],
+                deny_scopes: vec!["https://graph.microsoft.com/*".into()],
+            }),
+        };
+        round_trip(&mut stream, &hello, &mut reply);
+        round_trip(
+            &mut stream,
+            &frame::encode(&register).expect("RegisterExec"),
+            &mut reply,
+        );
+        let registered: DaemonFrame = frame::decode(&reply).expect("a reply");
+        assert!(
+            matches!(registered.reply, Reply::ExecRegistered),
+            "the daemon did not register the exec NAME"
+        );
+        stream = connect(&socket);
+    }
+    round_trip(&mut stream, &hello, &mut reply);
     let welcome: DaemonFrame = frame::decode(&reply).expect("a reply");
     if let Reply::Error(refused) = welcome.reply {
         // A build of another protocol version: build this tool at its commit.

@@ -14,6 +14,7 @@
 
 mod bare;
 mod binaries;
+mod idle_states;
 mod measure;
 mod report;
 mod sandbox;
@@ -26,6 +27,7 @@ use azbroker_proto::{frame, ClientFrame, DaemonFrame, Reply, Request};
 use clap::Parser;
 
 use crate::binaries::Binaries;
+use crate::idle_states::IdleStates;
 use crate::report::{Machine, Results};
 use crate::sandbox::Sandbox;
 use crate::scenarios::{token_request, Ctx, ARM};
@@ -127,6 +129,10 @@ fn run(args: &Args) -> Result<Results, String> {
     };
 
     let step = |name: &str| eprintln!("azbroker-bench: {name}...");
+    let idle = IdleStates::hold();
+    if !idle.held() {
+        eprintln!("azbroker-bench: warning: {}", idle.describe());
+    }
     step("1. cached token, in-process");
     let cached = runtime.block_on(scenarios::cached::run(&ctx))?;
     step("2. concurrency");
@@ -149,11 +155,22 @@ fn run(args: &Args) -> Result<Results, String> {
     let identities = runtime.block_on(scenarios::identities::run(&ctx))?;
     step("5. refresh");
     let refresh = runtime.block_on(scenarios::refresh::run(&ctx))?;
+    // Figure 1 once more with the CPUs free to idle, to show what the hold removes.
+    let idle_states = idle.describe();
+    let cached_idling = if idle.held() {
+        drop(idle);
+        step("1b. cached token, in-process, CPUs free to idle");
+        Some(runtime.block_on(scenarios::cached::run(&ctx))?)
+    } else {
+        None
+    };
     Ok(Results {
         machine,
+        idle_states,
         request_bytes,
         reply_bytes,
         cached,
+        cached_idling,
         concurrency,
         cli,
         many,

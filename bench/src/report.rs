@@ -26,9 +26,13 @@ pub struct Machine {
 
 pub struct Results {
     pub machine: Machine,
+    /// Whether the CPUs were held out of idle states ([`crate::idle_states`]).
+    pub idle_states: String,
     pub request_bytes: usize,
     pub reply_bytes: usize,
     pub cached: Cached,
+    /// Figure 1 again with the CPUs free to idle (when they were held for the rest).
+    pub cached_idling: Option<Cached>,
     pub concurrency: Vec<Level>,
     pub cli: Cli,
     pub many: ManyClients,
@@ -234,6 +238,18 @@ impl Results {
             "1. the same, daemon alone (prebuilt frames, no client library), p50 / p99 (µs)",
             &c.daemon_only,
         ));
+        if let Some(idling) = &self.cached_idling {
+            row(&[
+                s("1b. the same, CPUs free to idle (informational), p50 / p99 (µs)"),
+                format!("{:.1} / {:.1}", idling.broker.p50_us, idling.broker.p99_us),
+                format!("{:.1} / {:.1}", idling.bare.p50_us, idling.bare.p99_us),
+                format!(
+                    "{:.2}x / {:.2}x",
+                    ratio(idling.broker.p50_us, idling.bare.p50_us),
+                    ratio(idling.broker.p99_us, idling.bare.p99_us)
+                ),
+            ]);
+        }
         row(&[
             s("1. cached token, in-process, requests/s"),
             thousands(c.broker.per_sec),
@@ -459,14 +475,15 @@ impl Results {
         ]);
 
         let mut text = format!(
-            "azbroker-bench {} run, {}, commit {}, {} cores ({}); request {} B, reply {} B\n\n",
+            "azbroker-bench {} run, {}, commit {}, {} cores ({}); request {} B, reply {} B; {}\n\n",
             if m.quick { "quick" } else { "full" },
             m.date,
             m.commit,
             m.cores,
             m.cpu,
             self.request_bytes,
-            self.reply_bytes
+            self.reply_bytes,
+            self.idle_states
         );
         text.push_str(&out);
         text.push_str("\n| target | this run | limit | |\n| --- | ---: | ---: | --- |\n");
@@ -492,6 +509,7 @@ impl Results {
             "cpu": m.cpu,
             "commit": m.commit,
             "mode": if m.quick { "quick" } else { "full" },
+            "idle_states": self.idle_states,
             "request_bytes": self.request_bytes,
             "reply_bytes": self.reply_bytes,
             "cached_in_process": {
@@ -499,6 +517,11 @@ impl Results {
                 "bare": latency(&self.cached.bare),
                 "daemon_only": latency(&self.cached.daemon_only),
             },
+            "cached_in_process_cpus_idling": self.cached_idling.as_ref().map(|c| json!({
+                "broker": latency(&c.broker),
+                "bare": latency(&c.bare),
+                "daemon_only": latency(&c.daemon_only),
+            })),
             "concurrency": self.concurrency.iter().map(|l| json!({
                 "connections": l.connections,
                 "broker": latency(&l.broker),
