@@ -28,15 +28,22 @@ pub const SHIM_BINARY: &str = "azbroker-az-shim";
 /// Whether `dir` is a shim directory (see the module docs). `shim_binary` is
 /// the shim's own file when known, to recognise an unmarked link to it.
 pub fn is_shim_dir(dir: &Path, shim_binary: Option<&Path>) -> bool {
+    is_shim_dir_of(dir, file_id(shim_binary))
+}
+
+/// The device and inode of `path`, which identify a file whatever links name it.
+fn file_id(path: Option<&Path>) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(path?).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// [`is_shim_dir`] with the shim binary's file already identified: a walk
+/// over a whole `PATH` looks at the binary once, not once per entry.
+fn is_shim_dir_of(dir: &Path, shim: Option<(u64, u64)>) -> bool {
     if dir.join(MARKER_FILE).is_file() {
         return true;
     }
-    let Some(shim) = shim_binary.and_then(|p| std::fs::metadata(p).ok()) else {
-        return false;
-    };
-    std::fs::metadata(dir.join("az"))
-        .map(|az| az.dev() == shim.dev() && az.ino() == shim.ino())
-        .unwrap_or(false)
+    shim.is_some_and(|shim| file_id(Some(&dir.join("az"))) == Some(shim))
 }
 
 /// `path` (a `PATH` value) without shim directories and without relative
@@ -45,10 +52,11 @@ pub fn is_shim_dir(dir: &Path, shim_binary: Option<&Path>) -> bool {
 /// directories it removed.
 pub fn path_without_shims(path: &OsStr, shim_binary: Option<&Path>) -> (OsString, Vec<PathBuf>) {
     let mut removed = Vec::new();
+    let shim_id = file_id(shim_binary);
     let kept: Vec<PathBuf> = std::env::split_paths(path)
         .filter(|dir| dir.is_absolute())
         .filter(|dir| {
-            let shim = is_shim_dir(dir, shim_binary);
+            let shim = is_shim_dir_of(dir, shim_id);
             if shim {
                 removed.push(dir.clone());
             }
@@ -62,8 +70,9 @@ pub fn path_without_shims(path: &OsStr, shim_binary: Option<&Path>) -> (OsString
 
 /// The first executable `az` on `path` that is not a shim: the real Azure CLI.
 pub fn find_real_az(path: &OsStr, shim_binary: Option<&Path>) -> Option<PathBuf> {
+    let shim_id = file_id(shim_binary);
     std::env::split_paths(path)
-        .filter(|dir| dir.is_absolute() && !is_shim_dir(dir, shim_binary))
+        .filter(|dir| dir.is_absolute() && !is_shim_dir_of(dir, shim_id))
         .map(|dir| dir.join("az"))
         .find(|az| is_executable_file(az))
 }

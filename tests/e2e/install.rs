@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Output;
 
 use crate::harness::{bin, wait_until, Sandbox};
 
@@ -97,4 +98,49 @@ fn succeeds(command: &mut std::process::Command) {
         "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `azbroker token` parses its own arguments apart from the other commands
+/// (its start-up is per token): its help and usage errors are those of the
+/// whole command line's `token`.
+#[test]
+fn token_alone_has_the_usage_of_the_whole_command_line() {
+    let sandbox = Sandbox::new();
+    let text = |out: &Output| {
+        String::from_utf8_lossy(&[&out.stdout[..], &out.stderr[..]].concat()).into_owned()
+    };
+    let help = sandbox.cli(&["token", "--help"]);
+    assert!(help.status.success());
+    let through_tree = sandbox.cli(&["help", "token"]);
+    assert!(through_tree.status.success());
+    assert_eq!(text(&help), text(&through_tree));
+    assert!(
+        text(&help).contains("Usage: azbroker token [OPTIONS] --scope <SCOPE>"),
+        "{}",
+        text(&help)
+    );
+    // Usage errors show the usage; a bad value names the option (clap's way).
+    for (args, complaint, usage) in [
+        (&["token"][..], "--scope <SCOPE>", true),
+        (
+            &["token", "--scope", "x", "--bogus"][..],
+            "unexpected argument '--bogus'",
+            true,
+        ),
+        (
+            &["token", "--scope", "x", "--min-validity", "soon"][..],
+            "invalid value 'soon' for '--min-validity <SECS>'",
+            false,
+        ),
+    ] {
+        let out = sandbox.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out).contains(complaint), "{args:?}: {}", text(&out));
+        assert_eq!(
+            text(&out).contains("Usage: azbroker token"),
+            usage,
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
 }

@@ -1,8 +1,9 @@
 //! `azbroker`: the command line of the token broker.
 //!
-//! `azbroker token`, the hot path of scripts, asks through the blocking
-//! client and starts no async runtime; the other commands run on a
-//! current-thread runtime (no worker threads they would not use).
+//! `azbroker token`, the hot path of scripts, parses only its own arguments
+//! (not the whole command tree) and asks through the blocking client with no
+//! async runtime; the other commands run on a current-thread runtime (no
+//! worker threads they would not use).
 
 mod audit;
 mod exec;
@@ -24,32 +25,48 @@ use clap::{Parser, Subcommand};
 
 /// Entra ID tokens for every tool of this user session, from one shared broker.
 #[derive(Parser, Debug)]
-#[command(name = "azbroker", version, about)]
+#[command(name = "azbroker", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+const TOKEN_ABOUT: &str = "Print an access token (JSON, or only the token with --raw)";
+
+// `azbroker token` on its own: what `main` parses when that is the command.
+// Building clap's tree of every command and option was a third of this
+// command's start-up, which scripts pay once per token.
+#[derive(Parser, Debug)]
+#[command(name = "token", bin_name = "azbroker token", about = TOKEN_ABOUT)]
+struct TokenCli {
+    #[command(flatten)]
+    args: TokenArgs,
+}
+
+/// The arguments of `azbroker token`.
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// Scope to request, e.g. https://management.azure.com/.default (repeatable).
+    #[arg(long, required = true)]
+    scope: Vec<String>,
+    /// Tenant to authenticate in.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Print only the access token.
+    #[arg(long)]
+    raw: bool,
+    /// The token must stay valid at least this many seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    min_validity: Option<u32>,
+    /// A claims challenge from a resource (bypasses the cache).
+    #[arg(long)]
+    claims: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print an access token (JSON, or only the token with --raw).
-    Token {
-        /// Scope to request, e.g. https://management.azure.com/.default (repeatable).
-        #[arg(long, required = true)]
-        scope: Vec<String>,
-        /// Tenant to authenticate in.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Print only the access token.
-        #[arg(long)]
-        raw: bool,
-        /// The token must stay valid at least this many seconds [default: 300].
-        #[arg(long, value_name = "SECS")]
-        min_validity: Option<u32>,
-        /// A claims challenge from a resource (bypasses the cache).
-        #[arg(long)]
-        claims: Option<String>,
-    },
+    #[command(about = TOKEN_ABOUT)]
+    Token(TokenArgs),
     /// Show the daemon's health, cached tokens (never the tokens themselves) and counters.
     Status {
         #[arg(long)]
@@ -222,6 +239,13 @@ enum ShimCommand {
 /// Exit codes: 0 success, 1 the broker answered with an error, 2 usage
 /// (clap), 3 the broker could not be reached.
 fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|command| command == "token") {
+        // The same arguments and errors as through `Cli`, without the rest of the tree.
+        let cli = TokenCli::try_parse_from(std::iter::once(OsString::from("token")).chain(args))
+            .unwrap_or_else(|e| e.exit());
+        return token(cli.args);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -235,21 +259,7 @@ fn main() -> ExitCode {
     // One arm per command; each command owns its set-up (a runtime only where
     // it talks to the daemon asynchronously).
     match cli.command {
-        Command::Token {
-            scope,
-            tenant,
-            raw,
-            min_validity,
-            claims,
-        } => token(
-            GetToken {
-                scopes: scope,
-                tenant,
-                claims,
-                min_validity_secs: min_validity.unwrap_or(0),
-            },
-            raw,
-        ),
+        Command::Token(args) => token(args),
         Command::Status { json, limit } => with_runtime(status(json, limit)),
         Command::Audit {
             follow,
@@ -410,7 +420,20 @@ fn diagnose(args: Vec<OsString>) -> ExitCode {
 
 /// The hot path of scripts: one blocking exchange (Hello and request in one
 /// write), no async runtime to start.
-fn token(request: GetToken, raw: bool) -> ExitCode {
+fn token(args: TokenArgs) -> ExitCode {
+    let TokenArgs {
+        scope,
+        tenant,
+        raw,
+        min_validity,
+        claims,
+    } = args;
+    let request = GetToken {
+        scopes: scope,
+        tenant,
+        claims,
+        min_validity_secs: min_validity.unwrap_or(0),
+    };
     let options = match client_options() {
         Ok(options) => options,
         Err(code) => return code,
