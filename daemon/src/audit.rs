@@ -21,6 +21,8 @@
 //! could hold a token or a secret.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
@@ -465,27 +467,38 @@ impl Shared {
 /// Folds each hit into the first hit in `batch` of the same connection (its
 /// `Who`), target, credential and token tenant, adding up their counts; keeps
 /// everything else, in order. A batch is what came in since the last
-/// absorption: at most one writer round.
+/// absorption: at most one writer round. Every hit passes through here, so
+/// the map is keyed by the connection's address (cheap to hash, and chosen by
+/// no client) and a connection's targets are compared in a short list; past
+/// [`FOLDED_TARGETS`] targets in one round, further ones are kept unfolded.
 fn coalesce_hits(batch: Vec<Event>) -> Vec<Event> {
     let mut kept: Vec<Event> = Vec::with_capacity(batch.len());
-    let mut first_hits: HashMap<(*const Who, Arc<Target>), usize> = HashMap::new();
+    let mut first_hits: FxHashMap<*const Who, Vec<usize>> = FxHashMap::default();
     for event in batch {
         if event.outcome == AuditOutcome::Hit {
-            let key = (Arc::as_ptr(&event.who), event.target.clone());
-            if let Some(&at) = first_hits.get(&key) {
+            let firsts = first_hits.entry(Arc::as_ptr(&event.who)).or_default();
+            let same = firsts.iter().copied().find(|&at| {
+                let first = &kept[at];
+                first.target == event.target
+                    && first.credential == event.credential
+                    && first.token_tenant == event.token_tenant
+            });
+            if let Some(at) = same {
                 let first = &mut kept[at];
-                if first.credential == event.credential && first.token_tenant == event.token_tenant
-                {
-                    first.count = first.count.saturating_add(event.count);
-                    continue;
-                }
+                first.count = first.count.saturating_add(event.count);
+                continue;
             }
-            first_hits.insert(key, kept.len());
+            if firsts.len() < FOLDED_TARGETS {
+                firsts.push(kept.len());
+            }
         }
         kept.push(event);
     }
     kept
 }
+
+/// Targets per connection that one round folds hits into.
+const FOLDED_TARGETS: usize = 8;
 
 fn count(names: &mut HashMap<String, NameCounters>, event: &Event) {
     let Some(name) = &event.who.name else { return };
@@ -804,6 +817,33 @@ mod tests {
         });
         assert_eq!(next.records.len(), 1);
         assert_eq!(next.records[0].1.count, 1);
+    }
+
+    #[test]
+    fn hits_fold_into_a_bounded_list_of_targets_per_connection() {
+        let first = record(0, Some("agent"), AuditOutcome::Hit);
+        let hit = |n: usize| Event {
+            target: Arc::new(Target {
+                tenant: None,
+                scopes: vec![format!("https://r{n}.example/.default")],
+            }),
+            ..first.clone()
+        };
+        // Two rounds' worth of hits on more targets than are folded.
+        let targets = FOLDED_TARGETS + 2;
+        let batch: Vec<Event> = (0..2).flat_map(|_| (0..targets).map(hit)).collect();
+        let kept = coalesce_hits(batch);
+        let counts: Vec<u32> = kept.iter().map(|e| e.count).collect();
+        let mut expected = vec![2; FOLDED_TARGETS];
+        expected.extend([1, 1, 1, 1]);
+        assert_eq!(counts, expected);
+        assert_eq!(counts.iter().sum::<u32>(), 2 * targets as u32);
+        // A hit on the same target from another credential is not folded into it.
+        let other = Event {
+            credential: None,
+            ..hit(0)
+        };
+        assert_eq!(coalesce_hits(vec![hit(0), other, hit(0)]).len(), 2);
     }
 
     #[tokio::test]
