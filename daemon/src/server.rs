@@ -149,7 +149,18 @@ pub async fn start(config: ServerConfig) -> Result<Outcome, String> {
         .notifier
         .ready(&format!("serving {}", socket.display()));
 
-    run(listener, broker, config.limits, daemon.shutdown.clone()).await;
+    // On a worker thread, not this one (`block_on`'s): each connection's task
+    // is then spawned on the worker that accepted it and starts there, where
+    // accepting on this thread woke it, then a worker, for every connection.
+    let serving = tokio::spawn(run(
+        listener,
+        broker,
+        config.limits,
+        daemon.shutdown.clone(),
+    ));
+    if let Err(e) = serving.await {
+        tracing::error!(error = %e, "the accept loop ended abnormally");
+    }
 
     tracing::info!("shutting down");
     config.notifier.stopping();
