@@ -36,7 +36,9 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Level>, String> {
 /// One level against `daemon` (which must have [`ARM`] cached), beside the
 /// bare baseline; rounds of the two alternate.
 pub async fn level(ctx: &Ctx, daemon: &Daemon, connections: usize) -> Result<Level, String> {
-    let (rounds, window) = ctx.pick((1, Duration::from_millis(600)), (3, Duration::from_secs(1)));
+    // Three alternating rounds in quick mode too: one window of each was a
+    // single draw of this shared machine's load, and the ratio swung by 0.2.
+    let (rounds, window) = ctx.pick((3, Duration::from_millis(600)), (3, Duration::from_secs(1)));
     let (mut broker, mut bare) = (Samples::default(), Samples::default());
     let (mut broker_cpu, mut bare_cpu) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..rounds {
