@@ -19,7 +19,7 @@ pub struct Cli {
 }
 
 pub fn run(ctx: &Ctx, expected_token: &str) -> Result<Cli, String> {
-    let runs = ctx.pick(40, 300);
+    let runs = ctx.pick(100, 300);
     let mut azbroker = ctx.sandbox.command(&ctx.sandbox.bins.azbroker);
     azbroker
         .env("AZBROKER_SOCKET", &ctx.main.socket)
