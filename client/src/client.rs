@@ -2,9 +2,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{AcqRel, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use azbroker_proto::buffered::{self, Buffered};
 use azbroker_proto::handshake::{self, FirstRead, POLICY};
@@ -17,7 +20,7 @@ use azbroker_proto::{
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use zeroize::Zeroizing;
 
 use crate::reply_reader::ReplyReader;
@@ -326,9 +329,27 @@ struct Waiter {
     done: oneshot::Sender<Reply>,
     /// Receives `LoginProgress` messages, which do not end the request.
     progress: Option<mpsc::UnboundedSender<String>>,
+    /// When the caller stops waiting: the connection's [`watch_deadlines`]
+    /// then answers it with a timeout.
+    deadline: Instant,
+    timeout: Duration,
 }
 
 type Pending = Arc<StdMutex<Option<HashMap<u64, Waiter>>>>;
+
+/// How often a connection with requests in flight looks for overdue ones: a
+/// request times out up to this much after its deadline. One watch per
+/// connection instead of a timer per request, whose registration and removal
+/// were a tenth of the library's work per cached token.
+const DEADLINE_TICK: Duration = Duration::from_secs(1);
+
+/// Wakes a connection's deadline watch, which sleeps while nothing is in flight.
+#[derive(Default)]
+struct Watch {
+    /// The watch waits on `wake` (set by it; cleared by whoever wakes it).
+    idle: AtomicBool,
+    wake: Notify,
+}
 
 /// One open connection: a writer shared by callers and a reader task that
 /// routes each reply to the caller waiting on its id.
@@ -339,6 +360,8 @@ struct Connection {
     next_id: AtomicU64,
     welcome: Welcome,
     reader: tokio::task::JoinHandle<()>,
+    watch: Arc<Watch>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 /// The write half and the buffer each request is encoded into (reused,
@@ -362,6 +385,7 @@ fn split(stream: Stream) -> (OwnedReadHalf, OwnedWriteHalf) {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.reader.abort();
+        self.watcher.abort();
     }
 }
 
@@ -388,6 +412,8 @@ impl Connection {
         let welcome = handshake::first_reply(sent, read)?;
         let pending: Pending = Arc::new(StdMutex::new(Some(HashMap::new())));
         let reader = tokio::spawn(route_replies(reader, pending.clone()));
+        let watch = Arc::new(Watch::default());
+        let watcher = tokio::spawn(watch_deadlines(pending.clone(), watch.clone()));
         Ok(Connection {
             writer: Mutex::new(FrameWriter {
                 stream: writer,
@@ -397,6 +423,8 @@ impl Connection {
             next_id: AtomicU64::new(1),
             welcome,
             reader,
+            watch,
+            watcher,
         })
     }
 
@@ -412,11 +440,21 @@ impl Connection {
     ) -> Result<Reply, Broken> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let (tx, rx) = oneshot::channel();
-        let waiter = Waiter { done: tx, progress };
+        let waiter = Waiter {
+            done: tx,
+            progress,
+            deadline: Instant::now() + timeout,
+            timeout,
+        };
         match self.pending.lock().expect("pending lock").as_mut() {
             Some(pending) => pending.insert(id, waiter),
             None => return Err(Broken(ClientError::Protocol("connection closed".into()))),
         };
+        // After the insert: a watch that went idle before it is woken (the
+        // permit is kept), one going idle after it sees the request.
+        if self.watch.idle.swap(false, AcqRel) {
+            self.watch.wake.notify_one();
+        }
         let written = {
             let mut writer = self.writer.lock().await;
             let FrameWriter { stream, buf } = &mut *writer;
@@ -428,19 +466,13 @@ impl Connection {
                 "sending request: {e}"
             ))));
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(Broken(ClientError::Protocol(
+        // An overdue request is answered by the watch with a timeout error:
+        // not Broken, the daemon is there, just slow; do not resend.
+        match rx.await {
+            Ok(reply) => Ok(reply),
+            Err(_) => Err(Broken(ClientError::Protocol(
                 "the daemon closed the connection".into(),
             ))),
-            Err(_) => {
-                self.cancel(id);
-                // Not Broken: the daemon is there, just slow; do not resend.
-                Ok(Reply::Error(azbroker_proto::WireError::new(
-                    azbroker_proto::ErrorKind::Timeout,
-                    format!("no answer from azbrokerd within {} s", timeout.as_secs()),
-                )))
-            }
         }
     }
 
@@ -449,6 +481,66 @@ impl Connection {
             pending.remove(&id);
         }
     }
+}
+
+/// Answers overdue requests with a timeout error, a [`DEADLINE_TICK`] at a
+/// time while any are in flight; sleeps on [`Watch::wake`] while none are,
+/// so an idle connection wakes nobody.
+async fn watch_deadlines(pending: Pending, watch: Arc<Watch>) {
+    let mut ticks = tokio::time::interval(DEADLINE_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let in_flight = expire_overdue(&pending, Instant::now());
+        if in_flight == Some(0) {
+            watch.idle.store(true, Release);
+            // A request inserted before `idle` was set finds it clear and
+            // does not wake us: look once more.
+            if !matches!(in_flight_count(&pending), Some(0)) {
+                watch.idle.store(false, Release);
+                continue;
+            }
+            watch.wake.notified().await;
+            ticks.reset();
+        } else if in_flight.is_none() {
+            // The connection is gone; the reader has woken every caller.
+            return;
+        }
+    }
+}
+
+fn in_flight_count(pending: &Pending) -> Option<usize> {
+    pending
+        .lock()
+        .expect("pending lock")
+        .as_ref()
+        .map(HashMap::len)
+}
+
+/// Answers every request whose deadline has passed by `now`; returns how many
+/// remain in flight (`None` once the connection is closed).
+fn expire_overdue(pending: &Pending, now: Instant) -> Option<usize> {
+    let mut pending = pending.lock().expect("pending lock");
+    let waiters = pending.as_mut()?;
+    let overdue: Vec<u64> = waiters
+        .iter()
+        .filter(|(_, waiter)| waiter.deadline <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in overdue {
+        if let Some(waiter) = waiters.remove(&id) {
+            let _ = waiter
+                .done
+                .send(Reply::Error(azbroker_proto::WireError::new(
+                    azbroker_proto::ErrorKind::Timeout,
+                    format!(
+                        "no answer from azbrokerd within {} s",
+                        waiter.timeout.as_secs()
+                    ),
+                )));
+        }
+    }
+    Some(waiters.len())
 }
 
 async fn route_replies(mut reader: Replies, pending: Pending) {
@@ -492,5 +584,114 @@ async fn next_frame(reader: &mut Replies, buf: &mut Vec<u8>) -> Result<DaemonFra
             Ok(message)
         }
         Buffered::NeedMore { .. } => read_message(reader, buf).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+
+    use azbroker_proto::{frame, ChainSpec, ClientFrame, ErrorKind, PROTOCOL_VERSION};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    use super::*;
+
+    fn options() -> ClientOptions {
+        ClientOptions {
+            socket: "/nonexistent/azbroker.sock".into(),
+            chain: ChainSpec {
+                authority_host: "https://login.microsoftonline.com".into(),
+                credentials: Vec::new(),
+                selected_by: "test".into(),
+                interactive: true,
+            },
+            client_name: "client-test".into(),
+            autostart: false,
+            start_with_managed_identity: false,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+
+    async fn read_frame(daemon: &mut UnixStream) -> ClientFrame {
+        let mut header = [0u8; frame::HEADER_LEN];
+        daemon.read_exact(&mut header).await.unwrap();
+        let mut body = vec![0; frame::body_len(header).unwrap()];
+        daemon.read_exact(&mut body).await.unwrap();
+        frame::decode(&body).unwrap()
+    }
+
+    async fn send(daemon: &mut UnixStream, id: u64, reply: Reply) {
+        let bytes = frame::encode(&DaemonFrame { id, reply }).unwrap();
+        daemon.write_all(&bytes).await.unwrap();
+    }
+
+    /// A request with a 1 s timeout that the daemon leaves unanswered.
+    async fn times_out(connection: &Connection) {
+        let asked = Instant::now();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(30),
+            connection.request(&Request::Status, Duration::from_secs(1), None),
+        )
+        .await
+        .expect("the watch answers an overdue request");
+        match reply {
+            Ok(Reply::Error(e)) => {
+                assert_eq!(e.kind, ErrorKind::Timeout);
+                assert!(e.message.contains("within 1 s"), "{}", e.message);
+            }
+            Ok(other) => panic!("expected a timeout, got {other:?}"),
+            Err(Broken(e)) => panic!("expected a timeout, got {e}"),
+        }
+        assert!(asked.elapsed() >= Duration::from_secs(1));
+    }
+
+    /// A daemon that welcomes, never answers the first two requests and
+    /// answers the third: the two time out (after their deadline, not
+    /// before; the second after the watch went idle), and the connection
+    /// goes on serving.
+    #[tokio::test]
+    async fn a_request_the_daemon_leaves_unanswered_times_out_and_the_connection_serves_on() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let uds =
+            interprocess::os::unix::uds_local_socket::tokio::Stream::try_from(OwnedFd::from(ours))
+                .unwrap();
+        let mut daemon = UnixStream::from_std(theirs).unwrap();
+        let peer = tokio::spawn(async move {
+            read_frame(&mut daemon).await;
+            let welcome = Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                daemon_version: "0.1.0".into(),
+                daemon_pid: 1,
+            };
+            send(&mut daemon, 0, Reply::Welcome(welcome)).await;
+            let ignored = read_frame(&mut daemon).await;
+            let ignored_after_idle = read_frame(&mut daemon).await;
+            let answered = read_frame(&mut daemon).await;
+            assert_ne!(ignored.id, answered.id);
+            assert_ne!(ignored_after_idle.id, answered.id);
+            send(&mut daemon, answered.id, Reply::Invalidated { removed: 7 }).await;
+            daemon
+        });
+        let connection = Connection::open(Stream::UdSocket(uds), &options())
+            .await
+            .unwrap();
+
+        times_out(&connection).await;
+        // Nothing in flight: the watch goes idle, and must wake for the next.
+        tokio::time::sleep(DEADLINE_TICK * 3).await;
+        assert!(connection.watch.idle.load(Relaxed));
+        times_out(&connection).await;
+        match connection
+            .request(&Request::Status, Duration::from_secs(30), None)
+            .await
+        {
+            Ok(reply) => assert_eq!(reply, Reply::Invalidated { removed: 7 }),
+            Err(Broken(e)) => panic!("the connection broke: {e}"),
+        }
+        assert_eq!(in_flight_count(&connection.pending), Some(0));
+        drop(peer.await.unwrap());
     }
 }
