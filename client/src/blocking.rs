@@ -146,24 +146,12 @@ fn is_timeout(e: &io::Error) -> bool {
 mod tests {
     use std::time::Duration;
 
-    use azbroker_proto::{ChainSpec, ErrorKind, Welcome, WireError, PROTOCOL_VERSION};
+    use azbroker_proto::{ErrorKind, Welcome, WireError, PROTOCOL_VERSION};
 
     use super::*;
 
     fn options() -> ClientOptions {
-        ClientOptions {
-            socket: "/nonexistent/azbroker.sock".into(),
-            chain: ChainSpec {
-                authority_host: "https://login.microsoftonline.com".into(),
-                credentials: Vec::new(),
-                selected_by: "test".into(),
-                interactive: true,
-            },
-            client_name: "blocking-test".into(),
-            autostart: false,
-            start_with_managed_identity: false,
-            request_timeout: Duration::from_secs(5),
-        }
+        crate::test_options("blocking-test", Duration::from_secs(5))
     }
 
     fn frame_bytes(id: u64, reply: Reply) -> Vec<u8> {

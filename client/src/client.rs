@@ -591,26 +591,14 @@ async fn next_frame(reader: &mut Replies, buf: &mut Vec<u8>) -> Result<DaemonFra
 mod tests {
     use std::os::fd::OwnedFd;
 
-    use azbroker_proto::{frame, ChainSpec, ClientFrame, ErrorKind, PROTOCOL_VERSION};
+    use azbroker_proto::{frame, ClientFrame, ErrorKind, PROTOCOL_VERSION};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixStream;
 
     use super::*;
 
     fn options() -> ClientOptions {
-        ClientOptions {
-            socket: "/nonexistent/azbroker.sock".into(),
-            chain: ChainSpec {
-                authority_host: "https://login.microsoftonline.com".into(),
-                credentials: Vec::new(),
-                selected_by: "test".into(),
-                interactive: true,
-            },
-            client_name: "client-test".into(),
-            autostart: false,
-            start_with_managed_identity: false,
-            request_timeout: Duration::from_secs(60),
-        }
+        crate::test_options("client-test", Duration::from_secs(60))
     }
 
     async fn read_frame(daemon: &mut UnixStream) -> ClientFrame {

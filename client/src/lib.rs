@@ -33,6 +33,24 @@ mod error;
 mod reply_reader;
 pub mod trust;
 
+/// Options for tests that talk to a fake daemon over a socket pair.
+#[cfg(test)]
+fn test_options(client_name: &str, request_timeout: std::time::Duration) -> ClientOptions {
+    ClientOptions {
+        socket: "/nonexistent/azbroker.sock".into(),
+        chain: proto::ChainSpec {
+            authority_host: "https://login.microsoftonline.com".into(),
+            credentials: Vec::new(),
+            selected_by: "test".into(),
+            interactive: true,
+        },
+        client_name: client_name.into(),
+        autostart: false,
+        start_with_managed_identity: false,
+        request_timeout,
+    }
+}
+
 pub use azbroker_proto as proto;
 pub use client::{Client, ClientOptions};
 #[cfg(feature = "credential")]
