@@ -21,8 +21,6 @@
 //! could hold a token or a secret.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
@@ -35,6 +33,7 @@ use azbroker_proto::{
     AuditJson, AuditOutcome, AuditPage, AuditQuery, AuditRecord, AuditWho, DaemonFrame, Reply,
     MAX_FRAME_LEN,
 };
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::cache::Target;
@@ -829,7 +828,7 @@ mod tests {
             }),
             ..first.clone()
         };
-        // Two rounds' worth of hits on more targets than are folded.
+        // One round: each of more targets than are folded, hit twice.
         let targets = FOLDED_TARGETS + 2;
         let batch: Vec<Event> = (0..2).flat_map(|_| (0..targets).map(hit)).collect();
         let kept = coalesce_hits(batch);
