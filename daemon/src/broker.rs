@@ -40,7 +40,7 @@ use crate::cache::{CacheKey, CachedToken, HitMemo, Target, TokenCache};
 use crate::clock;
 use crate::identity::CredentialId;
 use crate::login::Accounts;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyMemo};
 use crate::refresh::{DEFAULT_MIN_VALIDITY_SECS, MAX_MIN_VALIDITY_SECS, STALE_MIN_VALIDITY_SECS};
 use crate::scopes;
 use crate::session::Session;
@@ -166,6 +166,17 @@ impl Broker {
     /// cache key. A refusal is recorded in the audit trail here, with what
     /// was asked (a success is recorded once it is served).
     pub fn prepare(&self, session: &Session, request: GetToken) -> Result<Prepared, WireError> {
+        self.prepare_remembered(session, request, &mut PolicyMemo::default())
+    }
+
+    /// [`Broker::prepare`] for a connection that keeps `memo` of what its
+    /// requester was allowed (see [`crate::policy::Policy::check_remembered`]).
+    pub fn prepare_remembered(
+        &self,
+        session: &Session,
+        request: GetToken,
+        memo: &mut PolicyMemo,
+    ) -> Result<Prepared, WireError> {
         let invalid = |e: String| WireError::new(ErrorKind::InvalidRequest, e);
         let GetToken {
             scopes,
@@ -200,7 +211,10 @@ impl Broker {
             return Err(refuse(scopes, None, invalid(bad)));
         }
         // Before the cache is read: a denial never tells whether a token was cached.
-        if let Err(e) = self.policy.check(&session.requester, &scopes) {
+        if let Err(e) = self
+            .policy
+            .check_remembered(&session.requester, &scopes, memo)
+        {
             return Err(refuse(scopes, tenant, e));
         }
         if claims

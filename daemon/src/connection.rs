@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 use crate::broker::Broker;
 use crate::cache::{CachedToken, HitMemo};
 use crate::connection_table::{Activity, Slot};
+use crate::policy::PolicyMemo;
 use crate::refresh::DEFAULT_MIN_VALIDITY_SECS;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -257,6 +258,7 @@ async fn requests(
     tokio::pin!(closed);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut memo = HitMemo::default();
+    let mut allowed = PolicyMemo::default();
     loop {
         tokio::select! {
             // First: a connection that keeps sending must still notice.
@@ -279,7 +281,7 @@ async fn requests(
         Stats::bump(&broker.stats.requests);
         match request {
             Request::GetToken(get) => {
-                let prepared = match broker.prepare(&session, get) {
+                let prepared = match broker.prepare_remembered(&session, get, &mut allowed) {
                     Ok(prepared) => prepared,
                     Err(e) => {
                         error_reply(broker, writer, id, e).await;

@@ -115,31 +115,40 @@ impl Policy {
 
     /// Whether `requester` may have a token for `scopes` (normalized).
     pub fn check(&self, requester: &Requester, scopes: &[String]) -> Result<(), WireError> {
-        let loaded = self.loaded.load();
-        let grant = requester.grant.as_deref();
-        let from_file = match grant {
-            Some(grant) => loaded.file.names.get(&grant.name),
-            None => Some(&loaded.file.default),
-        };
-        let from_flags = grant.map(|grant| &grant.rules);
-        let rules = [from_file, from_flags];
-        if rules.iter().flatten().all(|r| r.is_empty()) {
+        check_against(&self.loaded.load(), requester, scopes)
+    }
+
+    /// [`Policy::check`] for a connection that keeps `memo`: scopes it was
+    /// allowed before, under the same version of the policy file, are allowed
+    /// again without matching the rules. A connection's requester (its grant
+    /// included) is fixed at its Hello, so the file is all that can change.
+    pub fn check_remembered(
+        &self,
+        requester: &Requester,
+        scopes: &[String],
+        memo: &mut PolicyMemo,
+    ) -> Result<(), WireError> {
+        let loaded = self.loaded.load_full();
+        if !memo
+            .loaded
+            .as_ref()
+            .is_some_and(|seen| Arc::ptr_eq(seen, &loaded))
+        {
+            memo.allowed.clear();
+            memo.loaded = Some(loaded.clone());
+        }
+        if memo
+            .allowed
+            .iter()
+            .any(|allowed| allowed.as_slice() == scopes)
+        {
             return Ok(());
         }
-        for scope in scopes {
-            for rules in rules.iter().flatten() {
-                if let Some(why) = rules.refuses(scope) {
-                    let who = match grant {
-                        Some(grant) => format!("'{}' (azbroker exec --name)", grant.name),
-                        None => "a process under no azbroker exec".to_string(),
-                    };
-                    return Err(WireError::new(
-                        ErrorKind::Refused,
-                        format!("azbroker policy: {who} may not get a token for {scope}: {why}"),
-                    ));
-                }
-            }
+        check_against(&loaded, requester, scopes)?;
+        if memo.allowed.len() == MEMO_ALLOWED {
+            memo.allowed.remove(0);
         }
+        memo.allowed.push(scopes.to_vec());
         Ok(())
     }
 
@@ -218,12 +227,86 @@ fn clone_file(file: &PolicyFile) -> PolicyFile {
     }
 }
 
+/// What one connection was allowed under one version of the policy file
+/// (see [`Policy::check_remembered`]). Owned by the connection's task.
+#[derive(Default)]
+pub struct PolicyMemo {
+    loaded: Option<Arc<Loaded>>,
+    allowed: Vec<Vec<String>>,
+}
+
+/// Scope lists a [`PolicyMemo`] remembers.
+const MEMO_ALLOWED: usize = 4;
+
+fn check_against(
+    loaded: &Loaded,
+    requester: &Requester,
+    scopes: &[String],
+) -> Result<(), WireError> {
+    let grant = requester.grant.as_deref();
+    let from_file = match grant {
+        Some(grant) => loaded.file.names.get(&grant.name),
+        None => Some(&loaded.file.default),
+    };
+    let from_flags = grant.map(|grant| &grant.rules);
+    let rules = [from_file, from_flags];
+    if rules.iter().flatten().all(|r| r.is_empty()) {
+        return Ok(());
+    }
+    for scope in scopes {
+        for rules in rules.iter().flatten() {
+            if let Some(why) = rules.refuses(scope) {
+                let who = match grant {
+                    Some(grant) => format!("'{}' (azbroker exec --name)", grant.name),
+                    None => "a process under no azbroker exec".to_string(),
+                };
+                return Err(WireError::new(
+                    ErrorKind::Refused,
+                    format!("azbroker policy: {who} may not get a token for {scope}: {why}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn scopes(scope: &str) -> Vec<String> {
         vec![scope.to_string()]
+    }
+
+    #[test]
+    fn a_connections_memo_of_what_it_was_allowed_ends_with_the_file_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, "[default]\ndeny = [\"https://vault.azure.net/*\"]\n").unwrap();
+        let policy = Policy::new(Some(path.clone()));
+        let anyone = Requester::default();
+        let arm = scopes("https://management.azure.com/.default");
+        let vault = scopes("https://vault.azure.net/.default");
+        let mut memo = PolicyMemo::default();
+        for _ in 0..2 {
+            assert!(policy.check_remembered(&anyone, &arm, &mut memo).is_ok());
+            // A refusal is never remembered as an allowance.
+            let refused = policy.check_remembered(&anyone, &vault, &mut memo);
+            assert_eq!(refused.unwrap_err().kind, ErrorKind::Refused);
+        }
+        assert_eq!(memo.allowed, std::slice::from_ref(&arm));
+
+        // A new version of the file: what was allowed is checked again.
+        std::fs::write(
+            &path,
+            "[default]\ndeny = [\"https://management.azure.com/*\"]\n# a new version\n",
+        )
+        .unwrap();
+        policy.reload();
+        let refused = policy.check_remembered(&anyone, &arm, &mut memo);
+        assert_eq!(refused.unwrap_err().kind, ErrorKind::Refused);
+        assert!(policy.check_remembered(&anyone, &vault, &mut memo).is_ok());
+        assert_eq!(memo.allowed, [vault]);
     }
 
     #[test]
